@@ -1,0 +1,153 @@
+"""Backbones: ResNet-18/50 with CIFAR or ImageNet stems, keras.applications, a tiny CNN.
+
+Every backbone takes float32 images in [0, 1] of shape (size, size, 3) and
+returns pooled features of shape (features,). The ImageNet mean/std
+standardisation is the backbone's first layer, so exported models need only
+scale uint8 pixels to [0, 1].
+"""
+
+import keras
+
+from byol_keras.errors import UsageError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Below this size the 7x7/stride-2 stem and max-pool discard most of the image.
+CIFAR_STEM_MAX_SIZE = 95
+
+RESNET_LAYOUTS = {
+    "resnet18": ("basic", (2, 2, 2, 2)),
+    "resnet34": ("basic", (3, 4, 6, 3)),
+    "resnet50": ("bottleneck", (3, 4, 6, 3)),
+}
+
+
+def build_backbone(name: str, image_size: int, stem: str = "auto", width: int = 64) -> keras.Model:
+    """Builds a backbone by name: `resnet18`, `resnet34`, `resnet50`, `tiny`, or a
+    `keras.applications` model name such as `MobileNetV3Small`.
+
+    `stem="auto"` picks the CIFAR stem (3x3 conv, no max-pool) below 96 px and
+    the standard 7x7 stem with max-pool from 96 px up. keras.applications
+    models start from random weights: pretraining is what this library is for.
+
+    ```python
+    backbone = build_backbone("resnet18", image_size=32)
+    features = backbone(images)  # [batch, 512]
+    ```
+    """
+    if stem not in ("auto", "cifar", "imagenet"):
+        raise UsageError(f"model.stem: expected auto, cifar or imagenet, got {stem!r}")
+    if stem == "auto":
+        stem = "cifar" if image_size <= CIFAR_STEM_MAX_SIZE else "imagenet"
+    if name in RESNET_LAYOUTS:
+        block, depths = RESNET_LAYOUTS[name]
+        return resnet(image_size, block, depths, stem=stem, width=width, name=name)
+    if name == "tiny":
+        return tiny_cnn(image_size, width=width)
+    application = getattr(keras.applications, name, None)
+    if application is None or not callable(application):
+        raise UsageError(
+            f"model.backbone: unknown backbone {name!r} (use resnet18, resnet34, "
+            "resnet50, tiny, or a keras.applications model name)"
+        )
+    return _application_backbone(application, name, image_size)
+
+
+def _standardized_input(image_size: int) -> tuple:
+    inputs = keras.Input(shape=(image_size, image_size, 3), name="images")
+    x = keras.layers.Normalization(
+        mean=IMAGENET_MEAN,
+        variance=[s * s for s in IMAGENET_STD],
+        name="standardize",
+    )(inputs)
+    return inputs, x
+
+
+def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, relu: bool = True):
+    x = keras.layers.Conv2D(
+        filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv"
+    )(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+
+def _basic_block(x, filters: int, stride: int, name: str):
+    shortcut = x
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = _conv_bn(x, filters, 1, stride, f"{name}_proj", relu=False)
+    x = _conv_bn(x, filters, 3, stride, f"{name}_a")
+    x = _conv_bn(x, filters, 3, 1, f"{name}_b", relu=False)
+    x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
+    return keras.layers.ReLU(name=f"{name}_out")(x)
+
+
+def _bottleneck_block(x, filters: int, stride: int, name: str):
+    out_filters = 4 * filters
+    shortcut = x
+    if stride != 1 or x.shape[-1] != out_filters:
+        shortcut = _conv_bn(x, out_filters, 1, stride, f"{name}_proj", relu=False)
+    x = _conv_bn(x, filters, 1, 1, f"{name}_a")
+    x = _conv_bn(x, filters, 3, stride, f"{name}_b")
+    x = _conv_bn(x, out_filters, 1, 1, f"{name}_c", relu=False)
+    x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
+    return keras.layers.ReLU(name=f"{name}_out")(x)
+
+
+def resnet(
+    image_size: int,
+    block: str,
+    depths: tuple,
+    stem: str = "cifar",
+    width: int = 64,
+    name: str = "resnet",
+) -> keras.Model:
+    """A ResNet v1 (He et al. 2016) with a CIFAR or ImageNet stem.
+
+    ```python
+    backbone = resnet(32, "basic", (2, 2, 2, 2), stem="cifar")  # ResNet-18
+    ```
+    """
+    block_fn = {"basic": _basic_block, "bottleneck": _bottleneck_block}[block]
+    inputs, x = _standardized_input(image_size)
+    if stem == "cifar":
+        x = _conv_bn(x, width, 3, 1, "stem")
+    else:
+        x = _conv_bn(x, width, 7, 2, "stem")
+        x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    for stage, depth in enumerate(depths):
+        for index in range(depth):
+            stride = 2 if stage > 0 and index == 0 else 1
+            x = block_fn(x, width * 2**stage, stride, f"stage{stage + 1}_block{index + 1}")
+    outputs = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def tiny_cnn(image_size: int, width: int = 32) -> keras.Model:
+    """A four-layer CNN for tests and the quickstart; not a research backbone.
+
+    ```python
+    backbone = tiny_cnn(32, width=16)  # features: [batch, 4 * width]
+    ```
+    """
+    inputs, x = _standardized_input(image_size)
+    for index, multiple in enumerate((1, 2, 4, 4)):
+        stride = 1 if index == 0 else 2
+        x = _conv_bn(x, width * multiple, 3, stride, f"conv{index + 1}")
+    outputs = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, outputs, name="tiny")
+
+
+def _application_backbone(application, name: str, image_size: int) -> keras.Model:
+    inputs, x = _standardized_input(image_size)
+    try:
+        base = application(
+            include_top=False,
+            weights=None,
+            input_shape=(image_size, image_size, 3),
+            pooling="avg",
+        )
+    except (TypeError, ValueError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UsageError(f"model.backbone: {name} cannot be built: {message}") from None
+    outputs = base(x)
+    return keras.Model(inputs, outputs, name=name.lower())

@@ -1,0 +1,169 @@
+"""The training story, top to bottom: config → data → views → BYOL → callbacks → run directory.
+
+Read this file to know what `byol-keras train` does. Each step calls one
+small module: `data` for sources, `augment` for the views, `backbones` and
+`model` for the networks, `optimizers` and `schedules` for the update rule,
+`callbacks` for what happens around each step, and `run_dir` for where
+everything is written.
+"""
+
+import logging
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from byol_keras.augment import image_batches, make_augmenter, pair_dataset
+from byol_keras.backbones import build_backbone
+from byol_keras.callbacks import Checkpoints, Throughput
+from byol_keras.config import Config, save_config
+from byol_keras.data import ImageSource, load_source
+from byol_keras.errors import UsageError
+from byol_keras.model import BYOL
+from byol_keras.optimizers import build_optimizer
+from byol_keras.run_dir import RunDirectory
+
+log = logging.getLogger("byol_keras")
+
+
+def train(config: Config, output_dir: str | Path) -> dict:
+    """Pretrains a backbone with BYOL as `config` says and returns the run summary.
+
+    Restarting with the same `output_dir` resumes from its latest checkpoint.
+
+    ```python
+    summary = train(load_config("configs/quickstart.yaml"), "runs/quickstart")
+    summary["final_loss"], summary["images_per_second"]
+    ```
+    """
+    started = time.perf_counter()
+    run = RunDirectory(output_dir).create()
+    save_config(config, run.config_path)
+    _seed_everything(config.train.seed, config.train.deterministic)
+    keras.mixed_precision.set_dtype_policy(config.train.precision)
+
+    # 1. Data: a source of (uint8 image, label) examples.
+    source = load_source(
+        config.data.source,
+        split=config.data.split,
+        image_size=config.data.image_size,
+        data_dir=config.data.data_dir,
+    )
+    log.info("training data: %s", source.description)
+    steps_per_epoch = _steps_per_epoch(config, source)
+
+    # 2. Views: BYOL's two asymmetric augmentations, in tf.data or on the device.
+    augmenter = make_augmenter(
+        config.augment.preset,
+        image_size=config.data.image_size,
+        seed=config.train.seed,
+        **config.augment.overrides(),
+    )
+    batches = (image_batches if config.augment.on_device else pair_dataset)(
+        source.dataset,
+        **({} if config.augment.on_device else {"augmenter": augmenter}),
+        batch_size=config.train.batch_size,
+        shuffle_buffer=config.data.shuffle_buffer,
+        seed=config.train.seed,
+        cache=config.data.cache,
+    )
+
+    # 3. Networks and update rule.
+    updates_per_epoch = max(steps_per_epoch // config.train.accumulation_steps, 1)
+    total_updates = updates_per_epoch * config.train.epochs
+    model = build_model(config, total_updates, augmenter if config.augment.on_device else None)
+    model.compile(
+        optimizer=build_optimizer(
+            config.optimizer,
+            config.train.batch_size,
+            total_steps=total_updates,
+            steps_per_epoch=updates_per_epoch,
+            accumulation_steps=config.train.accumulation_steps,
+        ),
+        jit_compile=config.train.jit_compile,
+    )
+
+    # 4. Callbacks: checkpoints to resume from, logs to watch.
+    checkpoints = Checkpoints(
+        model,
+        run.checkpoints_dir,
+        every_steps=config.train.checkpoint_every_steps,
+        keep=config.train.keep_checkpoints,
+    )
+    initial_epoch = checkpoints.restore(updates_per_epoch)
+    if initial_epoch:
+        log.info("resuming from %s at epoch %d", checkpoints.latest, initial_epoch + 1)
+    throughput = Throughput(config.train.batch_size)
+    callbacks = [
+        checkpoints,
+        throughput,
+        keras.callbacks.CSVLogger(str(run.metrics_path), append=initial_epoch > 0),
+        keras.callbacks.TensorBoard(str(run.logs_dir), update_freq="epoch"),
+    ]
+
+    # 5. Training.
+    history = model.fit(
+        batches,
+        epochs=config.train.epochs,
+        steps_per_epoch=steps_per_epoch,
+        initial_epoch=initial_epoch,
+        callbacks=callbacks,
+        verbose=config.train.verbose,
+    )
+
+    # 6. The run directory: final model, standalone backbone, summary.
+    model.save(run.model_path)
+    model.online_backbone.save(run.backbone_path)
+    last = {key: values[-1] for key, values in history.history.items() if values}
+    summary = {
+        "epochs": config.train.epochs,
+        "steps": int(model.optimizer.iterations.numpy()),
+        "final_loss": last.get("loss"),
+        "final_collapse": last.get("collapse"),
+        "final_tau": last.get("tau"),
+        "images_per_second": throughput.images_per_second,
+        "skipped_files": source.skipped_files,
+        "train_examples": source.num_examples,
+        "wall_time_seconds": time.perf_counter() - started,
+        "resumed_from_epoch": initial_epoch,
+    }
+    run.write_summary({**run.read_summary(), **summary})
+    return summary
+
+
+def build_model(config: Config, total_steps: int, augmenter=None) -> BYOL:
+    """The BYOL model the config describes, with the τ schedule over `total_steps`."""
+    backbone = build_backbone(
+        config.model.backbone,
+        image_size=config.data.image_size,
+        stem=config.model.stem,
+        width=config.model.width,
+    )
+    return BYOL(
+        backbone,
+        projection_dim=config.model.projection_dim,
+        projector_hidden_dim=config.model.projector_hidden_dim,
+        predictor_hidden_dim=config.model.predictor_hidden_dim,
+        tau_base=config.model.tau_base,
+        total_steps=total_steps,
+        augmenter=augmenter,
+    )
+
+
+def _steps_per_epoch(config: Config, source: ImageSource) -> int:
+    full_epoch = source.num_examples // config.train.batch_size
+    if full_epoch == 0:
+        raise UsageError(
+            f"train.batch_size: {config.train.batch_size} is larger than the "
+            f"{source.num_examples} training images in {config.data.source}"
+        )
+    if config.train.steps_per_epoch is not None:
+        return min(config.train.steps_per_epoch, full_epoch)
+    return full_epoch
+
+
+def _seed_everything(seed: int, deterministic: bool) -> None:
+    keras.utils.set_random_seed(seed)  # Python, NumPy and TensorFlow generators
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()

@@ -1,0 +1,144 @@
+"""The `byol-keras` command line: train, evaluate, visualize and export.
+
+Usage and config errors print one line, `byol-keras: error: ...`, and exit
+with code 2.
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from byol_keras.errors import UsageError
+
+QUICKSTART = Path(__file__).with_name("quickstart.yaml")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="byol-keras", description="BYOL self-supervised pretraining for Keras 3."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="pretrain a backbone with BYOL")
+    train.add_argument("--config", help="YAML config (default: the digits quickstart)")
+    _add_overrides(train)
+    train.add_argument("--output", help="run directory (default: runs/<config name>)")
+
+    evaluate = commands.add_parser("evaluate", help="linear probe, kNN or fine-tuning")
+    evaluate.add_argument("--run", required=True, help="run directory of a finished training")
+    evaluate.add_argument("--protocol", required=True, choices=("linear", "knn", "finetune"))
+    evaluate.add_argument("--data", help="labelled source (default: the run's data.val_source)")
+    evaluate.add_argument("--label-fraction", type=float, help="finetune: 0.01, 0.1 or 1.0")
+    evaluate.add_argument("--baseline", choices=("random",), help="evaluate an untrained copy")
+    _add_overrides(evaluate)
+
+    visualize = commands.add_parser("visualize", help="pictures of the representation")
+    visualize.add_argument("--run", required=True, help="run directory of a finished training")
+    visualize.add_argument(
+        "--kind", required=True, choices=("tsne", "retrieval", "occlusion", "curves")
+    )
+    visualize.add_argument("--data", help="labelled source (default: the run's data.val_source)")
+    visualize.add_argument("--output", help="PNG file or folder (default: <run>/pictures)")
+
+    export = commands.add_parser("export", help="SavedModel (TF Serving) and ONNX export")
+    export.add_argument("--run", required=True, help="run directory of a finished training")
+    export.add_argument("--format", default="all", choices=("saved_model", "onnx", "all"))
+    export.add_argument("--output", help="export directory (default: <run>/export)")
+    export.add_argument("--name", default="byol_backbone", help="model name for TF Serving")
+    export.add_argument("--version", type=int, help="version number (default: next free)")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
+    return parser
+
+
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.epochs=3 (repeatable)",
+    )
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from byol_keras.byol_experiment import train
+    from byol_keras.config import load_config
+
+    config_path = Path(args.config) if args.config else QUICKSTART
+    config = load_config(config_path, args.overrides)
+    output = Path(args.output or Path("runs") / config_path.stem)
+    summary = train(config, output)
+    if config.eval.final_linear_probe:
+        from byol_keras.evaluation import compare_with_random_init
+
+        summary = compare_with_random_init(output)
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    print(f"run written to {output}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from byol_keras.evaluation import evaluate_run
+
+    result = evaluate_run(
+        args.run,
+        protocol=args.protocol,
+        data=args.data,
+        label_fraction=args.label_fraction,
+        baseline=args.baseline,
+        overrides=args.overrides,
+    )
+    print(result["summary_line"])
+    return 0
+
+
+def run_visualize(args: argparse.Namespace) -> int:
+    from byol_keras.visualize import visualize_run
+
+    for path in visualize_run(args.run, kind=args.kind, data=args.data, output=args.output):
+        print(path)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from byol_keras.export import export_run
+
+    manifest = export_run(
+        args.run,
+        formats=("saved_model", "onnx") if args.format == "all" else (args.format,),
+        output=args.output,
+        name=args.name,
+        version=args.version,
+        opset=args.opset,
+    )
+    print(json.dumps(manifest["verification"], indent=2))
+    print(f"exported to {manifest['version_dir']}")
+    return 0
+
+
+HANDLERS = {
+    "train": run_train,
+    "evaluate": run_evaluate,
+    "visualize": run_visualize,
+    "export": run_export,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line; returns the exit code (2 for usage and config errors)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return HANDLERS[args.command](args)
+    except UsageError as error:
+        print(f"byol-keras: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""The run configuration: a typed schema, YAML loading, validation and `--set` overrides.
+
+Every key is documented in README.md ("Configuration"). Unknown keys, wrong
+types and out-of-range values raise `UsageError` naming the key.
+"""
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from byol_keras.errors import UsageError
+
+
+def _spec(default, *, low=None, high=None, choices=None, open_low=False):
+    metadata = {"low": low, "high": high, "choices": choices, "open_low": open_low}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class DataConfig:
+    source: str = "digits"
+    split: str = "train"
+    val_source: str | None = None
+    val_split: str = "test"
+    data_dir: str | None = None
+    image_size: int = _spec(32, low=8, high=1024)
+    shuffle_buffer: int = _spec(10_000, low=1)
+    cache: bool = True
+
+
+@dataclass
+class AugmentConfig:
+    """Null values take the preset's; blur_prob and solarize_prob are [view1, view2]."""
+
+    preset: str = _spec("byol", choices=("byol", "cifar", "digits"))
+    on_device: bool = False
+    crop_area: list[float] | None = None
+    crop_aspect: list[float] | None = None
+    flip_prob: float | None = _spec(None, low=0.0, high=1.0)
+    jitter_prob: float | None = _spec(None, low=0.0, high=1.0)
+    brightness: float | None = _spec(None, low=0.0)
+    contrast: float | None = _spec(None, low=0.0)
+    saturation: float | None = _spec(None, low=0.0)
+    hue: float | None = _spec(None, low=0.0, high=0.5)
+    grayscale_prob: float | None = _spec(None, low=0.0, high=1.0)
+    blur_prob: list[float] | None = None
+    blur_sigma: list[float] | None = None
+    solarize_prob: list[float] | None = None
+
+    def overrides(self) -> dict:
+        """The view parameters that the config sets, for `make_augmenter(**overrides)`."""
+        skip = {"preset", "on_device"}
+        return {
+            key: tuple(value) if isinstance(value, list) else value
+            for key, value in dataclasses.asdict(self).items()
+            if key not in skip and value is not None
+        }
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet18"
+    stem: str = _spec("auto", choices=("auto", "cifar", "imagenet"))
+    width: int = _spec(64, low=1)
+    projection_dim: int = _spec(256, low=1)
+    projector_hidden_dim: int = _spec(4096, low=1)
+    predictor_hidden_dim: int = _spec(4096, low=1)
+    tau_base: float = _spec(0.996, low=0.0, high=1.0)
+
+
+@dataclass
+class OptimizerConfig:
+    """The learning rate is base_lr × batch_size / 256 (lr_scaling: linear)."""
+
+    name: str = _spec("lars", choices=("lars", "sgd", "adam", "adamw"))
+    base_lr: float = _spec(0.2, low=0.0, open_low=True)
+    lr_scaling: str = _spec("linear", choices=("linear", "none"))
+    warmup_epochs: float = _spec(10.0, low=0.0)
+    weight_decay: float = _spec(1.5e-6, low=0.0)
+    momentum: float = _spec(0.9, low=0.0, high=1.0)
+    trust_coefficient: float = _spec(1e-3, low=0.0, open_low=True)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _spec(100, low=1)
+    batch_size: int = _spec(256, low=2)
+    steps_per_epoch: int | None = _spec(None, low=1)
+    seed: int = _spec(0, low=0)
+    accumulation_steps: int = _spec(1, low=1)
+    precision: str = _spec("float32", choices=("float32", "mixed_bfloat16", "mixed_float16"))
+    jit_compile: bool = False
+    distribution: str = _spec("none", choices=("none", "mirrored", "multi_worker", "tpu"))
+    checkpoint_every_steps: int | None = _spec(None, low=1)
+    keep_checkpoints: int = _spec(2, low=1)
+    collapse_threshold: float = _spec(0.05, low=0.0)
+    collapse_patience: int = _spec(3, low=1)
+    deterministic: bool = False
+    verbose: int = _spec(1, low=0, high=2)
+
+
+@dataclass
+class EvalConfig:
+    knn_every_epochs: int = _spec(0, low=0)
+    knn_k: int = _spec(200, low=1)
+    knn_temperature: float = _spec(0.1, low=0.0, open_low=True)
+    knn_max_train: int | None = _spec(None, low=1)
+    final_linear_probe: bool = False
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Reads a YAML config, applies `KEY=VALUE` overrides, and validates it.
+
+    Without a path the schema's defaults apply.
+
+    ```python
+    config = load_config("configs/quickstart.yaml", ["train.epochs=3"])
+    config.train.epochs  # 3
+    ```
+    """
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UsageError(f"config file {str(path)!r} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            first_line = str(error).splitlines()[0]
+            raise UsageError(f"config file {str(path)!r} is not valid YAML: {first_line}") from None
+        if not isinstance(raw, dict):
+            raise UsageError(f"config file {str(path)!r} must hold a mapping of sections")
+    for override in overrides or []:
+        _apply_override(raw, override)
+    return from_dict(raw)
+
+
+def from_dict(raw: dict) -> Config:
+    """Builds a validated `Config` from nested dicts (as written to config.yaml)."""
+    sections = {}
+    for section in dataclasses.fields(Config):
+        values = raw.get(section.name) or {}
+        if not isinstance(values, dict):
+            raise UsageError(f"{section.name}: expected a mapping of keys, got {values!r}")
+        sections[section.name] = _build_section(section.name, section.default_factory, values)
+    unknown = sorted(set(raw) - set(sections))
+    if unknown:
+        raise UsageError(f"{unknown[0]}: unknown config section (known: {', '.join(sections)})")
+    return Config(**sections)
+
+
+def _build_section(name: str, section_type: type, values: dict):
+    hints = typing.get_type_hints(section_type)
+    known = {f.name: f for f in dataclasses.fields(section_type)}
+    for key in values:
+        if key not in known:
+            raise UsageError(f"{name}.{key}: unknown key (known: {', '.join(known)})")
+    checked = {}
+    for key, value in values.items():
+        checked[key] = _check_value(f"{name}.{key}", value, hints[key], known[key].metadata)
+    return section_type(**checked)
+
+
+def _check_value(key: str, value, hint, metadata):
+    allowed = typing.get_args(hint) if _is_union(hint) else (hint,)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise UsageError(f"{key}: must be set (got null)")
+    target = next(t for t in allowed if t is not type(None))
+    value = _coerce(key, value, target)
+    if isinstance(value, list):
+        for item in value:
+            _check_range(key, item, metadata)
+        if len(value) != 2:
+            raise UsageError(f"{key}: expected a pair [a, b], got {value!r}")
+    else:
+        _check_range(key, value, metadata)
+    return value
+
+
+def _coerce(key: str, value, target):
+    origin = typing.get_origin(target)
+    if origin is list:
+        (item_type,) = typing.get_args(target)
+        if not isinstance(value, (list, tuple)):
+            raise UsageError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(key, item, item_type) for item in value]
+    if target is bool:
+        if isinstance(value, bool):
+            return value
+    elif target is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif target is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif target is str and isinstance(value, str):
+        return value
+    raise UsageError(f"{key}: expected {target.__name__}, got {value!r}")
+
+
+def _check_range(key: str, value, metadata) -> None:
+    low, high, choices = metadata.get("low"), metadata.get("high"), metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise UsageError(f"{key}: must be one of {', '.join(choices)}; got {value!r}")
+    if low is not None and (value < low or (metadata.get("open_low") and value == low)):
+        bound = f"> {low}" if metadata.get("open_low") else f">= {low}"
+        raise UsageError(f"{key}: must be {bound}, got {value!r}")
+    if high is not None and value > high:
+        raise UsageError(f"{key}: must be <= {high}, got {value!r}")
+
+
+def _is_union(hint) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+
+
+def _apply_override(raw: dict, override: str) -> None:
+    key, separator, text = override.partition("=")
+    if not separator or "." not in key:
+        raise UsageError(f"--set {override!r}: expected SECTION.KEY=VALUE, e.g. train.epochs=3")
+    section, name = key.strip().split(".", 1)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    target = raw.setdefault(section, {})
+    if not isinstance(target, dict):
+        raise UsageError(f"{section}: expected a mapping of keys, got {target!r}")
+    target[name] = value
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Writes the resolved config as YAML, so a run directory documents itself."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,30 @@
+"""The projector and predictor heads: Dense → BatchNorm → ReLU → Dense."""
+
+import keras
+
+
+def mlp_head(
+    input_dim: int,
+    hidden_dim: int = 4096,
+    output_dim: int = 256,
+    name: str = "projector",
+    sync_batchnorm: bool = False,
+) -> keras.Model:
+    """Builds BYOL's two-layer MLP head as a functional `keras.Model`.
+
+    The same shape serves as projector (backbone features → z) and predictor
+    (z → q). The output layer has no BatchNorm, as in the paper.
+    `sync_batchnorm` makes the statistics span all replicas under
+    `tf.distribute`, as the paper's large-batch runs do.
+
+    ```python
+    projector = mlp_head(input_dim=512, hidden_dim=4096, output_dim=256)
+    z = projector(features)
+    ```
+    """
+    inputs = keras.Input(shape=(input_dim,), name=f"{name}_input")
+    x = keras.layers.Dense(hidden_dim, name=f"{name}_dense1")(inputs)
+    x = keras.layers.BatchNormalization(synchronized=sync_batchnorm, name=f"{name}_bn")(x)
+    x = keras.layers.ReLU(name=f"{name}_relu")(x)
+    outputs = keras.layers.Dense(output_dim, name=f"{name}_dense2")(x)
+    return keras.Model(inputs, outputs, name=name)

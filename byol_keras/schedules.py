@@ -1,0 +1,63 @@
+"""Schedules: BYOL's cosine EMA momentum and the warm-up + cosine learning rate."""
+
+import math
+
+import keras
+from keras import ops
+
+
+def cosine_tau(step, total_steps, tau_base: float = 0.996):
+    """The paper's target momentum, `1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2`.
+
+    It starts at `tau_base` at step 0 and reaches exactly 1.0 at step K.
+    Steps past K are clipped to K.
+
+    ```python
+    tau = cosine_tau(step=0, total_steps=1000)  # 0.996
+    ```
+    """
+    total = ops.maximum(ops.cast(total_steps, "float32"), 1.0)
+    progress = ops.minimum(ops.cast(step, "float32"), total) / total
+    return 1.0 - (1.0 - tau_base) * (ops.cos(math.pi * progress) + 1.0) / 2.0
+
+
+@keras.saving.register_keras_serializable(package="byol_keras")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to `peak_lr`, then cosine decay to `final_lr`.
+
+    BYOL's schedule: `peak_lr` is usually `base_lr * batch_size / 256`.
+
+    ```python
+    schedule = WarmupCosine(peak_lr=0.4, total_steps=10_000, warmup_steps=500)
+    optimizer = keras.optimizers.SGD(learning_rate=schedule)
+    ```
+    """
+
+    def __init__(
+        self, peak_lr: float, total_steps: int, warmup_steps: int = 0, final_lr: float = 0.0
+    ):
+        self.peak_lr = float(peak_lr)
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+        self.final_lr = float(final_lr)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        warmup = ops.maximum(float(self.warmup_steps), 1.0)
+        warm_lr = self.peak_lr * ops.minimum((step + 1.0) / warmup, 1.0)
+        decay_steps = max(self.total_steps - self.warmup_steps, 1)
+        progress = ops.clip((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
+        cosine = self.final_lr + (self.peak_lr - self.final_lr) * 0.5 * (
+            1.0 + ops.cos(math.pi * progress)
+        )
+        if self.warmup_steps == 0:
+            return cosine
+        return ops.where(step < self.warmup_steps, warm_lr, cosine)
+
+    def get_config(self) -> dict:
+        return {
+            "peak_lr": self.peak_lr,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "final_lr": self.final_lr,
+        }

@@ -1,0 +1,143 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from byol_keras.backbones import build_backbone
+from byol_keras.model import BYOL
+from byol_keras.schedules import cosine_tau
+
+SIZE = 16
+
+
+def tiny_byol(tau_base=0.9, total_steps=10, seed=0):
+    keras.utils.set_random_seed(seed)
+    backbone = build_backbone("tiny", SIZE, width=4)
+    return BYOL(
+        backbone,
+        projection_dim=8,
+        projector_hidden_dim=16,
+        predictor_hidden_dim=16,
+        tau_base=tau_base,
+        total_steps=total_steps,
+    )
+
+
+def view_pair(batch=8, seed=0):
+    rng = np.random.default_rng(seed)
+    view1 = rng.uniform(size=(batch, SIZE, SIZE, 3)).astype("float32")
+    view2 = np.clip(view1 + rng.normal(scale=0.1, size=view1.shape), 0, 1).astype("float32")
+    return view1, view2
+
+
+def ema_pairs(model):
+    online = model.online_backbone.weights + model.online_projector.weights
+    target = model.target_backbone.weights + model.target_projector.weights
+    return [(o, t) for o, t in zip(online, target, strict=True) if o.trainable]
+
+
+def test_target_starts_as_copy_and_is_invisible_to_optimizer():
+    model = tiny_byol()
+    for online, target in ema_pairs(model):
+        np.testing.assert_array_equal(online.numpy(), target.numpy())
+    target_ids = {id(v) for v in model.target_backbone.weights + model.target_projector.weights}
+    assert target_ids.isdisjoint(id(v) for v in model.trainable_variables)
+    online = model.online_backbone.trainable_weights + model.online_projector.trainable_weights
+    assert len(model.trainable_variables) == len(online) + len(model.predictor.trainable_weights)
+
+
+def test_one_step_applies_ema_with_scheduled_tau():
+    model = tiny_byol(tau_base=0.9, total_steps=10)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5, momentum=0.9))
+    # Make target differ from online so that the mix is visible in every weight.
+    rng = np.random.default_rng(3)
+    for _, target in ema_pairs(model):
+        target.assign(target.numpy() + rng.normal(scale=0.05, size=target.shape))
+    target_before = [t.numpy() for _, t in ema_pairs(model)]
+    online_before = [o.numpy() for o, _ in ema_pairs(model)]
+
+    model.train_on_batch(*view_pair())
+
+    tau = float(cosine_tau(0, 10, 0.9))
+    assert tau == pytest.approx(0.9)
+    moved = 0
+    for (online, target), xi, theta_before in zip(
+        ema_pairs(model), target_before, online_before, strict=True
+    ):
+        theta = online.numpy()
+        moved += not np.allclose(theta, theta_before)
+        np.testing.assert_allclose(target.numpy(), tau * xi + (1 - tau) * theta, atol=1e-6)
+    assert moved > 0, "the optimizer step changed no online weight"
+
+
+def test_target_gets_no_gradient_update():
+    # With tau = 1 the EMA keeps the target exactly; any optimizer update would show.
+    model = tiny_byol(tau_base=1.0)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0))
+    target_before = [t.numpy() for _, t in ema_pairs(model)]
+    for _ in range(3):
+        model.train_on_batch(*view_pair())
+    for (_, target), before in zip(ema_pairs(model), target_before, strict=True):
+        np.testing.assert_array_equal(target.numpy(), before)
+    assert len(model.optimizer.variables) < 3 * len(model.trainable_variables) + 4
+
+
+def test_tau_schedule_reaches_one_when_training_ends():
+    model = tiny_byol(tau_base=0.99, total_steps=None)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    view1, view2 = view_pair(batch=16)
+    data = tf.data.Dataset.from_tensor_slices((view1, view2)).batch(4)
+    history = model.fit(data, epochs=2, verbose=0)
+    assert int(model.total_steps.numpy()) == 8
+    assert float(model.current_tau()) == pytest.approx(1.0)
+    assert history.history["tau"][0] == pytest.approx(
+        np.mean([float(cosine_tau(k, 8, 0.99)) for k in range(4)]), abs=1e-6
+    )
+
+
+def test_save_load_round_trip_is_identical_and_trains_on_identically(tmp_path):
+    model = tiny_byol()
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1, momentum=0.9))
+    view1, view2 = view_pair()
+    model.train_on_batch(view1, view2)
+    path = tmp_path / "byol.keras"
+    model.save(path)
+    restored = keras.models.load_model(path)
+
+    assert isinstance(restored, BYOL)
+    np.testing.assert_array_equal(model(view1), restored(view1))
+    np.testing.assert_array_equal(
+        model.target_projector(model.target_backbone(view1)),
+        restored.target_projector(restored.target_backbone(view1)),
+    )
+    assert int(restored.optimizer.iterations.numpy()) == 1
+    model.train_on_batch(view2, view1)
+    restored.train_on_batch(view2, view1)
+    for original, reloaded in zip(model.weights, restored.weights, strict=True):
+        np.testing.assert_allclose(original.numpy(), reloaded.numpy(), atol=1e-6)
+
+
+def test_backbone_is_standalone_model(tmp_path):
+    model = tiny_byol()
+    view1, _ = view_pair()
+    model.online_backbone.save(tmp_path / "backbone.keras")
+    backbone = keras.models.load_model(tmp_path / "backbone.keras")
+    np.testing.assert_array_equal(backbone(view1), model(view1))
+
+
+def test_test_step_reports_loss_without_changing_weights():
+    model = tiny_byol()
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    before = [w.numpy() for w in model.weights]
+    result = model.evaluate(*view_pair(), batch_size=8, verbose=0, return_dict=True)
+    assert 0.0 <= result["loss"] <= 8.0
+    for weight, old in zip(model.weights, before, strict=True):
+        np.testing.assert_array_equal(weight.numpy(), old)
+
+
+def test_fit_without_pairs_or_augmenter_explains_itself():
+    model = tiny_byol()
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    images = view_pair()[0]
+    with pytest.raises(ValueError, match="view1, view2"):
+        model.fit(tf.data.Dataset.from_tensor_slices(images).batch(4), epochs=1, verbose=0)
