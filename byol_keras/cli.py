@@ -65,11 +65,12 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from byol_keras.byol_experiment import train
     from byol_keras.config import load_config
 
     config_path = Path(args.config) if args.config else QUICKSTART
     config = load_config(config_path, args.overrides)
+    from byol_keras.byol_experiment import train
+
     output = Path(args.output or Path("runs") / config_path.stem)
     summary = train(config, output)
     if config.eval.final_linear_probe:

@@ -15,8 +15,14 @@ import yaml
 from byol_keras.errors import UsageError
 
 
-def _spec(default, *, low=None, high=None, choices=None, open_low=False):
-    metadata = {"low": low, "high": high, "choices": choices, "open_low": open_low}
+def _spec(default, *, low=None, high=None, choices=None, open_low=False, ordered=False):
+    metadata = {
+        "low": low,
+        "high": high,
+        "choices": choices,
+        "open_low": open_low,
+        "ordered": ordered,  # a [low, high] range rather than a [view1, view2] pair
+    }
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -40,8 +46,8 @@ class AugmentConfig:
 
     preset: str = _spec("byol", choices=("byol", "cifar", "digits"))
     on_device: bool = False
-    crop_area: list[float] | None = None
-    crop_aspect: list[float] | None = None
+    crop_area: list[float] | None = _spec(None, low=0.0, high=1.0, open_low=True, ordered=True)
+    crop_aspect: list[float] | None = _spec(None, low=0.0, open_low=True, ordered=True)
     flip_prob: float | None = _spec(None, low=0.0, high=1.0)
     jitter_prob: float | None = _spec(None, low=0.0, high=1.0)
     brightness: float | None = _spec(None, low=0.0)
@@ -49,9 +55,9 @@ class AugmentConfig:
     saturation: float | None = _spec(None, low=0.0)
     hue: float | None = _spec(None, low=0.0, high=0.5)
     grayscale_prob: float | None = _spec(None, low=0.0, high=1.0)
-    blur_prob: list[float] | None = None
-    blur_sigma: list[float] | None = None
-    solarize_prob: list[float] | None = None
+    blur_prob: list[float] | None = _spec(None, low=0.0, high=1.0)
+    blur_sigma: list[float] | None = _spec(None, low=0.0, open_low=True, ordered=True)
+    solarize_prob: list[float] | None = _spec(None, low=0.0, high=1.0)
 
     def overrides(self) -> dict:
         """The view parameters that the config sets, for `make_augmenter(**overrides)`."""
@@ -193,6 +199,8 @@ def _check_value(key: str, value, hint, metadata):
             _check_range(key, item, metadata)
         if len(value) != 2:
             raise UsageError(f"{key}: expected a pair [a, b], got {value!r}")
+        if metadata.get("ordered") and value[0] > value[1]:
+            raise UsageError(f"{key}: expected [low, high] with low <= high, got {value!r}")
     else:
         _check_range(key, value, metadata)
     return value
