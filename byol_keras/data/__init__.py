@@ -1,0 +1,65 @@
+"""Image sources for BYOL: one spec string in, a stream of uint8 RGB images and labels out.
+
+```python
+from byol_keras.data import load_source
+
+source = load_source("folder:~/photos", image_size=64)
+print(source.description)  # folder:/home/me/photos (1234 images, unlabelled, 2 skipped)
+```
+
+| spec | meaning |
+|---|---|
+| `digits` | scikit-learn's embedded 8x8 digits; splits train/test (stratified 80/20) or all |
+| `tfds:<name>` | a tensorflow-datasets data set; `split` goes to tfds as is |
+| `folder:<path>` | image files; `<path>/<split>` when it exists; class sub-folders give labels |
+| `npz:<path>` | `x_train`, `y_train`, `x_test`, `y_test` arrays as in keras.datasets |
+"""
+
+from byol_keras.data.arrays import load_digits_source, load_npz_source
+from byol_keras.data.folder import IMAGE_EXTENSIONS, load_folder_source
+from byol_keras.data.source import ImageSource
+from byol_keras.data.tfds_source import load_tfds_source
+from byol_keras.errors import UsageError
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageSource", "load_source"]
+
+_PREFIXES = ("tfds", "folder", "npz")
+
+
+def load_source(
+    spec: str, *, split: str = "train", image_size: int = 32, data_dir: str | None = None
+) -> ImageSource:
+    """Opens the image source that `spec` names, with every image resized to `image_size`.
+
+    Unreadable image files are skipped, counted in `skipped_files` and logged;
+    user mistakes (unknown spec, missing path, bad split, no images) raise
+    `UsageError`. `data_dir` is where tensorflow-datasets keeps its data.
+
+    ```python
+    source = load_source("tfds:cifar10", split="train[:10%]", image_size=32)
+    for image, label in source.dataset.take(1):
+        image.dtype, image.shape  # uint8, (32, 32, 3)
+    ```
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise UsageError(f"data.source: expected a source such as 'folder:<path>', got {spec!r}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise UsageError(f"data.image_size: expected a positive integer, got {image_size!r}")
+    if not isinstance(split, str) or not split:
+        raise UsageError(f"data.split: expected a split name such as 'train', got {split!r}")
+    spec = spec.strip()
+    if spec == "digits":
+        return load_digits_source(split, image_size)
+    prefix, _, rest = spec.partition(":")
+    if prefix not in _PREFIXES or not rest:
+        if prefix in _PREFIXES:
+            raise UsageError(f"data.source: '{spec}' names no {prefix} after the colon")
+        raise UsageError(
+            f"data.source: unknown source '{spec}' "
+            "(expected digits, tfds:<name>, folder:<path> or npz:<path>)"
+        )
+    if prefix == "tfds":
+        return load_tfds_source(rest, split, image_size, data_dir)
+    if prefix == "folder":
+        return load_folder_source(rest, split, image_size)
+    return load_npz_source(rest, split, image_size)

@@ -1,0 +1,226 @@
+"""A folder of image files as a source, with unreadable files skipped and counted.
+
+Every file is checked once, up front, by the same TensorFlow decoder that
+training uses, so a file that passes never fails later. Files TensorFlow
+cannot decode get a second chance with Pillow (1-bit BMP, odd PNG modes);
+those that Pillow reads are decoded by Pillow during training, the rest are
+skipped, counted and reported.
+"""
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from byol_keras.data.source import ImageSource, log, resize_uint8, to_rgb
+from byol_keras.errors import UsageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+# Sub-folder names that mark a folder as split into train/test/...; asking for
+# a split that is not among them is an error rather than a silent fall-back to
+# the whole tree, which would mix the splits.
+SPLIT_NAMES = ("train", "test", "val", "valid", "validation")
+_REPORTED_SKIPS = 5
+
+
+def load_folder_source(path: str, split: str, image_size: int) -> ImageSource:
+    """Loads a tree of image files; first-level sub-folders name the classes.
+
+    `<path>/<split>` is used when it exists, else `<path>` itself. Images
+    directly in the root are unlabelled (label -1).
+
+    ```python
+    source = load_folder_source("cifar10-jpeg/", "test", image_size=32)
+    source.class_names[:2], source.skipped_files  # ['airplane', 'automobile'], 0
+    ```
+    """
+    root = _split_root(os.path.expanduser(path), split)
+    files = list_image_files(root)
+    if not files:
+        raise UsageError(
+            f"data.source: folder '{root}' contains no image files "
+            f"(looked for {' '.join(IMAGE_EXTENSIONS)})"
+        )
+    class_names = sorted({rel.split("/")[0] for rel in files if "/" in rel}) or None
+    class_index = {name: i for i, name in enumerate(class_names or [])}
+    labels = [class_index[rel.split("/")[0]] if "/" in rel else -1 for rel in files]
+    paths = [os.path.join(root, *rel.split("/")) for rel in files]
+
+    native, fallback, skipped = _check_files(paths)
+    if skipped:
+        shown = "; ".join(
+            f"{os.path.relpath(p, root)}: {why}" for p, why in skipped[:_REPORTED_SKIPS]
+        )
+        hidden = len(skipped) - _REPORTED_SKIPS
+        more = f"; and {hidden} more" if hidden > 0 else ""
+        log.warning(
+            "folder '%s': skipped %d of %d image files that cannot be decoded (%s%s)",
+            root,
+            len(skipped),
+            len(paths),
+            shown,
+            more,
+        )
+    good = sorted(native + fallback)
+    if not good:
+        raise UsageError(
+            f"data.source: folder '{root}' has no readable images "
+            f"(all {len(paths)} image files were skipped as unreadable)"
+        )
+    if fallback:
+        log.info("folder '%s': %d image(s) decoded with Pillow", root, len(fallback))
+
+    pillow_only = set(fallback)
+    dataset = _decode_dataset(
+        [paths[i] for i in good],
+        [labels[i] for i in good],
+        [i in pillow_only for i in good] if fallback else None,
+        image_size,
+    )
+    labelled = f"{len(class_names)} classes" if class_names else "unlabelled"
+    return ImageSource(
+        dataset=dataset,
+        num_examples=len(good),
+        num_classes=len(class_names) if class_names else None,
+        class_names=class_names,
+        skipped_files=len(skipped),
+        description=f"folder:{root} ({len(good)} images, {labelled}, {len(skipped)} skipped)",
+    )
+
+
+def list_image_files(root: str) -> list[str]:
+    """Lists the image files under `root` as sorted '/'-joined relative paths.
+
+    Hidden files and folders are ignored; symbolic links are followed once.
+
+    ```python
+    list_image_files("photos/")  # ['cat/1.jpg', 'cat/2.png', 'loose.webp']
+    ```
+    """
+    found = []
+    seen = set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link loop
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        relative = os.path.relpath(folder, root)
+        prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
+        for name in names:
+            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(prefix + name)
+    return sorted(found)
+
+
+def _split_root(path: str, split: str) -> str:
+    if not os.path.exists(path):
+        raise UsageError(f"data.source: folder '{path}' does not exist")
+    if not os.path.isdir(path):
+        raise UsageError(f"data.source: '{path}' is not a folder")
+    if split and os.path.isdir(os.path.join(path, split)):
+        return os.path.join(path, split)
+    splits = [name for name in SPLIT_NAMES if os.path.isdir(os.path.join(path, name))]
+    if splits:
+        raise UsageError(
+            f"data.split: folder '{path}' has no '{split}' sub-folder (found {', '.join(splits)})"
+        )
+    return path
+
+
+def _tf_decode(path: tf.Tensor) -> tf.Tensor:
+    return _tf_decode_bytes(tf.io.read_file(path))
+
+
+def _tf_decode_bytes(data: tf.Tensor) -> tf.Tensor:
+    return to_rgb(tf.io.decode_image(data, channels=0, expand_animations=False, dtype=tf.uint8))
+
+
+def _check_files(paths: list[str]) -> tuple[list[int], list[int], list[tuple[str, str]]]:
+    """Splits file indices into TF-decodable, Pillow-only, and (path, reason) skipped."""
+
+    def probe(index, path):
+        data = tf.io.read_file(path)
+        # A JPEG decoded at 1/8 scale still reads (and checks) every byte, at a
+        # fraction of the cost; the shape keeps the decode from being pruned.
+        shape = tf.cond(
+            tf.io.is_jpeg(data),
+            lambda: tf.shape(tf.io.decode_jpeg(data, ratio=8)),
+            lambda: tf.shape(_tf_decode_bytes(data)),
+        )
+        return index, shape
+
+    indices = tf.data.Dataset.from_tensor_slices(
+        (tf.range(len(paths), dtype=tf.int64), [os.fsencode(p) for p in paths])
+    )
+    checked = indices.map(probe, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+    native = set()
+    for batch, _ in checked.batch(4096):
+        native.update(batch.numpy().tolist())
+    failed = [i for i in range(len(paths)) if i not in native]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        reasons = list(pool.map(lambda i: _pillow_problem(paths[i]), failed))
+    fallback = [i for i, why in zip(failed, reasons, strict=True) if why is None]
+    skipped = [(paths[i], why) for i, why in zip(failed, reasons, strict=True) if why is not None]
+    return sorted(native), fallback, skipped
+
+
+def _pillow_problem(path: str) -> str | None:
+    """Returns why Pillow cannot decode `path`, or None when it can."""
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file"
+        pillow_decode(path)
+    except Exception as error:  # any failure means the file is unusable
+        return str(error).splitlines()[0] if str(error) else type(error).__name__
+    return None
+
+
+def pillow_decode(path: str) -> np.ndarray:
+    """Decodes an image file with Pillow into uint8 RGB [H, W, 3].
+
+    16-bit grey keeps its high byte, as TensorFlow's PNG decoder does.
+
+    ```python
+    pillow_decode("scan.bmp").dtype  # uint8
+    ```
+    """
+    with Image.open(path) as image:
+        image.load()
+        if image.mode.startswith("I") or image.mode == "F":
+            pixels = np.asarray(image).astype(np.float64)
+            if image.mode.startswith("I;16") or pixels.max() > 255:
+                pixels = np.floor(pixels / 256.0)
+            grey = np.clip(pixels, 0, 255).astype(np.uint8)
+            return np.repeat(grey[..., np.newaxis], 3, axis=-1)
+        return np.asarray(image.convert("RGB"))
+
+
+def _decode_dataset(
+    paths: list[str], labels: list[int], use_pillow: list[bool] | None, image_size: int
+) -> tf.data.Dataset:
+    def pillow(path):
+        image = tf.py_function(lambda p: pillow_decode(os.fsdecode(p.numpy())), [path], tf.uint8)
+        image.set_shape([None, None, 3])
+        return image
+
+    def decode(path, label, pillow_flag=None):
+        if pillow_flag is None:
+            image = _tf_decode(path)
+        else:
+            image = tf.cond(pillow_flag, lambda: pillow(path), lambda: _tf_decode(path))
+        return resize_uint8(image, image_size), label
+
+    columns = ([os.fsencode(p) for p in paths], tf.constant(labels, tf.int32))
+    if use_pillow is not None:
+        # Only then does the graph hold a Python call, which would otherwise
+        # stop the dataset from being serialised (tf.distribute, snapshots).
+        columns += (tf.constant(use_pillow, tf.bool),)
+    dataset = tf.data.Dataset.from_tensor_slices(columns)
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    # Every file decoded during the check; this only guards against files that
+    # change or vanish mid-run, which would otherwise end a long run.
+    return dataset.ignore_errors(log_warning=True)

@@ -1,0 +1,86 @@
+"""Any tensorflow-datasets data set with an "image" feature as a source."""
+
+import tensorflow as tf
+
+from byol_keras.data.source import ImageSource, resize_uint8, to_rgb
+from byol_keras.errors import UsageError
+
+
+def load_tfds_source(
+    name: str, split: str, image_size: int, data_dir: str | None = None
+) -> ImageSource:
+    """Loads the "image" (and, when present, "label") feature of a tfds data set.
+
+    `split` goes to tfds unchanged, so slices like "train[:10%]" work. Data
+    that is not yet prepared in `data_dir` is downloaded and prepared first.
+
+    ```python
+    source = load_tfds_source("cifar10", "train[:10%]", image_size=32)
+    source.num_examples, source.class_names[0]  # 5000, 'airplane'
+    ```
+    """
+    import tensorflow_datasets as tfds
+
+    where = f"data_dir '{data_dir}'" if data_dir else "the default data_dir"
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.DatasetNotFoundError as error:
+        raise UsageError(f"data.source: tensorflow-datasets has no dataset '{name}'") from error
+    except (ValueError, KeyError) as error:
+        raise UsageError(f"data.source: cannot open tfds dataset '{name}': {error}") from error
+    if not builder.is_prepared():
+        try:
+            builder.download_and_prepare()
+        except Exception as error:  # no network, no disk space, missing extras...
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise UsageError(
+                f"data.source: tfds dataset '{name}' is not prepared in {where} "
+                f"({builder.data_dir}) and could not be downloaded: {reason}"
+            ) from error
+
+    features = builder.info.features
+    if "image" not in features:
+        keys = ", ".join(features.keys())
+        raise UsageError(f"data.source: tfds dataset '{name}' has no 'image' feature ({keys})")
+    # A "label" that is not a class index (e.g. a bounding box) is ignored.
+    label = dict(features.items()).get("label")  # FeaturesDict has no .get
+    if not isinstance(label, tfds.features.ClassLabel):
+        label = None
+
+    num_examples = None
+    if builder.info.splits:
+        try:
+            num_examples = builder.info.splits[split].num_examples
+        except (KeyError, ValueError) as error:
+            available = ", ".join(sorted(builder.info.splits.keys()))
+            raise UsageError(
+                f"data.split: tfds dataset '{name}' has no split '{split}' (available: {available})"
+            ) from error
+    try:
+        raw = builder.as_dataset(split=split, shuffle_files=False)
+    except (KeyError, ValueError) as error:
+        raise UsageError(f"data.split: bad split '{split}' for tfds dataset '{name}'") from error
+
+    def convert(example):
+        image = resize_uint8(to_rgb(example["image"]), image_size)
+        target = tf.cast(example["label"], tf.int32) if label is not None else tf.constant(-1)
+        return image, target
+
+    dataset = raw.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+    if num_examples is None:  # split sizes unknown (e.g. mocked data): count once
+        num_examples = int(dataset.cardinality())
+        if num_examples < 0:
+            num_examples = int(raw.reduce(0, lambda count, _: count + 1))
+    if num_examples == 0:
+        raise UsageError(f"data.source: tfds dataset '{name}' split '{split}' is empty")
+
+    num_classes = label.num_classes if label is not None else None
+    labelled = f"{num_classes} classes" if num_classes else "unlabelled"
+    return ImageSource(
+        dataset=dataset,
+        num_examples=num_examples,
+        num_classes=num_classes,
+        class_names=list(label.names) if label is not None else None,
+        skipped_files=0,
+        description=f"tfds:{name}:{split} ({num_examples} images, {labelled})",
+    )

@@ -1,0 +1,49 @@
+"""Shared fixtures: the real data in ../shared/data, skipped with a reason when it is absent."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tarfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder of real data sets, ../shared/data from the repository root."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent: real-data test skipped")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def mnist_npz(shared_data) -> Path:
+    """MNIST in the keras.datasets `.npz` layout (60,000 train and 10,000 test images)."""
+    path = shared_data / "mnist.npz"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent: real-data test skipped")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cifar10_folder(shared_data, tmp_path_factory) -> Path:
+    """CIFAR-10 as JPEG files, unpacked once per session: `<root>/{train,test}/<class>/NNNN.jpg`."""
+    archive = shared_data / "cifar10-jpeg.tar.gz"
+    if not archive.is_file():
+        pytest.skip(f"{archive} is absent: real-data test skipped")
+    root = tmp_path_factory.mktemp("cifar10-jpeg")
+    tar = shutil.which("tar")
+    if tar:  # several times faster than tarfile for 60,000 small members
+        subprocess.run([tar, "-xzf", str(archive), "-C", str(root)], check=True)
+    else:
+        with tarfile.open(archive) as bundle:
+            # The "data" filter (Python >= 3.10.12) refuses links and paths outside root.
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            bundle.extractall(root, **safe)
+    return root
