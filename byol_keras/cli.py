@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from byol_keras.errors import UsageError
+from byol_keras.export_verify import ExportError
 
 QUICKSTART = Path(__file__).with_name("quickstart.yaml")
 
@@ -134,11 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # TensorFlow's absl logger reports every tf.data sharding decision at INFO.
+    logging.getLogger("absl").setLevel(logging.WARNING)
     try:
         return HANDLERS[args.command](args)
     except UsageError as error:
         print(f"byol-keras: error: {error}", file=sys.stderr)
         return 2
+    except ExportError as error:  # an artifact failed its checks: not the user's mistake
+        print(f"byol-keras: export failed: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
