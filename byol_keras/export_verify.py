@@ -1,0 +1,213 @@
+"""Reloads exported artifacts in a fresh Python process and compares them with the Keras model.
+
+The exporting process has the Keras objects, their traced functions and
+TensorFlow's caches in memory; a fresh process sees only the files, as a
+server will. `run_in_fresh_process` writes the inputs to an `.npz`, runs
+`python -m byol_keras.export_verify` (SavedModel through
+`tf.saved_model.load`, ONNX through onnxruntime) and reads the outputs back;
+`compare` applies the tolerance
+
+    max |artifact − reference| ≤ 1e-4 × (1 + max |reference|)
+
+per artifact, input set and output.
+
+```python
+outputs, report = run_in_fresh_process({"random": images}, {"onnx": "m.onnx"}, workdir)
+checks = compare(outputs["onnx"], {"random": {"embeddings": keras_embeddings}})
+```
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+RELATIVE_TOLERANCE = 1e-4
+TOLERANCE_RULE = "max|artifact - keras| <= 1e-4 * (1 + max|keras|), per artifact, input set, output"
+VERIFY_TIMEOUT_SECONDS = 1800
+# Spelled out rather than imported from byol_keras.serving, so that the
+# verification process loads TensorFlow but never Keras or this package's models.
+SIGNATURE_NAME = "serving_default"
+
+
+class ExportError(RuntimeError):
+    """An export that could not produce a verified artifact; the CLI exits with code 1.
+
+    ```python
+    raise ExportError("tf2onnx failed: Unsupported ops: ...")
+    ```
+    """
+
+
+class ExportVerificationError(ExportError):
+    """A reloaded artifact differs from the Keras model beyond the tolerance or breaks the contract.
+
+    ```python
+    raise ExportVerificationError("onnx/random: embeddings differ by 0.3 > tolerance 1.1e-4")
+    ```
+    """
+
+
+def tolerance(reference: np.ndarray) -> float:
+    """The largest admissible max |difference| for outputs of this magnitude."""
+    return RELATIVE_TOLERANCE * (1.0 + float(np.max(np.abs(reference))))
+
+
+def compare(outputs: dict, references: dict) -> dict:
+    """Measures max |difference| per input set and output against the Keras references.
+
+    `outputs` and `references` map set name → output name → array.
+    """
+    checks = {}
+    for set_name, expected in references.items():
+        checks[set_name] = {}
+        for output_name, reference in expected.items():
+            actual = outputs.get(set_name, {}).get(output_name)
+            check = {"tolerance": tolerance(reference), "max_abs_reference": _max_abs(reference)}
+            if actual is None or actual.shape != reference.shape:
+                shape = None if actual is None else list(actual.shape)
+                check.update(max_abs_diff=None, passed=False, error=f"shape {shape}")
+            else:
+                difference = np.abs(actual.astype(np.float64) - reference.astype(np.float64))
+                # NaN compares False with everything, so it fails the check.
+                worst = float(np.max(difference)) if np.all(np.isfinite(difference)) else np.inf
+                check.update(max_abs_diff=worst, passed=bool(worst <= check["tolerance"]))
+            checks[set_name][output_name] = check
+    return checks
+
+
+def failures(checks_by_artifact: dict) -> list[str]:
+    """One line per failed check, e.g. `onnx/random/embeddings: 0.3 > 1.1e-04`."""
+    lines = []
+    for artifact, checks in checks_by_artifact.items():
+        for set_name, per_output in checks.items():
+            for output_name, check in per_output.items():
+                if not check["passed"]:
+                    found = check.get("error") or f"{check['max_abs_diff']:.3g}"
+                    lines.append(
+                        f"{artifact}/{set_name}/{output_name}: {found} > {check['tolerance']:.2e}"
+                    )
+    return lines
+
+
+def run_in_fresh_process(
+    inputs: dict[str, np.ndarray], artifacts: dict[str, str | Path], workdir: str | Path
+) -> tuple[dict, dict]:
+    """Runs every artifact on every input set in a new Python process.
+
+    Returns (outputs: artifact → set → output → array, report: the process's
+    pid, library versions and the artifacts' input/output contracts).
+    """
+    workdir = Path(workdir)
+    inputs_path, outputs_path = workdir / "verify_inputs.npz", workdir / "verify_outputs.npz"
+    report_path = workdir / "verify_report.json"
+    np.savez(inputs_path, **inputs)
+    command = [sys.executable, "-m", "byol_keras.export_verify", "--inputs", str(inputs_path)]
+    command += ["--outputs", str(outputs_path), "--report", str(report_path)]
+    for kind, path in artifacts.items():
+        command += [f"--{kind.replace('_', '-')}", str(path)]
+    package_root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=VERIFY_TIMEOUT_SECONDS
+    )
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        raise ExportVerificationError(
+            f"the verification process could not run the artifacts: {lines[-1] if lines else ''}"
+        )
+    outputs: dict = {}
+    with np.load(outputs_path) as arrays:
+        for key in arrays.files:
+            artifact, set_name, output_name = key.split("/")
+            outputs.setdefault(artifact, {}).setdefault(set_name, {})[output_name] = arrays[key]
+    return outputs, json.loads(report_path.read_text())
+
+
+def _max_abs(array: np.ndarray) -> float:
+    return float(np.max(np.abs(array))) if array.size else 0.0
+
+
+def _run_saved_model(path: str, inputs: dict) -> tuple[dict, dict]:
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(path).signatures[SIGNATURE_NAME]
+    _, input_specs = signature.structured_input_signature
+    contract = {
+        "inputs": {k: _tf_spec(spec) for k, spec in input_specs.items()},
+        "outputs": {k: _tf_spec(spec) for k, spec in signature.structured_outputs.items()},
+    }
+    outputs = {}
+    for set_name, images in inputs.items():
+        result = signature(**{next(iter(input_specs)): tf.constant(images)})
+        outputs[set_name] = {name: value.numpy() for name, value in result.items()}
+    return outputs, contract
+
+
+def _tf_spec(spec) -> dict:
+    return {"dtype": spec.dtype.name, "shape": spec.shape.as_list()}
+
+
+def _run_onnx(path: str, inputs: dict) -> tuple[dict, dict]:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    contract = {
+        "inputs": {node.name: _onnx_spec(node) for node in session.get_inputs()},
+        "outputs": {node.name: _onnx_spec(node) for node in session.get_outputs()},
+    }
+    names = [node.name for node in session.get_outputs()]
+    input_name = session.get_inputs()[0].name
+    outputs = {}
+    for set_name, images in inputs.items():
+        values = session.run(names, {input_name: images})
+        outputs[set_name] = dict(zip(names, values, strict=True))
+    return outputs, contract
+
+
+def _onnx_spec(node) -> dict:
+    dtype = {"tensor(uint8)": "uint8", "tensor(float)": "float32"}.get(node.type, node.type)
+    return {"dtype": dtype, "shape": [d if isinstance(d, int) else None for d in node.shape]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The verification process: `python -m byol_keras.export_verify --inputs X.npz ...`."""
+    parser = argparse.ArgumentParser(prog="python -m byol_keras.export_verify")
+    parser.add_argument("--inputs", required=True)
+    parser.add_argument("--outputs", required=True)
+    parser.add_argument("--report", required=True)
+    parser.add_argument("--saved-model")
+    parser.add_argument("--onnx")
+    args = parser.parse_args(argv)
+    with np.load(args.inputs) as arrays:
+        inputs = {name: arrays[name] for name in arrays.files}
+    runners = {"saved_model": (_run_saved_model, args.saved_model), "onnx": (_run_onnx, args.onnx)}
+    arrays, report = {}, {"pid": os.getpid(), "contracts": {}, "versions": {}}
+    for artifact, (runner, path) in runners.items():
+        if path is None:
+            continue
+        outputs, report["contracts"][artifact] = runner(path, inputs)
+        for set_name, values in outputs.items():
+            for output_name, value in values.items():
+                arrays[f"{artifact}/{set_name}/{output_name}"] = value
+    report["versions"] = _library_versions()
+    np.savez(args.outputs, **arrays)
+    Path(args.report).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def _library_versions() -> dict:
+    versions = {"python": sys.version.split()[0], "numpy": np.__version__}
+    for module in ("tensorflow", "onnxruntime"):
+        if module in sys.modules:
+            versions[module] = sys.modules[module].__version__
+    return versions
+
+
+if __name__ == "__main__":
+    sys.exit(main())

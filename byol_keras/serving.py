@@ -1,0 +1,126 @@
+"""The serving contract: uint8 images of any size in, float32 embeddings out.
+
+Every exported artifact (SavedModel for TF Serving, ONNX) computes the same
+function, `serving_outputs`:
+
+    images  uint8   [batch, height, width, 3]   RGB, any height and width
+      → cast to float32, divide by 255                    (the backbone's [0, 1] input)
+      → bilinear resize to the training size              (half-pixel centres, no antialiasing)
+      → online backbone (standardises with ImageNet mean/std inside)
+    embeddings   float32 [batch, D]   the representation to use downstream
+    projections  float32 [batch, P]   the online projector applied to embeddings
+
+```python
+write_saved_model(backbone, projector, image_size=32, path="export/byol_backbone/1")
+outputs = tf.saved_model.load("export/byol_backbone/1").signatures["serving_default"](
+    images=tf.zeros([2, 480, 640, 3], tf.uint8)
+)
+outputs["embeddings"].shape  # (2, D)
+```
+"""
+
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+SIGNATURE_NAME = "serving_default"
+INPUT_NAME = "images"
+INPUT_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME)
+EMBEDDINGS = "embeddings"
+PROJECTIONS = "projections"
+
+
+def preprocess(images, image_size: int):
+    """Turns uint8 RGB images of any size into the backbone's float [0, 1] input."""
+    pixels = tf.cast(images, tf.float32) / 255.0
+    # An equal-size bilinear resize with half-pixel centres is the identity, so
+    # images already at the training size pass through unchanged.
+    return tf.image.resize(pixels, (image_size, image_size), method="bilinear")
+
+
+def serving_outputs(
+    images, backbone: keras.Model, projector: keras.Model | None, image_size: int
+) -> dict:
+    """The exported function: embeddings (and projections, when a projector is given)."""
+    # The signature fixes 3 channels but a loaded signature does not check
+    # shapes, and 1 channel would silently broadcast against the RGB mean.
+    images = tf.ensure_shape(images, [None, None, None, 3])
+    embeddings = tf.cast(backbone(preprocess(images, image_size), training=False), tf.float32)
+    outputs = {EMBEDDINGS: embeddings}
+    if projector is not None:
+        outputs[PROJECTIONS] = tf.cast(projector(embeddings, training=False), tf.float32)
+    return outputs
+
+
+def write_saved_model(
+    backbone: keras.Model,
+    projector: keras.Model | None,
+    image_size: int,
+    path: str | Path,
+) -> None:
+    """Writes a SavedModel whose `serving_default` signature is `serving_outputs`.
+
+    ```python
+    write_saved_model(backbone, None, 32, "export/byol_backbone/1")  # embeddings only
+    ```
+    """
+    archive = keras.export.ExportArchive()
+    archive.track(backbone)
+    if projector is not None:
+        archive.track(projector)
+
+    def serve(images):
+        return serving_outputs(images, backbone, projector, image_size)
+
+    archive.add_endpoint(SIGNATURE_NAME, serve, input_signature=[INPUT_SPEC])
+    archive.write_out(str(path), verbose=False)
+
+
+def contract(backbone: keras.Model, projector: keras.Model | None) -> dict:
+    """Input and output names, dtypes and shapes that every artifact must show.
+
+    ```python
+    contract(backbone, None)["outputs"]  # {"embeddings": {"dtype": "float32", "shape": [None, D]}}
+    ```
+    """
+    outputs = {EMBEDDINGS: {"dtype": "float32", "shape": [None, backbone.output.shape[-1]]}}
+    if projector is not None:
+        outputs[PROJECTIONS] = {"dtype": "float32", "shape": [None, projector.output.shape[-1]]}
+    images = {"dtype": "uint8", "shape": [None, None, None, 3]}
+    return {"inputs": {INPUT_NAME: images}, "outputs": outputs}
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """The same network with every layer computing in float32, and equal weights.
+
+    Mixed-precision runs (`train.precision: mixed_bfloat16`) save layers that
+    compute in bfloat16 or float16, which onnxruntime's CPU kernels reject and
+    serving clients do not expect; deployed artifacts compute in float32.
+
+    ```python
+    exportable = float32_copy(keras.saving.load_model("runs/gpu/backbone.keras"))
+    ```
+    """
+
+    def clone(layer):
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=clone)
+        config = layer.get_config()
+        if "dtype" in config:  # plain operations such as keras.ops.add carry no dtype
+            config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def compute_dtypes(model: keras.Model) -> set[str]:
+    """The compute dtypes of all layers of `model`, nested models included."""
+    dtypes = set()
+    for layer in model.layers:
+        dtypes.add(layer.compute_dtype)
+        if isinstance(layer, keras.Model):
+            dtypes |= compute_dtypes(layer)
+    return dtypes
