@@ -20,6 +20,7 @@ from byol_keras.callbacks import Checkpoints, Throughput
 from byol_keras.config import Config, save_config
 from byol_keras.data import ImageSource, load_source
 from byol_keras.errors import UsageError
+from byol_keras.knn_monitor import KnnMonitor
 from byol_keras.model import BYOL
 from byol_keras.optimizers import build_optimizer
 from byol_keras.run_dir import RunDirectory
@@ -98,8 +99,10 @@ def train(config: Config, output_dir: str | Path) -> dict:
     callbacks = [
         checkpoints,
         throughput,
-        keras.callbacks.CSVLogger(str(run.metrics_path), append=initial_epoch > 0),
         keras.callbacks.TensorBoard(str(run.logs_dir), update_freq="epoch"),
+        # Before CSVLogger, which takes its columns from the logs it is handed.
+        *_knn_monitor(config, run),
+        keras.callbacks.CSVLogger(str(run.metrics_path), append=initial_epoch > 0),
     ]
 
     # 5. Training.
@@ -122,6 +125,7 @@ def train(config: Config, output_dir: str | Path) -> dict:
         "final_loss": last.get("loss"),
         "final_collapse": last.get("collapse"),
         "final_tau": last.get("tau"),
+        "final_knn_top1": last.get("knn_top1"),
         "images_per_second": throughput.images_per_second,
         "skipped_files": source.skipped_files,
         "train_examples": source.num_examples,
@@ -149,6 +153,37 @@ def build_model(config: Config, total_steps: int, augmenter=None) -> BYOL:
         total_steps=total_steps,
         augmenter=augmenter,
     )
+
+
+def _knn_monitor(config: Config, run: RunDirectory) -> list[KnnMonitor]:
+    """The kNN monitor, when the config asks for one and data.val_source has labels."""
+    if not config.eval.knn_every_epochs or not config.data.val_source:
+        return []
+    bank, queries = (
+        load_source(
+            config.data.val_source,
+            split=split,
+            image_size=config.data.image_size,
+            data_dir=config.data.data_dir,
+        )
+        for split in (config.eval.train_split, config.data.val_split)
+    )
+    if not (bank.has_labels and queries.has_labels):
+        log.warning("kNN monitor off: %s has no labels", config.data.val_source)
+        return []
+    return [
+        KnnMonitor.from_sources(
+            bank,
+            queries,
+            max_bank=config.eval.knn_max_train,
+            seed=config.train.seed,
+            every_epochs=config.eval.knn_every_epochs,
+            k=config.eval.knn_k,
+            temperature=config.eval.knn_temperature,
+            batch_size=config.eval.batch_size,
+            log_dir=run.logs_dir,
+        )
+    ]
 
 
 def _steps_per_epoch(config: Config, source: ImageSource) -> int:

@@ -118,6 +118,14 @@ class EvalConfig:
     knn_temperature: float = _spec(0.1, low=0.0, open_low=True)
     knn_max_train: int | None = _spec(None, low=1)
     final_linear_probe: bool = False
+    # `byol-keras evaluate`: fitted on train_split of the labelled source, tested on data.val_split.
+    train_split: str = "train"
+    max_train: int | None = _spec(None, low=1)  # seeded random subset of train_split
+    batch_size: int = _spec(256, low=1)
+    linear_l2: float | None = _spec(None, low=0.0)  # null: chosen on a held-out 10%
+    linear_max_iter: int = _spec(500, low=1)
+    finetune_epochs: int = _spec(20, low=1)
+    finetune_lr: float = _spec(0.05, low=0.0, open_low=True)
 
 
 @dataclass

@@ -1,0 +1,261 @@
+"""Evaluation of a finished run: linear probe, weighted kNN and fine-tuning, each on labelled data.
+
+Which data: `--data` (default: the run's `data.val_source`) gives both sets;
+the classifier is fitted on its `eval.train_split` split ("train") and
+reported on its `data.val_split` split ("test"), at the run's image size and
+without augmentation. Accuracies are fractions in [0, 1]. Each protocol
+writes `<run>/eval/<protocol>[-<fraction>pct][-random].json`; `-random` is the
+same protocol on the same architecture, untrained (`--baseline random`).
+
+```python
+result = evaluate_run("runs/mnist", "linear")
+result["top1"], result["summary_line"]
+summary = compare_with_random_init("runs/quickstart")  # the quickstart's two probes
+```
+"""
+
+import json
+import time
+from pathlib import Path
+
+import keras
+
+from byol_keras.backbones import build_backbone
+from byol_keras.config import Config, load_config
+from byol_keras.data import load_source
+from byol_keras.errors import UsageError
+from byol_keras.evaluation.finetune import (
+    balanced_subset,
+    finetune_batch_size,
+    finetune_classifier,
+    predict_scores,
+)
+from byol_keras.evaluation.linear import fit_linear_probe
+from byol_keras.evaluation.metrics import per_class_accuracy, top_k_accuracy
+from byol_keras.features import Embedder, source_arrays
+from byol_keras.knn import knn_class_scores
+from byol_keras.run_dir import RunDirectory, atomic_write_text
+
+PROTOCOLS = ("linear", "knn", "finetune")
+
+
+def evaluate_run(
+    run_dir,
+    protocol: str,
+    data: str | None = None,
+    label_fraction: float | None = None,
+    baseline: str | None = None,
+    overrides=(),
+) -> dict:
+    """Runs one protocol on a finished run, writes its JSON and returns the result.
+
+    `overrides` are `SECTION.KEY=VALUE` strings applied to the run's config
+    (e.g. `eval.knn_k=20`). Bad input raises `UsageError`.
+
+    ```python
+    evaluate_run("runs/mnist", "finetune", label_fraction=0.01, baseline="random")
+    ```
+    """
+    started = time.perf_counter()
+    if protocol not in PROTOCOLS:
+        raise UsageError(f"--protocol: expected one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if baseline not in (None, "random"):
+        raise UsageError(f"--baseline: the only baseline is 'random', got {baseline!r}")
+    if label_fraction is not None and protocol != "finetune":
+        raise UsageError("--label-fraction: applies to --protocol finetune only")
+    if protocol == "finetune":
+        label_fraction = 1.0 if label_fraction is None else label_fraction
+        if not 0.0 < label_fraction <= 1.0:
+            raise UsageError(f"--label-fraction: must lie in (0, 1], got {label_fraction}")
+    run = RunDirectory(run_dir).require_finished()
+    config = load_config(run.config_path, list(overrides))
+    spec = data or config.data.val_source
+    if not spec:
+        raise UsageError(
+            f"--data: run '{run.root}' has no data.val_source; pass --data with a labelled source"
+        )
+    train_set, test_set, class_names = _labelled_sets(config, spec)
+    backbone = _backbone(run, config, random_init=baseline == "random")
+
+    parameters, scores = _PROTOCOL_RUNNERS[protocol](
+        backbone, config, train_set, test_set, len(class_names), label_fraction
+    )
+    test_labels = test_set[1]
+    result = {
+        "protocol": protocol,
+        "backbone": "random_init" if baseline == "random" else "pretrained",
+        "run": str(run.root),
+        "data": spec,
+        "train_split": config.eval.train_split,
+        "test_split": config.data.val_split,
+        "image_size": config.data.image_size,
+        "n_train": int(len(train_set[1])),
+        "max_train": config.eval.max_train,
+        "n_test": int(len(test_labels)),
+        "num_classes": len(class_names),
+        "top1": top_k_accuracy(scores, test_labels, 1),
+        "per_class_top1": per_class_accuracy(scores.argmax(axis=1), test_labels, class_names),
+        "parameters": parameters,
+    }
+    if len(class_names) >= 5:
+        result["top5"] = top_k_accuracy(scores, test_labels, 5)
+    result["wall_time_seconds"] = time.perf_counter() - started
+    path = run.eval_dir / f"{_result_name(protocol, label_fraction, baseline)}.json"
+    result["summary_line"] = _summary_line(result, path)
+    run.eval_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(result, indent=2))
+    return result
+
+
+def compare_with_random_init(run_dir) -> dict:
+    """Linear-probes the pretrained backbone and an untrained copy; merges both into summary.json.
+
+    ```python
+    summary = compare_with_random_init("runs/quickstart")
+    summary["linear_probe_top1"] > summary["linear_probe_top1_random_init"]
+    ```
+    """
+    pretrained = evaluate_run(run_dir, "linear")
+    untrained = evaluate_run(run_dir, "linear", baseline="random")
+    run = RunDirectory(run_dir)
+    summary = {
+        **run.read_summary(),
+        "linear_probe_top1": pretrained["top1"],
+        "linear_probe_top1_random_init": untrained["top1"],
+        "linear_probe_data": f"{pretrained['data']}:{pretrained['test_split']}",
+    }
+    run.write_summary(summary)
+    return summary
+
+
+def _labelled_sets(config: Config, spec: str):
+    """(images, labels) of the train and test splits, unlabelled examples left out."""
+    sources = [
+        load_source(
+            spec, split=split, image_size=config.data.image_size, data_dir=config.data.data_dir
+        )
+        for split in (config.eval.train_split, config.data.val_split)
+    ]
+    train_source, test_source = sources
+    for source in sources:
+        if not source.has_labels:
+            raise UsageError(
+                f"--data: {source.description} has no labels; evaluation needs a labelled source"
+            )
+    if train_source.description == test_source.description:
+        raise UsageError(
+            f"--data: {spec} has no separate {config.eval.train_split!r} and "
+            f"{config.data.val_split!r} splits; the classifier would be tested on its training data"
+        )
+    seed = config.train.seed
+    sets = [source_arrays(train_source, config.eval.max_train, seed), source_arrays(test_source)]
+    sets = [(images[labels >= 0], labels[labels >= 0]) for images, labels in sets]
+    for source, (_, labels) in zip(sources, sets, strict=True):
+        if len(labels) == 0:
+            raise UsageError(f"--data: {source.description} has no labelled images")
+    num_classes = max(train_source.num_classes, test_source.num_classes)
+    names = train_source.class_names or test_source.class_names or []
+    class_names = list(names) + [str(i) for i in range(len(names), num_classes)]
+    return sets[0], sets[1], class_names
+
+
+def _backbone(run: RunDirectory, config: Config, random_init: bool) -> keras.Model:
+    if not random_init:
+        return keras.saving.load_model(run.backbone_path, compile=False)
+    keras.utils.set_random_seed(config.train.seed)
+    return build_backbone(
+        config.model.backbone,
+        image_size=config.data.image_size,
+        stem=config.model.stem,
+        width=config.model.width,
+    )
+
+
+def _linear(backbone, config, train_set, test_set, num_classes, _fraction):
+    embedder = Embedder(backbone, config.eval.batch_size)
+    probe = fit_linear_probe(
+        embedder.embed(train_set[0]),
+        train_set[1],
+        num_classes,
+        l2=config.eval.linear_l2,
+        max_iter=config.eval.linear_max_iter,
+        seed=config.train.seed,
+    )
+    parameters = {
+        "classifier": "multinomial logistic regression, L-BFGS, standardised features",
+        "l2": probe.l2,
+        "l2_chosen_on_validation": probe.validation_accuracy or None,
+        "max_iter": config.eval.linear_max_iter,
+        "iterations": probe.iterations,
+        "seed": config.train.seed,
+        "augmentation": "none (resize only)",
+    }
+    return parameters, probe.scores(embedder.embed(test_set[0]))
+
+
+def _knn(backbone, config, train_set, test_set, num_classes, _fraction):
+    embedder = Embedder(backbone, config.eval.batch_size)
+    scores = knn_class_scores(
+        embedder.embed(train_set[0]),
+        train_set[1],
+        embedder.embed(test_set[0]),
+        num_classes,
+        k=config.eval.knn_k,
+        temperature=config.eval.knn_temperature,
+    )
+    parameters = {
+        "k": config.eval.knn_k,
+        "temperature": config.eval.knn_temperature,
+        "similarity": "cosine",
+        "weighting": "exp(similarity / temperature), summed per class",
+        "augmentation": "none (resize only)",
+    }
+    return parameters, scores
+
+
+def _finetune(backbone, config, train_set, test_set, num_classes, fraction):
+    subset = balanced_subset(train_set[1], fraction, config.train.seed)
+    classifier = finetune_classifier(
+        backbone,
+        train_set[0][subset],
+        train_set[1][subset],
+        num_classes,
+        epochs=config.eval.finetune_epochs,
+        learning_rate=config.eval.finetune_lr,
+        batch_size=config.eval.batch_size,
+        seed=config.train.seed,
+    )
+    parameters = {
+        "label_fraction": fraction,
+        "n_labelled": int(len(subset)),
+        "subset": "the same fraction of every class, seeded with train.seed",
+        "seed": config.train.seed,
+        "epochs": config.eval.finetune_epochs,
+        "learning_rate": config.eval.finetune_lr,
+        "batch_size": finetune_batch_size(len(subset), config.eval.batch_size),
+        "optimizer": "SGD, Nesterov momentum 0.9, cosine decay, no weight decay",
+        "augmentation": "random crop (reflect pad 1/8) + horizontal flip",
+    }
+    return parameters, predict_scores(classifier, test_set[0], config.eval.batch_size)
+
+
+_PROTOCOL_RUNNERS = {"linear": _linear, "knn": _knn, "finetune": _finetune}
+
+
+def _result_name(protocol: str, fraction: float | None, baseline: str | None) -> str:
+    name = protocol
+    if protocol == "finetune":
+        name += f"-{fraction * 100:g}pct"
+    return f"{name}-random" if baseline == "random" else name
+
+
+def _summary_line(result: dict, path: Path) -> str:
+    top5 = f", top-5 {result['top5']:.2%}" if "top5" in result else ""
+    return (
+        f"{result['protocol']} ({result['backbone']}) on {result['data']}:{result['test_split']}: "
+        f"top-1 {result['top1']:.2%}{top5} (n_train={result['n_train']}, "
+        f"n_test={result['n_test']}, {result['wall_time_seconds']:.0f} s) -> {path}"
+    )
+
+
+__all__ = ["compare_with_random_init", "evaluate_run"]

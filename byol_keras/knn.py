@@ -1,0 +1,113 @@
+"""Weighted k-nearest-neighbour classification on embeddings, in bounded memory.
+
+The classifier of InstDisc (Wu et al. 2018), used by lightly and solo-learn to
+monitor self-supervised training: cosine similarity to a labelled memory bank,
+the `k` most similar bank entries vote for their class with weight
+exp(similarity / temperature), and the class with the largest summed weight
+wins. Similarities are computed one (query chunk × bank chunk) block at a time
+and only a running top-k is kept, so memory never holds all
+n_query × n_bank similarities at once.
+
+This module depends only on NumPy and TensorFlow: the training-time monitor
+and the evaluation protocols both use it.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+
+def l2_normalize_rows(features: np.ndarray) -> np.ndarray:
+    """Scales every row to unit length (rows of zeros stay zero).
+
+    ```python
+    l2_normalize_rows(np.array([[3.0, 4.0]]))  # [[0.6, 0.8]]
+    ```
+    """
+    features = np.asarray(features, np.float32)
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return features / np.maximum(norms, 1e-12)
+
+
+def knn_class_scores(
+    bank_features: np.ndarray,
+    bank_labels: np.ndarray,
+    query_features: np.ndarray,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+    query_chunk: int = 1024,
+    bank_chunk: int = 8192,
+) -> np.ndarray:
+    """Returns each query's class scores, the summed exp(cosine / T) of its k nearest bank entries.
+
+    `k` larger than the bank uses the whole bank. Features need not be
+    normalised; the cosine similarity normalises them.
+
+    ```python
+    scores = knn_class_scores(train_features, train_labels, test_features, num_classes=10)
+    predictions = scores.argmax(axis=1)
+    ```
+    """
+    bank_labels = np.asarray(bank_labels, np.int64)
+    if len(bank_features) != len(bank_labels):
+        raise ValueError(f"{len(bank_features)} bank features but {len(bank_labels)} bank labels")
+    if len(bank_features) == 0:
+        raise ValueError("the kNN memory bank is empty")
+    if k < 1 or temperature <= 0:
+        raise ValueError(f"k must be >= 1 and temperature > 0, got k={k}, T={temperature}")
+    if bank_labels.min() < 0 or bank_labels.max() >= num_classes:
+        raise ValueError(f"bank labels must lie in [0, {num_classes}); found negative or larger")
+    bank = tf.constant(l2_normalize_rows(bank_features))
+    labels = tf.constant(bank_labels)
+    queries = l2_normalize_rows(query_features)
+    k = min(k, len(bank_labels))
+    scores = []
+    for start in range(0, len(queries), query_chunk):
+        similarity, neighbour_labels = _top_k_neighbours(
+            tf.constant(queries[start : start + query_chunk]), bank, labels, k, bank_chunk
+        )
+        weights = tf.exp(similarity / temperature)
+        votes = tf.one_hot(neighbour_labels, num_classes, dtype=tf.float32)
+        scores.append(tf.einsum("qk,qkc->qc", weights, votes).numpy())
+    if not scores:
+        return np.zeros([0, num_classes], np.float32)
+    return np.concatenate(scores)
+
+
+def _top_k_neighbours(queries, bank, labels, k: int, bank_chunk: int):
+    """The k largest similarities of each query and their labels, one bank chunk at a time."""
+    best_similarity = best_labels = None
+    for start in range(0, int(bank.shape[0]), bank_chunk):
+        block = tf.matmul(queries, bank[start : start + bank_chunk], transpose_b=True)
+        block_labels = labels[start : start + bank_chunk]
+        similarity, index = tf.math.top_k(block, k=min(k, int(block.shape[1])))
+        block_labels = tf.gather(block_labels, index)
+        if best_similarity is not None:
+            # Merging two top-k lists and keeping the top k gives the top k of the union.
+            similarity = tf.concat([best_similarity, similarity], axis=1)
+            block_labels = tf.concat([best_labels, block_labels], axis=1)
+            similarity, index = tf.math.top_k(similarity, k=min(k, int(similarity.shape[1])))
+            block_labels = tf.gather(block_labels, index, batch_dims=1)
+        best_similarity, best_labels = similarity, block_labels
+    return best_similarity, best_labels
+
+
+def knn_top1(
+    bank_features: np.ndarray,
+    bank_labels: np.ndarray,
+    query_features: np.ndarray,
+    query_labels: np.ndarray,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+) -> float:
+    """Top-1 accuracy (a fraction in [0, 1]) of the weighted kNN classifier on labelled queries.
+
+    ```python
+    knn_top1(train_features, train_labels, test_features, test_labels, num_classes=10)
+    ```
+    """
+    scores = knn_class_scores(
+        bank_features, bank_labels, query_features, num_classes, k=k, temperature=temperature
+    )
+    return float(np.mean(scores.argmax(axis=1) == np.asarray(query_labels)))

@@ -1,0 +1,146 @@
+"""A callback that measures weighted-kNN top-1 accuracy during training.
+
+Every `every_epochs` epochs it embeds a labelled memory bank and a labelled
+query set with the online backbone (no augmentation, BatchNorm in inference
+mode) and classifies the queries with `byol_keras.knn`. The accuracy goes into
+the epoch's `logs` as `knn_top1`, so the CSVLogger placed after it writes it
+as a column, and into TensorBoard under `logs/knn`.
+"""
+
+import importlib.util
+import logging
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from byol_keras.features import Embedder, source_arrays
+from byol_keras.knn import knn_top1
+
+METRIC = "knn_top1"
+log = logging.getLogger("byol_keras")
+
+
+class KnnMonitor(keras.callbacks.Callback):
+    """Adds `knn_top1` (a fraction) to the logs every `every_epochs` epochs and at the last one.
+
+    On epochs without a measurement the value is NaN, so the CSV column
+    exists from the first row on (CSVLogger fixes its columns at the first
+    epoch) and a reader never mistakes a stale value for a new one.
+    TensorBoard gets only the measured points. Place it before CSVLogger in
+    the callback list: callbacks see the same `logs` dict in list order.
+
+    ```python
+    monitor = KnnMonitor(bank_images, bank_labels, test_images, test_labels, 10, every_epochs=5)
+    model.fit(batches, epochs=50, callbacks=[monitor, keras.callbacks.CSVLogger("m.csv")])
+    ```
+    """
+
+    def __init__(
+        self,
+        bank_images: np.ndarray,
+        bank_labels: np.ndarray,
+        query_images: np.ndarray,
+        query_labels: np.ndarray,
+        num_classes: int,
+        every_epochs: int = 1,
+        k: int = 200,
+        temperature: float = 0.1,
+        batch_size: int = 512,
+        log_dir: str | Path | None = None,
+    ):
+        super().__init__()
+        if every_epochs < 1:
+            raise ValueError(f"every_epochs must be >= 1, got {every_epochs}")
+        self.bank_images, self.bank_labels = bank_images, np.asarray(bank_labels)
+        self.query_images, self.query_labels = query_images, np.asarray(query_labels)
+        self.num_classes = num_classes
+        self.every_epochs = every_epochs
+        self.k, self.temperature, self.batch_size = k, temperature, batch_size
+        self.log_dir = log_dir
+        self.history: list[tuple[int, float]] = []  # (epoch number from 1, top-1)
+        self.seconds = 0.0  # time spent measuring, to check what the monitor costs
+        self._embedder: Embedder | None = None
+        self._writer = None
+
+    @classmethod
+    def from_sources(cls, bank_source, query_source, max_bank: int | None = None, seed=0, **kw):
+        """Reads the bank (capped at `max_bank`, a seeded random subset) and queries into memory.
+
+        ```python
+        monitor = KnnMonitor.from_sources(
+            load_source("digits", split="train"), load_source("digits", split="test"),
+            max_bank=5000, every_epochs=5,
+        )
+        ```
+        """
+        bank_images, bank_labels = source_arrays(bank_source, max_bank, seed)
+        query_images, query_labels = source_arrays(query_source)
+        # Folder sources label loose files -1: they cannot vote or be scored.
+        bank_images, bank_labels = bank_images[bank_labels >= 0], bank_labels[bank_labels >= 0]
+        query_images, query_labels = (
+            query_images[query_labels >= 0],
+            query_labels[query_labels >= 0],
+        )
+        num_classes = max(bank_source.num_classes or 0, query_source.num_classes or 0)
+        return cls(bank_images, bank_labels, query_images, query_labels, num_classes, **kw)
+
+    def measure(self) -> float:
+        """kNN top-1 of the model's online backbone now."""
+        if self._embedder is None or self._embedder.backbone is not self.model.online_backbone:
+            self._embedder = Embedder(self.model.online_backbone, self.batch_size)
+        bank = self._embedder.embed(self.bank_images)
+        queries = self._embedder.embed(self.query_images)
+        return knn_top1(
+            bank,
+            self.bank_labels,
+            queries,
+            self.query_labels,
+            self.num_classes,
+            k=self.k,
+            temperature=self.temperature,
+        )
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        if logs is None:
+            return
+        last_epoch = epoch + 1 == self.params.get("epochs")
+        if (epoch + 1) % self.every_epochs and not last_epoch:
+            logs[METRIC] = math.nan
+            return
+        started = time.perf_counter()
+        accuracy = self.measure()
+        self.seconds += time.perf_counter() - started
+        logs[METRIC] = accuracy
+        self.history.append((epoch + 1, accuracy))
+        if self.log_dir is not None and _tensorboard_installed():
+            if self._writer is None:
+                self._writer = tf.summary.create_file_writer(str(Path(self.log_dir) / "knn"))
+            with self._writer.as_default():
+                tf.summary.scalar(f"epoch_{METRIC}", accuracy, step=epoch)
+            self._writer.flush()
+
+    def on_train_end(self, logs=None) -> None:
+        if self.history:
+            log.info(
+                "kNN monitor: %d measurement(s), %.1f s in all, last top-1 %.4f",
+                len(self.history),
+                self.seconds,
+                self.history[-1][1],
+            )
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _tensorboard_installed() -> bool:
+    """tf.summary writes nothing without the tensorboard package; say so once, then go on."""
+    if importlib.util.find_spec("tensorboard") is not None:
+        return True
+    if not getattr(_tensorboard_installed, "warned", False):
+        log.warning("tensorboard is not installed: kNN accuracy goes to the CSV log only")
+        _tensorboard_installed.warned = True
+    return False
