@@ -3,7 +3,7 @@
 import keras
 
 from byol_keras.config import OptimizerConfig
-from byol_keras.schedules import WarmupCosine
+from byol_keras.schedules import PerUpdateSchedule, WarmupCosine
 
 # Biases and BatchNorm parameters get no weight decay (and, under LARS, no
 # trust-ratio scaling), as in the paper.
@@ -47,6 +47,8 @@ def build_optimizer(
     extra = {}
     if accumulation_steps > 1:
         extra["gradient_accumulation_steps"] = accumulation_steps
+        # Keras evaluates schedules in batches, ours are written in updates.
+        schedule = PerUpdateSchedule(schedule, accumulation_steps)
     if config.name == "lars":
         from byol_keras.lars import LARS
 

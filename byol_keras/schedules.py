@@ -61,3 +61,33 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
             "warmup_steps": self.warmup_steps,
             "final_lr": self.final_lr,
         }
+
+
+@keras.saving.register_keras_serializable(package="byol_keras")
+class PerUpdateSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Evaluates `schedule` in optimizer updates when the optimizer accumulates gradients.
+
+    Keras 3 calls a schedule with its micro-step counter (one per batch), so
+    with `gradient_accumulation_steps=k` a schedule written in updates would
+    run k times too fast; this divides the count by k first.
+
+    ```python
+    optimizer = keras.optimizers.SGD(PerUpdateSchedule(schedule, 4), gradient_accumulation_steps=4)
+    ```
+    """
+
+    def __init__(self, schedule: keras.optimizers.schedules.LearningRateSchedule, steps: int):
+        self.schedule = schedule
+        self.steps = int(steps)
+
+    def __call__(self, step):
+        return self.schedule(ops.floor_divide(step, self.steps))
+
+    def get_config(self) -> dict:
+        return {"schedule": keras.saving.serialize_keras_object(self.schedule), "steps": self.steps}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "PerUpdateSchedule":
+        config = dict(config)
+        config["schedule"] = keras.saving.deserialize_keras_object(config["schedule"])
+        return cls(**config)
