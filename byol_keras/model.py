@@ -8,6 +8,7 @@ from byol_keras.errors import UsageError
 from byol_keras.heads import mlp_head
 from byol_keras.losses import collapse_indicator, symmetric_byol_loss
 from byol_keras.schedules import cosine_tau
+from byol_keras.steps import accumulation_steps, completes_update
 
 
 @keras.saving.register_keras_serializable(package="byol_keras")
@@ -142,8 +143,14 @@ class BYOL(keras.Model):
             scaled_loss = self.optimizer.scale_loss(loss / replicas)
         gradients = tape.gradient(scaled_loss, online_variables)
         tau = self.current_tau()
+        updates = completes_update(self.optimizer)
         self.optimizer.apply_gradients(zip(gradients, online_variables, strict=True))
-        self._update_target(tau)
+        if accumulation_steps(self.optimizer) > 1:
+            # The online weights only move on the batch that ends an
+            # accumulation, and the target follows only those moves.
+            ops.cond(updates, lambda: self._update_target(tau), lambda: None)
+        else:
+            self._update_target(tau)
         self.loss_tracker.update_state(loss)
         self.collapse_tracker.update_state(collapse_indicator(z1))
         self.tau_tracker.update_state(tau)
@@ -218,4 +225,6 @@ class _TotalStepsFromFit(keras.callbacks.Callback):
             raise UsageError(
                 "BYOL needs the schedule length: pass steps_per_epoch to fit or total_steps to BYOL"
             )
-        self.model.total_steps.assign(int(steps) * int(epochs))
+        # τ runs over optimizer updates, which accumulation makes fewer than batches.
+        updates = int(steps) * int(epochs) // accumulation_steps(self.model.optimizer)
+        self.model.total_steps.assign(max(updates, 1))
