@@ -20,9 +20,11 @@ from byol_keras.callbacks import Checkpoints, Throughput
 from byol_keras.config import Config, save_config
 from byol_keras.data import ImageSource, load_source
 from byol_keras.errors import UsageError
+from byol_keras.guards import CollapseWarning, StopOnNonFiniteLoss
 from byol_keras.knn_monitor import KnnMonitor
 from byol_keras.model import BYOL
 from byol_keras.optimizers import build_optimizer
+from byol_keras.resume import remaining_fit_calls
 from byol_keras.run_dir import RunDirectory
 
 log = logging.getLogger("byol_keras")
@@ -92,33 +94,42 @@ def train(config: Config, output_dir: str | Path) -> dict:
         every_steps=config.train.checkpoint_every_steps,
         keep=config.train.keep_checkpoints,
     )
-    initial_epoch = checkpoints.restore(updates_per_epoch)
-    if initial_epoch:
-        log.info("resuming from %s at epoch %d", checkpoints.latest, initial_epoch + 1)
+    steps_done = checkpoints.restore()
+    if steps_done:
+        log.info("resuming from %s after %d steps", checkpoints.latest, steps_done)
     throughput = Throughput(config.train.batch_size)
+    collapse = CollapseWarning(config.train.collapse_threshold, config.train.collapse_patience)
+    metrics_csv = keras.callbacks.CSVLogger(str(run.metrics_path), append=steps_done > 0)
     callbacks = [
+        StopOnNonFiniteLoss(),  # before Checkpoints, so that a diverged step is never saved
         checkpoints,
         throughput,
+        collapse,
         keras.callbacks.TensorBoard(str(run.logs_dir), update_freq="epoch"),
         # Before CSVLogger, which takes its columns from the logs it is handed.
         *_knn_monitor(config, run),
-        keras.callbacks.CSVLogger(str(run.metrics_path), append=initial_epoch > 0),
+        metrics_csv,
     ]
 
-    # 5. Training.
-    history = model.fit(
-        batches,
-        epochs=config.train.epochs,
-        steps_per_epoch=steps_per_epoch,
-        initial_epoch=initial_epoch,
-        callbacks=callbacks,
-        verbose=config.train.verbose,
-    )
+    # 5. Training: the rest of an interrupted epoch, then the whole epochs left.
+    history: dict[str, list] = {}
+    for call in remaining_fit_calls(steps_done, steps_per_epoch, config.train.epochs):
+        result = model.fit(
+            batches,
+            epochs=call.epochs,
+            steps_per_epoch=call.steps_per_epoch,
+            initial_epoch=call.initial_epoch,
+            callbacks=callbacks,
+            verbose=config.train.verbose,
+        )
+        metrics_csv.append = True  # the next call continues the same file
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(values)
 
     # 6. The run directory: final model, standalone backbone, summary.
     model.save(run.model_path)
     model.online_backbone.save(run.backbone_path)
-    last = {key: values[-1] for key, values in history.history.items() if values}
+    last = {key: values[-1] for key, values in history.items() if values}
     summary = {
         "epochs": config.train.epochs,
         "steps": int(model.optimizer.iterations.numpy()),
@@ -130,7 +141,9 @@ def train(config: Config, output_dir: str | Path) -> dict:
         "skipped_files": source.skipped_files,
         "train_examples": source.num_examples,
         "wall_time_seconds": time.perf_counter() - started,
-        "resumed_from_epoch": initial_epoch,
+        "resumed_from_epoch": steps_done // steps_per_epoch,
+        "resumed_from_step": steps_done,
+        "warnings": collapse.warnings,
     }
     run.write_summary({**run.read_summary(), **summary})
     return summary

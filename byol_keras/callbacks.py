@@ -6,6 +6,9 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from byol_keras.errors import TrainingDiverged
+from byol_keras.steps import accumulation_steps, batches_done
+
 
 class Throughput(keras.callbacks.Callback):
     """Measures training images per second, leaving out the first (tracing) step.
@@ -39,16 +42,18 @@ class Throughput(keras.callbacks.Callback):
 class Checkpoints(keras.callbacks.Callback):
     """Saves model and optimizer state with `tf.train.CheckpointManager`.
 
-    TensorFlow writes the checkpoint's data files first and then replaces the
-    small `checkpoint` index atomically, so a kill during a write leaves the
-    previous checkpoint as the latest one. `restore()` resumes the weights,
-    the target network, the optimizer's state and its step counter, and so
-    the τ and learning-rate schedules.
+    With `every_steps` it saves every that many optimizer updates, else at
+    each epoch's end; checkpoint `ckpt-N` holds the state after N batches.
+    TensorFlow writes the data files under a temporary name first and then
+    replaces the small `checkpoint` index atomically, so a kill during a
+    write leaves the previous checkpoint as the latest one. `restore()`
+    resumes the weights, the target network, the optimizer's state and its
+    step counter, and so the τ and learning-rate schedules. A state with
+    non-finite weights is never saved: `save()` raises `TrainingDiverged`.
 
     ```python
     checkpoints = Checkpoints(model, "runs/x/checkpoints", every_steps=500)
-    initial_epoch = checkpoints.restore(steps_per_epoch)
-    model.fit(data, initial_epoch=initial_epoch, callbacks=[checkpoints])
+    done = checkpoints.restore()  # batches already trained, 0 for a new run
     ```
     """
 
@@ -70,31 +75,41 @@ class Checkpoints(keras.callbacks.Callback):
     def latest(self) -> str | None:
         return self._manager.latest_checkpoint
 
-    def restore(self, steps_per_epoch: int) -> int:
-        """Restores the latest checkpoint if there is one; returns the epoch to resume at."""
+    def restore(self) -> int:
+        """Restores the latest checkpoint if there is one; returns the batches it had trained."""
         if self.latest is None:
             return 0
         # Optimizer slots are created lazily; build them first so that the
         # restore fills them instead of deferring.
         self.model_to_restore.optimizer.build(self.model_to_restore.trainable_variables)
         self._checkpoint.restore(self.latest).assert_existing_objects_matched()
-        iterations = int(self.model_to_restore.optimizer.iterations.numpy())
-        return iterations // steps_per_epoch
+        return batches_done(self.model_to_restore.optimizer)
 
     @property
     def model_to_restore(self) -> keras.Model:
         return self._checkpoint.model
 
     def save(self) -> str:
-        step = int(self.model_to_restore.optimizer.iterations.numpy())
+        model = self.model_to_restore
+        step = batches_done(model.optimizer)
+        if not all(bool(tf.reduce_all(tf.math.is_finite(w))) for w in _float_weights(model)):
+            raise TrainingDiverged(
+                f"training diverged: the weights are not finite at step {step}; "
+                f"not saved, the latest checkpoint is still {self.latest}"
+            )
         return self._manager.save(checkpoint_number=step)
 
     def on_train_batch_end(self, batch, logs=None) -> None:
         if self.every_steps:
-            step = int(self.model.optimizer.iterations.numpy())
-            if step % self.every_steps == 0:
+            # In batches, so that a save lands on an update, never mid-accumulation.
+            every = self.every_steps * accumulation_steps(self.model.optimizer)
+            if batches_done(self.model.optimizer) % every == 0:
                 self.save()
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         if not self.every_steps:
             self.save()
+
+
+def _float_weights(model: keras.Model) -> list:
+    return [w for w in model.weights if "float" in str(w.dtype)]

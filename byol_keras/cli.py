@@ -1,7 +1,7 @@
 """The `byol-keras` command line: train, evaluate, visualize and export.
 
 Usage and config errors print one line, `byol-keras: error: ...`, and exit
-with code 2.
+with code 2; a diverged training run prints the same kind of line and exits 1.
 """
 
 import argparse
@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from byol_keras.errors import UsageError
+from byol_keras.errors import TrainingDiverged, UsageError
 from byol_keras.export_verify import ExportError
 
 QUICKSTART = Path(__file__).with_name("quickstart.yaml")
@@ -142,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"byol-keras: error: {error}", file=sys.stderr)
         return 2
+    except TrainingDiverged as error:  # the run went wrong, not the command: exit 1
+        print(f"byol-keras: error: {error}", file=sys.stderr)
+        return 1
     except ExportError as error:  # an artifact failed its checks: not the user's mistake
         print(f"byol-keras: export failed: {error}", file=sys.stderr)
         return 1

@@ -1,4 +1,4 @@
-"""The one exception type that the CLI turns into a one-line message and exit code 2."""
+"""The exception types that the CLI turns into a one-line message and an exit code."""
 
 
 class UsageError(ValueError):
@@ -9,5 +9,19 @@ class UsageError(ValueError):
 
     ```python
     raise UsageError("data.source: folder 'imgs/' does not exist")
+    ```
+    """
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced a loss or weights that are not finite (NaN or Inf).
+
+    Not the user's mistake in a flag, so the CLI prints the one-line message
+    as `byol-keras: error: <message>` and exits with code 1. The latest
+    checkpoint is still the last good one; lowering the learning rate and
+    rerunning resumes from it.
+
+    ```python
+    raise TrainingDiverged("loss is nan at step 120; latest good checkpoint: step 100")
     ```
     """

@@ -1,0 +1,141 @@
+"""Resuming after SIGKILL at step granularity, and checkpoint writes that a kill cannot corrupt."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.python.checkpoint import checkpoint_management
+
+from byol_keras.callbacks import Checkpoints
+from byol_keras.resume import FitCall, remaining_fit_calls
+from byol_keras.schedules import cosine_tau
+from test_model import tiny_byol
+
+STEPS_PER_EPOCH, EPOCHS, EVERY, TAU_BASE = 10, 4, 3, 0.99
+RUN_ARGS = [
+    "model.backbone=tiny",
+    "model.width=8",
+    "model.projection_dim=16",
+    "model.projector_hidden_dim=32",
+    "model.predictor_hidden_dim=32",
+    f"model.tau_base={TAU_BASE}",
+    "data.image_size=16",
+    "optimizer.name=adamw",
+    "optimizer.lr_scaling=none",
+    "optimizer.warmup_epochs=0",
+    "train.batch_size=32",
+    f"train.epochs={EPOCHS}",
+    f"train.steps_per_epoch={STEPS_PER_EPOCH}",
+    f"train.checkpoint_every_steps={EVERY}",
+    "train.keep_checkpoints=3",
+    "train.verbose=0",
+    "eval.final_linear_probe=false",
+]
+
+
+def _train_command(run: Path) -> list[str]:
+    command = [sys.executable, "-m", "byol_keras", "train", "--output", str(run)]
+    for override in RUN_ARGS:
+        command += ["--set", override]
+    return command
+
+
+def _latest_step(checkpoints: Path) -> int:
+    latest = tf.train.latest_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
+def test_remaining_fit_calls_finish_the_interrupted_epoch_first():
+    assert remaining_fit_calls(0, 10, 4) == [FitCall(0, 4, 10)]
+    assert remaining_fit_calls(25, 10, 4) == [FitCall(2, 3, 5), FitCall(3, 4, 10)]
+    assert remaining_fit_calls(30, 10, 4) == [FitCall(3, 4, 10)]
+    assert remaining_fit_calls(39, 10, 4) == [FitCall(3, 4, 1)]
+    assert remaining_fit_calls(40, 10, 4) == []
+
+
+def test_sigkilled_run_resumes_at_its_last_step_and_ends_on_time(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    first = subprocess.Popen(
+        _train_command(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while _latest_step(run / "checkpoints") == 0 and first.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert first.returncode == -signal.SIGKILL, first.stderr.read().decode()[-2000:]
+    assert not (run / "model.keras").exists(), "the run finished before it was killed"
+    killed_at = _latest_step(run / "checkpoints")
+
+    second = subprocess.run(_train_command(run), env=env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr[-2000:]
+
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == EPOCHS * STEPS_PER_EPOCH
+    assert summary["resumed_from_step"] >= killed_at > 0
+    assert summary["resumed_from_step"] % EVERY == 0
+
+    # The metrics file was appended: one header, and the epochs run to the last one.
+    with (run / "metrics.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert all(row["epoch"] != "epoch" for row in rows)
+    assert [int(row["epoch"]) for row in rows][-1] == EPOCHS - 1
+    # τ continued from the restored step counter: the resumed epoch's mean τ is
+    # the schedule's over exactly the steps that were left in it.
+    resumed = summary["resumed_from_step"]
+    epoch, into = divmod(resumed, STEPS_PER_EPOCH)
+    total = EPOCHS * STEPS_PER_EPOCH
+    left = range(resumed, (epoch + 1) * STEPS_PER_EPOCH)
+    expected_tau = np.mean([float(cosine_tau(k, total, TAU_BASE)) for k in left])
+    row = [row for row in rows if int(row["epoch"]) == epoch][-1]
+    assert float(row["tau"]) == pytest.approx(expected_tau, abs=1e-6)
+
+    model = keras.models.load_model(run / "model.keras")
+    assert int(model.optimizer.iterations.numpy()) == total
+    assert int(model.total_steps.numpy()) == total
+    fresh = model.target_backbone.get_weights()
+    init = keras.models.clone_model(model.online_backbone).get_weights()
+    assert any(not np.allclose(a, b) for a, b in zip(fresh, init, strict=True))
+
+
+def _compiled_tiny():
+    model = tiny_byol()
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def test_kill_between_data_and_index_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    model = _compiled_tiny()
+    checkpoints = Checkpoints(model, tmp_path / "ckpt")
+    kernel = model.online_backbone.trainable_weights[0]
+    model.optimizer._iterations.assign(5)
+    good = kernel.numpy()
+    checkpoints.save()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed after the data files, before the index")
+
+    # CheckpointManager writes data files, then records them in the index.
+    monkeypatch.setattr(checkpoint_management, "update_checkpoint_state_internal", killed)
+    kernel.assign(kernel.numpy() + 1.0)
+    model.optimizer._iterations.assign(10)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.save()
+    monkeypatch.undo()
+    assert (tmp_path / "ckpt" / "ckpt-10.index").exists()  # the half-finished save
+
+    restored = _compiled_tiny()
+    assert Checkpoints(restored, tmp_path / "ckpt").restore() == 5
+    np.testing.assert_array_equal(restored.online_backbone.trainable_weights[0].numpy(), good)
