@@ -1,0 +1,97 @@
+"""The NaN/Inf loss guard and the collapse warning."""
+
+import logging
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_model import tiny_byol, view_pair
+
+from byol_keras.callbacks import Checkpoints
+from byol_keras.cli import main
+from byol_keras.errors import TrainingDiverged
+from byol_keras.guards import CollapseWarning, StopOnNonFiniteLoss
+
+
+def _checkpoint_weights_finite(path: str) -> bool:
+    reader = tf.train.load_checkpoint(path)
+    names = [
+        name for name, dtype in reader.get_variable_to_dtype_map().items() if dtype.is_floating
+    ]
+    return bool(names) and all(np.isfinite(reader.get_tensor(name)).all() for name in names)
+
+
+def test_nan_at_step_4_stops_training_and_keeps_step_3_as_latest(tmp_path):
+    view1, view2 = view_pair(batch=24)
+    view1[12:16] = np.nan  # batch 4 of 6 (4 images each)
+    data = tf.data.Dataset.from_tensor_slices((view1, view2)).batch(4)
+    model = tiny_byol()
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    checkpoints = Checkpoints(model, tmp_path / "ckpt", every_steps=1, keep=10)
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 4 \(epoch 1\)") as caught:
+        model.fit(data, epochs=1, callbacks=[StopOnNonFiniteLoss(), checkpoints], verbose=0)
+    assert "\n" not in str(caught.value)
+    assert checkpoints.latest.endswith("ckpt-3")
+    assert _checkpoint_weights_finite(checkpoints.latest)
+
+
+def test_cli_reports_divergence_in_one_line_and_exits_1(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--output", str(run)]
+    for override in (
+        "model.width=4",
+        "model.projection_dim=8",
+        "model.projector_hidden_dim=16",
+        "model.predictor_hidden_dim=16",
+        "optimizer.name=sgd",
+        "optimizer.base_lr=1.0e+30",
+        "optimizer.lr_scaling=none",
+        "optimizer.warmup_epochs=0",
+        "train.batch_size=32",
+        "train.epochs=1",
+        "train.steps_per_epoch=8",
+        "train.checkpoint_every_steps=1",
+        "train.keep_checkpoints=10",
+        "train.verbose=0",
+        "eval.final_linear_probe=false",
+    ):
+        args += ["--set", override]
+    assert main(args) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("byol-keras: error: training diverged:"), error
+    step = int(error.split(" at step ")[1].split()[0].rstrip(";"))
+    assert 1 <= step <= 8
+    saved = tf.train.get_checkpoint_state(str(run / "checkpoints"))
+    for path in saved.all_model_checkpoint_paths if saved else []:
+        assert int(path.rsplit("-", 1)[1]) < step, path
+        assert _checkpoint_weights_finite(path), path
+    assert not (run / "model.keras").exists()
+
+
+def _feed(callback, collapse_values, first_epoch=0):
+    for epoch, value in enumerate(collapse_values, start=first_epoch):
+        callback.on_epoch_end(epoch, {"loss": 0.5, "collapse": value})
+
+
+def test_collapse_warning_after_patience_low_epochs_names_causes(caplog):
+    watch = CollapseWarning(threshold=0.05, patience=3)
+    with caplog.at_level(logging.WARNING, logger="byol_keras"):
+        _feed(watch, [0.9, 0.04, 0.03, 0.2, 0.01, 0.02])  # streaks of 2: no warning yet
+        assert watch.warnings == []
+        # The streak goes on to 6 low epochs: one warning, at its third (epoch 7).
+        _feed(watch, [0.01, 0.01, 0.01, 0.01], first_epoch=6)
+    assert len(watch.warnings) == 1
+    message = watch.warnings[0]
+    assert "below 0.05 for 3 epochs" in message and "after epoch 7" in message
+    for cause in ("learning rate", "τ too low", "predictor", "augmentation", "batch too small"):
+        assert cause in message, cause
+    assert caplog.records[-1].getMessage() == message
+
+
+def test_collapse_warning_is_silent_when_healthy(caplog):
+    watch = CollapseWarning(threshold=0.05, patience=2)
+    with caplog.at_level(logging.WARNING, logger="byol_keras"):
+        _feed(watch, [1.0, 0.9, 0.06, 0.05, 0.8, 0.04, 0.5])
+    assert watch.warnings == []
+    assert caplog.records == []
