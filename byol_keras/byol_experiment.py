@@ -215,3 +215,6 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
     keras.utils.set_random_seed(seed)  # Python, NumPy and TensorFlow generators
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+        # KerasCV's layers ask for TensorFlow's global generator, which op
+        # determinism refuses to create implicitly: give it a seeded one.
+        tf.random.set_global_generator(tf.random.Generator.from_seed(seed))
