@@ -12,7 +12,9 @@ log = logging.getLogger("byol_keras")
 
 # Row `c - 1` picks the channels that make an image with `c` channels RGB:
 # grey and grey+alpha repeat channel 0, RGB and RGBA keep the first three.
-_RGB_CHANNELS = tf.constant([[0, 0, 0], [0, 0, 0], [0, 1, 2], [0, 1, 2]], tf.int32)
+# NumPy, not a tf.constant: importing must not start TensorFlow's runtime, or a
+# MultiWorkerMirroredStrategy made afterwards cannot configure its collectives.
+_RGB_CHANNELS = np.array([[0, 0, 0], [0, 0, 0], [0, 1, 2], [0, 1, 2]], np.int32)
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def to_rgb(image: tf.Tensor) -> tf.Tensor:
         image = image[..., tf.newaxis]
     channels = tf.shape(image)[-1]
     tf.debugging.assert_less_equal(channels, 4, message="images may have at most 4 channels")
-    rgb = tf.gather(image, _RGB_CHANNELS[channels - 1], axis=-1)
+    rgb = tf.gather(image, tf.constant(_RGB_CHANNELS)[channels - 1], axis=-1)
     rgb.set_shape([None, None, 3])
     return rgb
 
