@@ -151,3 +151,28 @@ def _application_backbone(application, name: str, image_size: int) -> keras.Mode
         raise UsageError(f"model.backbone: {name} cannot be built: {message}") from None
     outputs = base(x)
     return keras.Model(inputs, outputs, name=name.lower())
+
+
+def synchronize_batchnorm(model: keras.Model) -> keras.Model:
+    """Makes every BatchNormalization in `model` (nested models too) use global-batch statistics.
+
+    Under `tf.distribute` each replica otherwise normalises with the
+    statistics of its own slice of the batch. The flag is read at call time
+    and kept by `get_config`, so it survives cloning (the target network)
+    and saving.
+
+    ```python
+    backbone = synchronize_batchnorm(build_backbone("resnet50", image_size=224))
+    ```
+    """
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+    return model
+
+
+def _all_layers(model: keras.Model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)

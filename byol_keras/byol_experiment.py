@@ -15,10 +15,11 @@ import keras
 import tensorflow as tf
 
 from byol_keras.augment import image_batches, make_augmenter, pair_dataset
-from byol_keras.backbones import build_backbone
+from byol_keras.backbones import build_backbone, synchronize_batchnorm
 from byol_keras.callbacks import Checkpoints, Throughput
 from byol_keras.config import Config, save_config
 from byol_keras.data import ImageSource, load_source
+from byol_keras.distribute import make_strategy, writable_run_dir
 from byol_keras.errors import UsageError
 from byol_keras.guards import CollapseWarning, StopOnNonFiniteLoss
 from byol_keras.knn_monitor import KnnMonitor
@@ -41,7 +42,9 @@ def train(config: Config, output_dir: str | Path) -> dict:
     ```
     """
     started = time.perf_counter()
-    run = RunDirectory(output_dir).create()
+    # First: multi-worker collectives must be configured before TensorFlow runs an op.
+    strategy = make_strategy(config.train.distribution)
+    run = RunDirectory(writable_run_dir(output_dir, strategy)).create()
     save_config(config, run.config_path)
     _seed_everything(config.train.seed, config.train.deterministic)
     keras.mixed_precision.set_dtype_policy(config.train.precision)
@@ -75,17 +78,19 @@ def train(config: Config, output_dir: str | Path) -> dict:
     # 3. Networks and update rule.
     updates_per_epoch = max(steps_per_epoch // config.train.accumulation_steps, 1)
     total_updates = updates_per_epoch * config.train.epochs
-    model = build_model(config, total_updates, augmenter if config.augment.on_device else None)
-    model.compile(
-        optimizer=build_optimizer(
-            config.optimizer,
-            config.train.batch_size,
-            total_steps=total_updates,
-            steps_per_epoch=updates_per_epoch,
-            accumulation_steps=config.train.accumulation_steps,
-        ),
-        jit_compile=config.train.jit_compile,
-    )
+    # Variables made in the scope are mirrored; fit splits each global batch across replicas.
+    with strategy.scope():
+        model = build_model(config, total_updates, augmenter if config.augment.on_device else None)
+        model.compile(
+            optimizer=build_optimizer(
+                config.optimizer,
+                config.train.batch_size,
+                total_steps=total_updates,
+                steps_per_epoch=updates_per_epoch,
+                accumulation_steps=config.train.accumulation_steps,
+            ),
+            jit_compile=config.train.jit_compile,
+        )
 
     # 4. Callbacks: checkpoints to resume from, logs to watch.
     checkpoints = Checkpoints(
@@ -94,7 +99,8 @@ def train(config: Config, output_dir: str | Path) -> dict:
         every_steps=config.train.checkpoint_every_steps,
         keep=config.train.keep_checkpoints,
     )
-    steps_done = checkpoints.restore()
+    with strategy.scope():  # restoring builds the optimizer's slots, which must be mirrored
+        steps_done = checkpoints.restore()
     if steps_done:
         log.info("resuming from %s after %d steps", checkpoints.latest, steps_done)
     throughput = Throughput(config.train.batch_size)
@@ -144,19 +150,26 @@ def train(config: Config, output_dir: str | Path) -> dict:
         "resumed_from_epoch": steps_done // steps_per_epoch,
         "resumed_from_step": steps_done,
         "warnings": collapse.warnings,
+        "replicas": strategy.num_replicas_in_sync,
     }
     run.write_summary({**run.read_summary(), **summary})
     return summary
 
 
 def build_model(config: Config, total_steps: int, augmenter=None) -> BYOL:
-    """The BYOL model the config describes, with the τ schedule over `total_steps`."""
+    """The BYOL model the config describes, with the τ schedule over `total_steps`.
+
+    Build it inside `strategy.scope()`: with more than one replica the heads'
+    BatchNorm is synchronised (and the backbone's if `model.sync_batchnorm_backbone`).
+    """
     backbone = build_backbone(
         config.model.backbone,
         image_size=config.data.image_size,
         stem=config.model.stem,
         width=config.model.width,
     )
+    if config.model.sync_batchnorm_backbone:
+        backbone = synchronize_batchnorm(backbone)
     return BYOL(
         backbone,
         projection_dim=config.model.projection_dim,
@@ -165,6 +178,7 @@ def build_model(config: Config, total_steps: int, augmenter=None) -> BYOL:
         tau_base=config.model.tau_base,
         total_steps=total_steps,
         augmenter=augmenter,
+        sync_batchnorm=tf.distribute.get_strategy().num_replicas_in_sync > 1,
     )
 
 

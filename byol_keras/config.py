@@ -78,6 +78,8 @@ class ModelConfig:
     projector_hidden_dim: int = _spec(4096, low=1)
     predictor_hidden_dim: int = _spec(4096, low=1)
     tau_base: float = _spec(0.996, low=0.0, high=1.0)
+    # The heads' BatchNorm is always synchronised across replicas; this adds the backbone's.
+    sync_batchnorm_backbone: bool = False
 
 
 @dataclass
@@ -95,6 +97,8 @@ class OptimizerConfig:
 
 @dataclass
 class TrainConfig:
+    """batch_size is the global batch: tf.distribute splits it evenly across replicas."""
+
     epochs: int = _spec(100, low=1)
     batch_size: int = _spec(256, low=2)
     steps_per_epoch: int | None = _spec(None, low=1)

@@ -1,0 +1,92 @@
+"""The `tf.distribute` strategy that `train.distribution` names, and who writes the run directory.
+
+```python
+strategy = make_strategy("mirrored")  # every local GPU (or CPU) as one replica
+with strategy.scope():
+    model = BYOL(...)
+    model.compile(...)
+model.fit(pairs)  # pairs yields GLOBAL batches; Keras splits them across replicas
+```
+
+| name | strategy | replicas |
+|---|---|---|
+| `none` | the default strategy | 1 |
+| `mirrored` | `MirroredStrategy` | local devices |
+| `multi_worker` | `MultiWorkerMirroredStrategy`, cluster from `TF_CONFIG` | all workers' devices |
+| `tpu` | `TPUStrategy` through `TPUClusterResolver` (untested here: no TPU) | TPU cores |
+
+`multi_worker` must be created before TensorFlow runs any op in the process
+(collective ops are configured at start-up): `train()` makes it first, and
+importing byol_keras runs no op. Later calls return the same strategy.
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import tensorflow as tf
+
+from byol_keras.errors import UsageError
+
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker", "tpu")
+_STRATEGIES: dict[str, tf.distribute.Strategy] = {}
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The strategy for `train.distribution` (see the module docstring), made once per process.
+
+    A second MirroredStrategy would reuse the first one's collective keys, and
+    a second multi-worker one cannot configure collectives again.
+    """
+    if name not in _STRATEGIES:
+        _STRATEGIES[name] = _new_strategy(name)
+    return _STRATEGIES[name]
+
+
+def _new_strategy(name: str) -> tf.distribute.Strategy:
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise UsageError("train.distribution: multi_worker needs the TF_CONFIG variable set")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    raise UsageError(f"train.distribution: must be one of {', '.join(DISTRIBUTIONS)}; got {name!r}")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run directory: always, except on non-chief workers.
+
+    Under `TF_CONFIG` the chief is the `chief` task or, when the cluster has
+    none, worker 0 (the rule in TensorFlow's multi-worker guide).
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster
+
+
+def writable_run_dir(output_dir: str | Path, strategy: tf.distribute.Strategy) -> Path:
+    """`output_dir` for the chief, a fresh temporary folder for every other worker.
+
+    Every worker must still save checkpoints and models, because saving
+    distributed variables can take part in collectives; only the chief's
+    copies are kept, so the others write where nobody reads.
+
+    ```python
+    run = RunDirectory(writable_run_dir("runs/x", strategy)).create()
+    ```
+    """
+    if is_chief(strategy):
+        return Path(output_dir)
+    return Path(tempfile.mkdtemp(prefix="byol-worker-"))
