@@ -1,0 +1,135 @@
+"""Subprocess entry points for tests/test_distribute.py (devices must be set before TF starts).
+
+`python tests/helpers_distribute.py mirrored OUT.npz` trains the same tiny BYOL
+on one device and under a 2-replica MirroredStrategy and writes both results.
+`python tests/helpers_distribute.py worker RUN_DIR OUT.npz` runs `train()` as one
+worker of the cluster in TF_CONFIG and writes its final weights.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+SIZE, GLOBAL_BATCH, STEPS = 16, 8, 2
+
+
+def mirrored(out_path: str) -> None:
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+
+    rng = np.random.default_rng(0)
+    view1 = rng.uniform(size=(GLOBAL_BATCH * STEPS, SIZE, SIZE, 3)).astype("float32")
+    view2 = np.clip(view1 + rng.normal(scale=0.1, size=view1.shape), 0, 1).astype("float32")
+    pairs = tf.data.Dataset.from_tensor_slices((view1, view2)).batch(GLOBAL_BATCH)
+    initial = None
+    results = {}
+    # One MirroredStrategy for both runs: a second one would reuse the first's collective keys.
+    mirrored_strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    for name, sync in (("single", True), ("mirrored", True), ("mirrored_unsynced", False)):
+        strategy = tf.distribute.get_strategy() if name == "single" else mirrored_strategy
+        with strategy.scope():
+            model = _tiny_byol(sync)
+            if initial is None:
+                initial = model.get_weights()
+            model.set_weights(initial)
+            model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5, momentum=0.9))
+        history = model.fit(pairs, epochs=1, steps_per_epoch=STEPS, verbose=0)
+        results[f"{name}_replicas"] = strategy.num_replicas_in_sync
+        results[f"{name}_loss"] = history.history["loss"][-1]
+        results[f"{name}_online"] = _flat(model.online_backbone.weights + _heads(model))
+        results[f"{name}_target"] = _flat(model.target_backbone.weights + _target_head(model))
+        # Largest difference between the replicas' copies of any model variable.
+        results[f"{name}_replica_spread"] = max(
+            float(np.max(np.abs(copies[0] - copies[-1])))
+            for variable in model.weights
+            for copies in [[c.numpy() for c in strategy.experimental_local_results(variable.value)]]
+        )
+    np.savez(out_path, **results)
+
+
+def _tiny_byol(sync: bool):
+    import keras
+
+    from byol_keras.backbones import build_backbone, synchronize_batchnorm
+    from byol_keras.model import BYOL
+
+    keras.utils.set_random_seed(0)
+    backbone = build_backbone("tiny", SIZE, width=4)
+    return BYOL(
+        synchronize_batchnorm(backbone) if sync else backbone,
+        projection_dim=8,
+        projector_hidden_dim=16,
+        predictor_hidden_dim=16,
+        tau_base=0.9,
+        total_steps=10,
+        sync_batchnorm=sync,
+    )
+
+
+def _heads(model):
+    return model.online_projector.weights + model.predictor.weights
+
+
+def _target_head(model):
+    return model.target_projector.weights
+
+
+def _flat(variables) -> np.ndarray:
+    return np.concatenate([np.ravel(v.numpy()) for v in variables])
+
+
+def worker(run_dir: str, out_path: str) -> None:
+    from byol_keras.byol_experiment import train
+    from byol_keras.config import load_config
+
+    config = load_config(
+        None,
+        [
+            "data.image_size=16",
+            "augment.preset=digits",
+            "model.backbone=tiny",
+            "model.width=4",
+            "model.projection_dim=8",
+            "model.projector_hidden_dim=16",
+            "model.predictor_hidden_dim=16",
+            "model.sync_batchnorm_backbone=true",
+            "optimizer.name=sgd",
+            "optimizer.base_lr=0.5",
+            "optimizer.warmup_epochs=0",
+            "train.batch_size=16",
+            "train.epochs=1",
+            "train.steps_per_epoch=3",
+            "train.distribution=multi_worker",
+            "train.verbose=0",
+        ],
+    )
+    summary = train(config, run_dir)
+    import glob
+    import json
+    import tempfile
+
+    import keras
+
+    # The chief writes RUN_DIR; the other worker a byol-worker-* folder in its temp dir.
+    task = json.loads(os.environ["TF_CONFIG"])["task"]
+    scratch = glob.glob(os.path.join(tempfile.gettempdir(), "byol-worker-*"))
+    wrote_to = run_dir if task["index"] == 0 else scratch[0]
+    model = keras.models.load_model(os.path.join(wrote_to, "model.keras"))
+    np.savez(
+        out_path,
+        online=_flat(model.online_backbone.weights + _heads(model)),
+        target=_flat(model.target_backbone.weights + _target_head(model)),
+        steps=summary["steps"],
+        loss=summary["final_loss"],
+        wrote_to=wrote_to,
+    )
+
+
+if __name__ == "__main__":
+    {"mirrored": mirrored, "worker": worker}[sys.argv[1]](*sys.argv[2:])

@@ -1,0 +1,164 @@
+"""tf.distribute: 2 replicas match 1 device, and a 2-process multi-worker run stays in sync.
+
+Both run in subprocesses (tests/helpers_distribute.py): logical devices and
+multi-worker collectives must be configured before TensorFlow starts.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from byol_keras.distribute import is_chief, make_strategy, writable_run_dir
+from byol_keras.errors import UsageError
+
+HELPER = Path(__file__).with_name("helpers_distribute.py")
+ROOT = HELPER.parents[1]
+
+
+def _env(**extra) -> dict:
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT), **extra}
+
+
+def test_none_is_the_default_strategy_and_writes_the_run_directory(tmp_path):
+    strategy = make_strategy("none")
+    assert strategy.num_replicas_in_sync == 1
+    assert is_chief(strategy)
+    assert writable_run_dir(tmp_path / "run", strategy) == tmp_path / "run"
+
+
+def test_multi_worker_without_tf_config_is_a_usage_error(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(UsageError, match="TF_CONFIG"):
+        make_strategy("multi_worker")
+
+
+def test_chief_is_worker_zero_unless_the_cluster_names_a_chief(monkeypatch):
+    class Resolver:
+        def __init__(self, task_type, task_id):
+            self.task_type, self.task_id = task_type, task_id
+
+    class Strategy:
+        def __init__(self, *task):
+            self.cluster_resolver = Resolver(*task)
+
+    workers = {"cluster": {"worker": ["a:1", "b:2"]}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(workers))
+    assert is_chief(Strategy("worker", 0))
+    assert not is_chief(Strategy("worker", 1))
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": {**workers["cluster"], "chief": ["c:3"]}})
+    )
+    assert is_chief(Strategy("chief", 0))
+    assert not is_chief(Strategy("worker", 0))
+
+
+def test_two_mirrored_replicas_match_one_device_with_the_same_global_batch(tmp_path):
+    out = tmp_path / "mirrored.npz"
+    subprocess.run(
+        [sys.executable, str(HELPER), "mirrored", str(out)], check=True, env=_env(), timeout=240
+    )
+    r = np.load(out)
+    assert r["single_replicas"] == 1 and r["mirrored_replicas"] == 2
+    # Synchronised BatchNorm everywhere: only the order of float32 sums differs.
+    assert float(r["mirrored_loss"]) == pytest.approx(float(r["single_loss"]), rel=1e-5)
+    np.testing.assert_allclose(r["mirrored_online"], r["single_online"], atol=1e-4)
+    np.testing.assert_allclose(r["mirrored_target"], r["single_target"], atol=1e-4)
+    # The EMA runs per replica on identical inputs: the copies stay bit-identical.
+    assert r["mirrored_replica_spread"] == 0.0
+    # Control: per-replica BatchNorm statistics change the result well beyond that tolerance.
+    assert np.max(np.abs(r["mirrored_unsynced_online"] - r["single_online"])) > 1e-2
+    assert r["mirrored_unsynced_replica_spread"] > 0.0  # unsynced moving statistics drift apart
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_worker_processes_train_in_step_and_only_the_chief_writes_the_run(tmp_path):
+    cluster = {"worker": [f"localhost:{_free_port()}" for _ in range(2)]}
+    run_dir = tmp_path / "run"
+    workers = []
+    for index in range(2):
+        scratch = tmp_path / f"tmp{index}"
+        scratch.mkdir()
+        config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        workers.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(HELPER),
+                    "worker",
+                    str(run_dir),
+                    str(tmp_path / f"{index}.npz"),
+                ],
+                env=_env(TF_CONFIG=config, TMPDIR=str(scratch)),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    try:
+        outputs = [worker.communicate(timeout=180)[0] for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    for worker, output in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, output[-3000:]
+
+    chief, other = (np.load(tmp_path / f"{index}.npz") for index in range(2))
+    assert int(chief["steps"]) == int(other["steps"]) == 3
+    np.testing.assert_array_equal(chief["online"], other["online"])
+    np.testing.assert_array_equal(chief["target"], other["target"])
+    # Training did happen: the EMA left the target behind the online network.
+    assert not np.allclose(chief["online"][: chief["target"].size], chief["target"])
+    assert np.isfinite(float(chief["loss"]))
+    # Only the chief wrote the shared run directory; worker 1 wrote to its own temp dir.
+    assert str(chief["wrote_to"]) == str(run_dir)
+    assert Path(str(other["wrote_to"])).is_relative_to(tmp_path / "tmp1")
+    assert json.loads((run_dir / "summary.json").read_text())["replicas"] == 2
+    assert not any((tmp_path / "tmp0").glob("byol-worker-*"))
+
+
+def test_importing_byol_keras_leaves_tensorflow_unstarted():
+    # A MultiWorkerMirroredStrategy made after any op cannot configure collectives.
+    code = (
+        "import byol_keras.byol_experiment, byol_keras.cli\n"
+        "from tensorflow.python.eager import context\n"
+        "assert context.context()._context_handle is None, 'an import ran a TF op'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env=_env(), timeout=120)
+
+
+def test_make_strategy_rejects_unknown_names():
+    with pytest.raises(UsageError, match="train.distribution"):
+        make_strategy("horovod")
+
+
+def test_sync_batchnorm_survives_the_target_copy():
+    from byol_keras.backbones import build_backbone, synchronize_batchnorm
+    from byol_keras.model import BYOL
+
+    model = BYOL(
+        synchronize_batchnorm(build_backbone("tiny", 16, width=4)),
+        projection_dim=8,
+        projector_hidden_dim=16,
+        predictor_hidden_dim=16,
+        sync_batchnorm=True,
+    )
+    norms = [
+        layer
+        for net in (model.online_backbone, model.target_backbone, model.target_projector)
+        for layer in net.layers
+        if isinstance(layer, tf.keras.layers.BatchNormalization)
+    ]
+    assert len(norms) == 4 + 4 + 1 and all(layer.synchronized for layer in norms)
