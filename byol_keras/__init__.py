@@ -13,14 +13,7 @@ model.fit(pairs, epochs=10, steps_per_epoch=source.num_examples // 128)
 
 import importlib
 
-from byol_keras.augment import (
-    BYOLAugmenter,
-    ViewParams,
-    image_batches,
-    make_augmenter,
-    pair_dataset,
-    view_params,
-)
+from byol_keras.augment import BYOLAugmenter, image_batches, make_augmenter, pair_dataset
 from byol_keras.backbones import build_backbone, resnet, tiny_cnn
 from byol_keras.config import Config, load_config
 from byol_keras.data import ImageSource, load_source
@@ -29,6 +22,7 @@ from byol_keras.heads import mlp_head
 from byol_keras.losses import collapse_indicator, normalized_mse, symmetric_byol_loss
 from byol_keras.model import BYOL
 from byol_keras.schedules import WarmupCosine, cosine_tau
+from byol_keras.view_params import ViewParams, view_params
 
 # Heavier entry points (training loop, evaluation with scikit-learn and
 # matplotlib, export with tf2onnx) load on first use.

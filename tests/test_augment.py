@@ -5,17 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_keras.augment import (
-    PRESETS,
-    BYOLAugmenter,
-    ViewParams,
-    image_batches,
-    make_augmenter,
-    pair_dataset,
-    view_params,
-)
+from byol_keras.augment import BYOLAugmenter, image_batches, make_augmenter, pair_dataset
 from byol_keras.augment_layers import RandomGaussianBlur, default_blur_kernel_size
 from byol_keras.errors import UsageError
+from byol_keras.view_params import PRESETS, ViewParams, view_params
 
 SEED = tf.constant([7, 11], tf.int64)
 # Everything off: crop = whole image, no flip, jitter, grayscale, blur or solarisation.
