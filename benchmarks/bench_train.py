@@ -65,6 +65,7 @@ def plain_loop_step(model: BYOL, jit_compile: bool):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--width", type=int, default=64, help="backbone base width")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--hidden-dim", type=int, default=4096)
@@ -84,7 +85,7 @@ def main() -> None:
     pairs = tf.data.Dataset.from_tensors((view1, view2)).repeat()
 
     model = BYOL(
-        build_backbone(args.backbone, image_size=args.image_size),
+        build_backbone(args.backbone, image_size=args.image_size, width=args.width),
         projection_dim=args.projection_dim,
         projector_hidden_dim=args.hidden_dim,
         predictor_hidden_dim=args.hidden_dim,
@@ -107,7 +108,8 @@ def main() -> None:
 
     print(
         f"TF {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPUs "
-        f"({platform.machine()}), {args.backbone} {args.image_size}px batch {args.batch_size}, "
+        f"({platform.machine()}), {args.backbone} width {args.width} {args.image_size}px "
+        f"batch {args.batch_size}, "
         f"heads {args.hidden_dim}->{args.projection_dim}, {args.precision}, "
         f"XLA {'on' if args.jit_compile else 'off'}, load average "
         f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}"
