@@ -23,6 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from byol_keras.config import load_config
 from byol_keras.data import load_source
@@ -253,6 +254,7 @@ def _curves_figure(metrics_path: Path) -> Figure:
         axes.plot(epochs[measured], values[measured], marker="o" if measured.sum() < 30 else None)
         axes.set_title(title)
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
     figure.suptitle(f"Training curves ({metrics_path.parent.name})")
     return figure
