@@ -2,7 +2,7 @@
 # Reproduces the accuracy figures of benchmarks/RESULTS.md ("Evaluation"): BYOL pretraining
 # on MNIST and CIFAR-10 (JPEG copy) on a CPU, then linear probe / kNN of the pretrained
 # backbone and of the same architecture untrained. Training on two cores takes about 25 to 31
-# minutes for MNIST and about 17 to 21 minutes for CIFAR-10.
+# minutes for MNIST and about 17 minutes for CIFAR-10.
 #
 #   benchmarks/accuracy.sh [mnist|cifar10|all] [DATA_DIR (default ../shared/data)] [RUNS (default runs)]
 set -euo pipefail
