@@ -82,7 +82,11 @@ def main() -> None:
     shape = (args.batch_size, args.image_size, args.image_size, 3)
     view1 = tf.constant(rng.random(shape, dtype=np.float32))
     view2 = tf.constant(rng.random(shape, dtype=np.float32))
-    pairs = tf.data.Dataset.from_tensors((view1, view2)).repeat()
+    # tf.data's autotune thread sleeps in doubling periods and is not woken when
+    # fit drops its iterator, so a timed fit call would end at its next wake-up.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    pairs = tf.data.Dataset.from_tensors((view1, view2)).repeat().with_options(options)
 
     model = BYOL(
         build_backbone(args.backbone, image_size=args.image_size, width=args.width),
@@ -114,11 +118,8 @@ def main() -> None:
         f"XLA {'on' if args.jit_compile else 'off'}, load average "
         f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}"
     )
-    # Warm-up: traces both functions and builds the optimizer state. The
-    # first fit call after tracing was measured ~40% slower than later ones,
-    # so a second, one-step call absorbs that too.
+    # Warm-up: traces both functions and builds the optimizer state.
     model.fit(pairs, epochs=1, steps_per_epoch=2, verbose=0)
-    model.fit(pairs, epochs=1, steps_per_epoch=1, verbose=0)
     float(loop_step(view1, view2))
     fit_rates, loop_rates = [], []
     for round_index in range(args.rounds):
