@@ -4,7 +4,7 @@
 from byol_keras import BYOL, build_backbone, load_source, make_augmenter, pair_dataset
 
 source = load_source("digits", image_size=16)
-pairs = pair_dataset(source.dataset, make_augmenter("digits", image_size=16), batch_size=128)
+pairs = pair_dataset(source, make_augmenter("digits", image_size=16), batch_size=128)
 model = BYOL(build_backbone("tiny", image_size=16))
 model.compile(optimizer="adam")
 model.fit(pairs, epochs=10, steps_per_epoch=source.num_examples // 128)

@@ -29,12 +29,16 @@ factors are translated:
 `factor` f would mean a shift of up to f/2. Lower bounds of 1-c and 1-s are
 clamped at 0. "Ours" are in augment_layers.py.
 
-torchvision's `ColorJitter` reads the same numbers differently (brightness
-multiplies by U[1-b, 1+b], contrast and saturation blend with the grey image);
-the BYOL authors' code is the one followed here. Other differences from it:
-crop boxes are continuous rather than whole pixels; the blur pads by
-reflection (theirs pads with zeros, darkening borders); the jitter order is one
-random permutation per batch rather than per image (see `_jitter`).
+`color` chooses how the four jitter strengths are read. `byol` (above) is
+the BYOL authors' code. `torchvision` is torchvision's `ColorJitter`, which
+lightly, solo-learn and most PyTorch code use: brightness multiplies by
+U[1-b, 1+b], contrast and saturation blend with the grey image (its mean grey
+level, or itself) by U[1-c, 1+c] and U[1-s, 1+s], hue as above, each op
+clipped to [0, 1]. Both draw a fresh order of the four ops for every image.
+What each choice was worth is in benchmarks/RESULTS.md ("Representation
+quality"). Other differences from the official code: crop boxes are
+continuous rather than whole pixels; the blur pads by reflection (theirs pads
+with zeros, darkening borders).
 
 The crop and the blur are our own layers (augment_layers.py says why KerasCV's
 were not used: speed for the crop; probability, padding and seeding for the
@@ -48,7 +52,6 @@ probability or strength is 0 are skipped.
 """
 
 import dataclasses
-import functools
 import random
 
 import keras
@@ -62,6 +65,7 @@ from byol_keras.augment_layers import (
     draw_seed,
     fold_seed,
 )
+from byol_keras.data import ImageSource
 from byol_keras.errors import UsageError
 from byol_keras.view_params import ViewParams, as_view_params, view_params
 
@@ -165,39 +169,46 @@ class BYOLAugmenter(keras.layers.Layer):
         return tf.clip_by_value(x, 0.0, 1.0)
 
     def _jitter(self, x, params: ViewParams, seed):
-        """Brightness, contrast, saturation and hue with per-sample strengths, in a random order."""
+        """Brightness, contrast, saturation and hue with per-sample strengths and order."""
         batch = tf.shape(x)[:1]
 
-        def uniform(salt, lo, hi, shape=batch):
-            return tf.random.stateless_uniform(shape, fold_seed(seed, salt), lo, hi)
+        def uniform(salt, lo, hi):
+            return tf.random.stateless_uniform(batch, fold_seed(seed, salt), lo, hi)
 
         def factor(salt, strength):
             return uniform(salt, max(0.0, 1.0 - strength), 1.0 + strength)
 
-        per_image = tf.concat([batch, [1, 1, 1]], axis=0)
+        # Each op maps (images, the rows' own numbers) to images.
         ops = []
         if params.brightness > 0:
-            delta = uniform(0, -params.brightness, params.brightness, per_image)
-            ops.append(lambda images: self.brightness.augment_images(images, delta))
+            if params.color == "torchvision":
+                ops.append((_scale_brightness, factor(0, params.brightness)))
+            else:
+                delta = uniform(0, -params.brightness, params.brightness)
+                ops.append((self._add_brightness, delta))
         if params.contrast > 0:
-            c = tf.reshape(factor(1, params.contrast), per_image)
-            ops.append(lambda images: self.contrast.augment_images(images, c))
+            blend = _blend_contrast if params.color == "torchvision" else self._channel_contrast
+            ops.append((blend, factor(1, params.contrast)))
         if params.saturation > 0:
-            f = factor(2, params.saturation)
-            ops.append(lambda images: self.saturation.augment_images(images, f / (1.0 + f)))
+            blend = _blend_saturation if params.color == "torchvision" else self._hsv_saturation
+            ops.append((blend, factor(2, params.saturation)))
         if params.hue > 0:
-            shift = uniform(3, -params.hue, params.hue)
-            ops.append(lambda images: self.hue.augment_images(images, shift))
+            ops.append((self.hue.augment_images, uniform(3, -params.hue, params.hue)))
         if not ops:
             return None
-        # One order per batch. A per-sample order, as the official code's vmap
-        # gives, means running every op at every position and selecting: 16
-        # instead of 4 ops, with two HSV round trips each for saturation and hue;
-        # measured, that held the tf.data pipeline to ~1,100 pairs/s here.
-        order = tf.argsort(tf.random.stateless_uniform([len(ops)], fold_seed(seed, 4)))
-        for position in range(len(ops)):
-            x = tf.switch_case(order[position], [functools.partial(op, x) for op in ops])
-        return x
+        # A random order per image, as torchvision's ColorJitter and the official
+        # code's vmap draw it.
+        noise = tf.random.stateless_uniform(tf.concat([batch, [len(ops)]], 0), fold_seed(seed, 4))
+        return apply_in_order(x, ops, tf.argsort(noise, axis=1))
+
+    def _add_brightness(self, images, delta):
+        return self.brightness.augment_images(images, delta[:, None, None, None])
+
+    def _channel_contrast(self, images, factors):
+        return self.contrast.augment_images(images, factors[:, None, None, None])
+
+    def _hsv_saturation(self, images, factors):
+        return self.saturation.augment_images(images, factors / (1.0 + factors))
 
     def compute_output_shape(self, input_shape):
         shape = (input_shape[0], self.image_size, self.image_size, 3)
@@ -214,6 +225,57 @@ class BYOLAugmenter(keras.layers.Layer):
         return config
 
 
+def apply_in_order(images, ops: list, order):
+    """Applies every `(op, numbers)` to each image, in that image's own order.
+
+    `op(images, numbers)` transforms a batch given each image's numbers (one
+    row each); `order[i]` is a permutation of the op indices for image `i`. At
+    each position every image takes the op its order names, and each op runs
+    only on the rows that take it, so the cost stays at one pass of each op
+    over the batch rather than one per position.
+
+    ```python
+    order = tf.constant([[0, 1], [1, 0]])
+    apply_in_order(images, [(scale, factors), (shift, deltas)], order)
+    ```
+    """
+    for position in range(len(ops)):
+        chosen = order[:, position]
+        updated = images
+        for index, (op, numbers) in enumerate(ops):
+            rows = tf.where(tf.equal(chosen, index))
+            done = op(tf.gather_nd(images, rows), tf.gather_nd(numbers, rows))
+            updated = tf.tensor_scatter_nd_update(updated, rows, done)
+        images = updated
+    return images
+
+
+def _grey(images):
+    # ITU-R 601-2 luma, the weights of torchvision's and KerasCV's grayscale.
+    return tf.reduce_sum(images * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
+
+
+def _scale_brightness(images, factors):
+    """torchvision's brightness: the image times the factor, clipped to [0, 1]."""
+    return tf.clip_by_value(images * factors[:, None, None, None], 0.0, 1.0)
+
+
+def _blend_contrast(images, factors):
+    """torchvision's contrast: a blend with the mean grey level of the image."""
+    mean = tf.reduce_mean(_grey(images), axis=[1, 2, 3], keepdims=True)
+    return _blend(images, mean, factors)
+
+
+def _blend_saturation(images, factors):
+    """torchvision's saturation: a blend with the image's own greyscale version."""
+    return _blend(images, _grey(images), factors)
+
+
+def _blend(images, other, factors):
+    factors = factors[:, None, None, None]
+    return tf.clip_by_value(factors * images + (1.0 - factors) * other, 0.0, 1.0)
+
+
 def make_augmenter(
     preset: str = "byol", image_size: int = 32, seed: int | None = None, **overrides
 ) -> BYOLAugmenter:
@@ -227,7 +289,7 @@ def make_augmenter(
 
 
 def image_batches(
-    images: tf.data.Dataset,
+    images: ImageSource | tf.data.Dataset,
     batch_size: int,
     *,
     shuffle_buffer: int = 10_000,
@@ -235,17 +297,24 @@ def image_batches(
     repeat: bool = True,
     cache: bool = True,
 ) -> tf.data.Dataset:
-    """Shuffled float32 [0, 1] image batches of `(uint8 image, label)` examples.
+    """Shuffled float32 [0, 1] image batches of an `ImageSource` or `(uint8 image, label)` examples.
 
     The on-device option: the model runs its augmenter inside `train_step`.
+    A source is read in a seeded random order of its keys (`ImageSource.shuffled`):
+    folders list their files class by class, which a shuffle buffer alone
+    would leave in windows of a few classes. With `cache` that order is drawn
+    once, before the first decode, and each later pass goes through the
+    buffer again; without it a new order is drawn every pass.
 
     ```python
     model = BYOL(..., augmenter=make_augmenter("cifar"))
-    model.fit(image_batches(source.dataset, 256, seed=0), steps_per_epoch=195)
+    model.fit(image_batches(source, 256, seed=0), steps_per_epoch=195)
     ```
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UsageError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    if isinstance(images, ImageSource):
+        images = images.shuffled(seed)
     if isinstance(images.element_spec, tuple):
         images = images.map(lambda image, *_: image)
     if cache:
@@ -262,7 +331,7 @@ def image_batches(
 
 
 def pair_dataset(
-    images: tf.data.Dataset,
+    images: ImageSource | tf.data.Dataset,
     augmenter: BYOLAugmenter,
     batch_size: int,
     *,
@@ -271,16 +340,16 @@ def pair_dataset(
     repeat: bool = True,
     cache: bool = True,
 ) -> tf.data.Dataset:
-    """Batches of BYOL view pairs `(view1, view2)` from `(uint8 image, label)` examples.
+    """Batches of BYOL view pairs `(view1, view2)` from a source or `(uint8 image, label)` examples.
 
     Batches first, then augments whole batches in parallel `map` calls: the
     vectorised ops are far faster than a per-image map. Batch `i` is augmented
     with the stateless seed `(seed, i)` (`seed` falls back to the augmenter's,
     then to a random one), so equal seeds give equal pairs however many calls
-    run at once.
+    run at once. Shuffling is `image_batches`'s.
 
     ```python
-    pairs = pair_dataset(source.dataset, make_augmenter("cifar", seed=0), 256, seed=0)
+    pairs = pair_dataset(source, make_augmenter("cifar", seed=0), 256, seed=0)
     model.fit(pairs, steps_per_epoch=195, epochs=100)
     ```
     """

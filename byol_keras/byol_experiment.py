@@ -67,7 +67,7 @@ def train(config: Config, output_dir: str | Path) -> dict:
         **config.augment.overrides(),
     )
     batches = (image_batches if config.augment.on_device else pair_dataset)(
-        source.dataset,
+        source,
         **({} if config.augment.on_device else {"augmenter": augmenter}),
         batch_size=config.train.batch_size,
         shuffle_buffer=config.data.shuffle_buffer,

@@ -58,6 +58,7 @@ class AugmentConfig:
     blur_prob: list[float] | None = _spec(None, low=0.0, high=1.0)
     blur_sigma: list[float] | None = _spec(None, low=0.0, open_low=True, ordered=True)
     solarize_prob: list[float] | None = _spec(None, low=0.0, high=1.0)
+    color: str | None = _spec(None, choices=("byol", "torchvision"))
 
     def overrides(self) -> dict:
         """The view parameters that the config sets, for `make_augmenter(**overrides)`."""

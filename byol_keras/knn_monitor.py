@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from byol_keras.data.labelled import check_classes, check_disjoint
 from byol_keras.features import Embedder, source_arrays
 from byol_keras.knn import knn_top1
 
@@ -77,6 +78,7 @@ class KnnMonitor(keras.callbacks.Callback):
         )
         ```
         """
+        check_disjoint(bank_source, query_source, "data.val_source")
         bank_images, bank_labels = source_arrays(bank_source, max_bank, seed)
         query_images, query_labels = source_arrays(query_source)
         # Folder sources label loose files -1: they cannot vote or be scored.
@@ -85,6 +87,7 @@ class KnnMonitor(keras.callbacks.Callback):
             query_images[query_labels >= 0],
             query_labels[query_labels >= 0],
         )
+        check_classes(bank_labels, query_labels, bank_source.class_names, "data.val_source")
         num_classes = max(bank_source.num_classes or 0, query_source.num_classes or 0)
         return cls(bank_images, bank_labels, query_images, query_labels, num_classes, **kw)
 

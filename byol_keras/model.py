@@ -29,7 +29,7 @@ class BYOL(keras.Model):
     ```python
     model = BYOL(build_backbone("resnet18", image_size=32))
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    model.fit(pair_dataset(source.dataset, make_augmenter("cifar"), 256), epochs=10,
+    model.fit(pair_dataset(source, make_augmenter("cifar"), 256), epochs=10,
               steps_per_epoch=195)
     features = model.online_backbone(images)
     ```

@@ -37,6 +37,7 @@ class ViewParams:
     blur_prob: float = 1.0
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_prob: float = 0.0
+    color: str = "byol"
 
 
 _PAPER = ViewParams(blur_prob=1.0, solarize_prob=0.0), ViewParams(blur_prob=0.1, solarize_prob=0.2)
@@ -66,6 +67,7 @@ PRESETS: dict[str, tuple[ViewParams, ViewParams]] = {
     ),
 }
 
+COLOR_SEMANTICS = ("byol", "torchvision")  # how the jitter strengths are read (augment.py)
 _FIELDS = tuple(f.name for f in dataclasses.fields(ViewParams))
 _PAIRED = ("blur_prob", "solarize_prob")  # the paper's only per-view differences
 _RANGES = ("crop_area", "crop_aspect", "blur_sigma")
@@ -89,6 +91,13 @@ def _checked(params: ViewParams) -> ViewParams:
     values = {}
     for key in _FIELDS:
         value = getattr(params, key)
+        if key == "color":
+            if value not in COLOR_SEMANTICS:
+                raise UsageError(
+                    f"color: expected one of {', '.join(COLOR_SEMANTICS)}, got {value!r}"
+                )
+            values[key] = value
+            continue
         if key in _RANGES:
             lo, hi = _two_numbers(key, value, "a range [low, high]")
             if lo > hi:

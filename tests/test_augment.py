@@ -1,4 +1,5 @@
 import json
+from collections import Counter
 
 import keras
 import numpy as np
@@ -304,3 +305,87 @@ def test_config_round_trip_rebuilds_the_same_augmenter():
     x = images(4, 28)
     for ours, theirs in zip(augmenter(x, seed=SEED), rebuilt(x, seed=SEED), strict=True):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+def _jitter_only(color, **strengths):
+    values = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0, **strengths}
+    return plain(jitter_prob=1.0, color=color, **values)
+
+
+def test_torchvision_brightness_multiplies_by_a_per_sample_factor():
+    grey = tf.fill([300, 4, 4, 3], 0.5)
+    view, _ = BYOLAugmenter(4, _jitter_only("torchvision", brightness=0.4), PLAIN)(grey, seed=SEED)
+    factor = view.numpy()[:, 0, 0, 0] / 0.5
+    assert factor.min() >= 0.6 - 1e-6 and factor.max() <= 1.4 + 1e-6
+    assert factor.min() < 0.62 and factor.max() > 1.38
+
+
+def test_torchvision_contrast_and_saturation_blend_with_grey():
+    x = images(200, 4) * 0.5 + 0.25  # inside [0.25, 0.75]: no clipping at these strengths
+    grey = (x * tf.constant([0.299, 0.587, 0.114])).numpy().sum(-1, keepdims=True)
+    for key, other in (
+        ("contrast", grey.mean(axis=(1, 2, 3), keepdims=True)),
+        ("saturation", grey),
+    ):
+        view, _ = BYOLAugmenter(4, _jitter_only("torchvision", **{key: 0.4}), PLAIN)(x, seed=SEED)
+        # view = f * x + (1 - f) * other, one f per image: solve for f by least squares.
+        offset, target = x.numpy() - other, view.numpy() - other
+        factor = (offset * target).sum(axis=(1, 2, 3)) / (offset**2).sum(axis=(1, 2, 3))
+        np.testing.assert_allclose(target, factor[:, None, None, None] * offset, atol=1e-5)
+        assert factor.min() >= 0.6 - 1e-4 and factor.max() <= 1.4 + 1e-4
+        assert factor.min() < 0.65 and factor.max() > 1.35
+
+
+def test_apply_in_order_matches_a_per_image_reference_loop():
+    from byol_keras.augment import apply_in_order
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.uniform(size=(12, 2, 2, 3)), tf.float32)
+
+    def per_image(n):
+        return tf.convert_to_tensor(n, tf.float32)[:, None, None, None]
+
+    ops = [
+        (lambda im, n: tf.clip_by_value(im * per_image(n), 0.0, 1.0), rng.uniform(0.5, 2, 12)),
+        (lambda im, n: im + per_image(n), rng.uniform(-0.3, 0.3, 12)),
+        (lambda im, n: tf.square(im) * per_image(n), rng.uniform(0.5, 1.5, 12)),
+    ]
+    ops = [(op, tf.constant(numbers, tf.float32)) for op, numbers in ops]
+    order = np.array([rng.permutation(3) for _ in range(12)])
+    result = apply_in_order(x, ops, tf.constant(order)).numpy()
+    for i in range(12):
+        expected = x[i : i + 1]
+        for index in order[i]:
+            op, numbers = ops[index]
+            expected = op(expected, numbers[i : i + 1])
+        np.testing.assert_allclose(result[i], expected[0].numpy(), rtol=1e-6)
+    assert len({tuple(row) for row in order}) > 1  # the images really differ in order
+
+
+@pytest.mark.parametrize("color", ["byol", "torchvision"])
+def test_each_image_draws_its_own_jitter_order(monkeypatch, color):
+    import byol_keras.augment as augment
+
+    seen = []
+
+    def recording(images, ops, order):
+        seen.append(order.numpy())
+        return apply(images, ops, order)
+
+    apply = augment.apply_in_order
+    monkeypatch.setattr(augment, "apply_in_order", recording)
+    strengths = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.2, "hue": 0.1}
+    BYOLAugmenter(4, _jitter_only(color, **strengths), PLAIN)(images(2000, 4), seed=SEED)
+    (order,) = seen
+    assert order.shape == (2000, 4)
+    assert (np.sort(order, axis=1) == np.arange(4)).all()  # each row a permutation
+    permutations = Counter(map(tuple, order))
+    assert len(permutations) == 24 and min(permutations.values()) > 40  # ~83 each
+
+
+def test_color_semantics_is_validated_and_kept_in_the_config():
+    with pytest.raises(UsageError, match="color"):
+        view_params("cifar", color="pil")
+    augmenter = make_augmenter("cifar", 8, color="torchvision")
+    rebuilt = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(augmenter))
+    assert rebuilt.view1.color == rebuilt.view2.color == "torchvision"

@@ -9,6 +9,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from byol_keras.augment import image_batches
 from byol_keras.data import ImageSource, load_source
 from byol_keras.data.source import array_to_uint8
 from byol_keras.errors import UsageError
@@ -291,3 +292,102 @@ def test_cifar10_jpeg_test_folder(cifar10_folder):
     # Same JPEG, two decoders (TF's fast integer IDCT, Pillow's accurate one): close.
     difference = np.abs(images[0].numpy().astype(int) - first)
     assert difference.mean() < 1.0 and difference.max() <= 6
+
+
+def _class_folders(root, classes, per_class, split=None, all_classes=None):
+    """Solid grey PNGs under `root[/split]/<class>/`, of level 40 * (1 + index in `all_classes`)."""
+    base = root / split if split else root
+    all_classes = all_classes or classes
+    for name in classes:
+        level = 40 * (all_classes.index(name) + 1)
+        for i in range(per_class):
+            _save(base / name / f"{i:03d}.png", _solid((level,) * 3, (4, 4)))
+
+
+def test_folder_splits_share_one_class_index(tmp_path):
+    _class_folders(tmp_path, ["a", "b", "c"], 2, "train")
+    _class_folders(tmp_path, ["a", "c"], 2, "test", all_classes=["a", "b", "c"])
+    train = load_source(f"folder:{tmp_path}", split="train", image_size=4)
+    test = load_source(f"folder:{tmp_path}", split="test", image_size=4)
+    assert train.class_names == test.class_names == ["a", "b", "c"]
+    # Class c is grey level 120 in both splits and must get index 2 in both.
+    for source in (train, test):
+        for image, label in _examples(source):
+            assert image[0, 0, 0] == 40 * (label + 1)
+
+
+def test_class_sorted_folders_are_read_in_a_mixed_order(tmp_path):
+    classes = [f"class{i}" for i in range(5)]
+    _class_folders(tmp_path, classes, 40, None)
+    source = load_source(f"folder:{tmp_path}", image_size=4)
+    # The training pipeline, with a buffer far smaller than one class.
+    batches = image_batches(source, 20, shuffle_buffer=10, seed=0, cache=True)
+    first = np.concatenate([batch.numpy() for batch in batches.take(5)])
+    labels = np.round(first[:, 0, 0, 0] * 255 / 40).astype(int) - 1
+    counts = Counter(labels.tolist())
+    # 100 of 200 images, 40 per class: a uniform draw gives 20 +- 2.8 of each.
+    assert sorted(counts) == [0, 1, 2, 3, 4]
+    assert all(10 <= count <= 30 for count in counts.values()), counts
+
+    order = [int(label) for _, label in source.shuffled(seed=0).repeat(2).as_numpy_iterator()]
+    assert sorted(order[:200]) == sorted(order[200:]) == sorted(labels_of(source))
+    assert order[:200] != order[200:]  # a new order every pass
+    again = [int(label) for _, label in source.shuffled(seed=0).as_numpy_iterator()]
+    assert again == order[:200]  # and the same orders for the same seed
+
+
+def labels_of(source):
+    return [label for _, label in _examples(source)]
+
+
+def test_example_ids_find_shared_examples_across_splits(tmp_path):
+    digits_all, digits_test = (
+        load_source("digits", split=s, image_size=8) for s in ("all", "test")
+    )
+    assert digits_all.shared_examples(digits_test) == digits_test.num_examples
+    digits_train = load_source("digits", split="train", image_size=8)
+    assert digits_train.shared_examples(digits_test) == 0
+
+    _class_folders(tmp_path / "flat", ["a", "b"], 3)
+    flat_train, flat_test = (load_source(f"folder:{tmp_path / 'flat'}", split=s, image_size=4)
+                             for s in ("train", "test"))  # fmt: skip
+    assert flat_train.shared_examples(flat_test) == 6
+    # The same files through a symbolic link are the same examples.
+    (tmp_path / "link").symlink_to(tmp_path / "flat")
+    linked = load_source(f"folder:{tmp_path / 'link'}", image_size=4)
+    assert flat_train.shared_examples(linked) == 6
+
+
+class ByolTinyTfds(tfds.core.GeneratorBasedBuilder):
+    """A real, locally prepared tfds data set: 20 train and 10 test 8x8 images, 2 classes."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        features = {
+            "image": tfds.features.Image(shape=(8, 8, 3)),
+            "label": tfds.features.ClassLabel(num_classes=2),
+        }
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(20), "test": self._generate_examples(10)}
+
+    def _generate_examples(self, count):
+        for i in range(count):
+            yield i, {"image": np.full((8, 8, 3), i, np.uint8), "label": i % 2}
+
+
+def test_tfds_slices_resolve_to_the_examples_they_share(tmp_path):
+    builder = ByolTinyTfds(data_dir=str(tmp_path))
+    builder.download_and_prepare()
+    name = builder.name
+
+    def source(split):
+        return load_source(f"tfds:{name}", split=split, image_size=8, data_dir=str(tmp_path))
+
+    train, first_tenth, test = source("train"), source("train[:10%]"), source("test")
+    assert first_tenth.num_examples == 2
+    assert train.shared_examples(first_tenth) == 2
+    assert train.shared_examples(test) == 0
+    assert source("train[50%:]").shared_examples(first_tenth) == 0

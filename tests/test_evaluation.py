@@ -261,3 +261,61 @@ def test_embedder_scales_uint8_like_the_backbone_expects():
     images = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
     expected = backbone(images.astype(np.float32) / 255.0, training=False).numpy()
     np.testing.assert_allclose(Embedder(backbone, batch_size=2).embed(images), expected, atol=1e-5)
+
+
+def _grey_folders(root, split, classes, per_class=4):
+    """Tiny solid-grey PNGs, one well-separated grey level per class name."""
+    from PIL import Image
+
+    for name in classes:
+        level = {"a": 30, "b": 130, "c": 230, "d": 180}[name]
+        folder = root / split / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.new("RGB", (8, 8), (level + i,) * 3).save(folder / f"{i}.png")
+
+
+def test_knn_scores_a_test_split_missing_a_class_against_the_right_classes(run, tmp_path, caplog):
+    _grey_folders(tmp_path, "train", ["a", "b", "c"])
+    _grey_folders(tmp_path, "test", ["a", "c"])
+    argv = {"protocol": "knn", "data": f"folder:{tmp_path}", "overrides": ["eval.knn_k=3"]}
+    with caplog.at_level("WARNING", logger="byol_keras"):
+        result = evaluate_run(run.root, **argv)
+    # Grey levels 30/130/230 are far apart: every test image's 3 neighbours share its class.
+    assert result["top1"] == 1.0
+    assert result["per_class_top1"] == {"a": 1.0, "b": None, "c": 1.0}
+    assert any("none in the test split (b)" in r.getMessage() for r in caplog.records)
+
+
+def test_a_test_class_unknown_to_the_train_split_is_refused(run, tmp_path, capsys):
+    _grey_folders(tmp_path, "train", ["a", "b"])
+    _grey_folders(tmp_path, "test", ["a", "d"])
+    argv = ["evaluate", "--run", str(run.root), "--protocol", "knn", "--data", f"folder:{tmp_path}"]
+    code, error = _cli_error(capsys, argv)
+    assert code == 2 and "no training examples: d" in error and len(error.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "overrides"),
+    [
+        ("digits", ["eval.train_split=all"]),  # all holds test
+        ("folder:{flat}", []),  # no split folders: train and test are the same files
+    ],
+)
+def test_train_and_test_sharing_examples_are_refused(run, tmp_path, capsys, data, overrides):
+    _grey_folders(tmp_path, "flat", ["a", "b"])
+    argv = ["evaluate", "--run", str(run.root), "--protocol", "knn",
+            "--data", data.format(flat=tmp_path / "flat")]  # fmt: skip
+    for override in overrides:
+        argv += ["--set", override]
+    code, error = _cli_error(capsys, argv)
+    assert code == 2 and "are also training examples" in error
+
+
+def test_knn_monitor_refuses_a_bank_that_holds_the_queries():
+    from byol_keras.errors import UsageError
+    from byol_keras.knn_monitor import KnnMonitor
+
+    bank, queries = (load_source("digits", split=s, image_size=8) for s in ("all", "test"))
+    with pytest.raises(UsageError, match="360 of the 360 test examples"):
+        KnnMonitor.from_sources(bank, queries)

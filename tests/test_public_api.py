@@ -12,7 +12,7 @@ def test_readme_api_example_trains(tmp_path):
     from byol_keras import BYOL, build_backbone, load_source, make_augmenter, pair_dataset
 
     source = load_source("digits", image_size=16)
-    pairs = pair_dataset(source.dataset, make_augmenter("digits", image_size=16), batch_size=64)
+    pairs = pair_dataset(source, make_augmenter("digits", image_size=16), batch_size=64)
     model = BYOL(
         build_backbone("tiny", image_size=16, width=4),
         projection_dim=8,

@@ -7,8 +7,9 @@ import numpy as np
 
 from byol_keras.data.source import (
     ImageSource,
-    array_dataset,
+    array_keys_and_decode,
     array_to_uint8,
+    example_ids,
     labels_to_int32,
 )
 from byol_keras.errors import UsageError
@@ -45,13 +46,16 @@ def load_digits_source(split: str, image_size: int) -> ImageSource:
         raise UsageError(f"data.split: digits has splits train, test and all, not '{split}'")
     images = np.round(digits.images[indices] * (255.0 / 16.0)).astype(np.uint8)
     labels = digits.target[indices].astype(np.int32)
+    keys, decode = array_keys_and_decode(images, labels, image_size)
     return ImageSource(
-        dataset=array_dataset(images, labels, image_size),
+        keys=keys,
+        decode=decode,
         num_examples=len(indices),
         num_classes=10,
         class_names=[str(digit) for digit in range(10)],
         skipped_files=0,
         description=f"digits:{split} ({len(indices)} images, 10 classes)",
+        example_ids=example_ids(f"digits:{index}" for index in indices),
     )
 
 
@@ -104,11 +108,15 @@ def load_npz_source(path: str, split: str, image_size: int) -> ImageSource:
             num_classes = max(num_classes, int(np.max(other_labels)) + 1)
     class_names = None if num_classes is None else [str(i) for i in range(num_classes)]
     labelled = f"{num_classes} classes" if num_classes else "unlabelled"
+    keys, decode = array_keys_and_decode(images, labels, image_size)
+    real_path = os.path.realpath(path)
     return ImageSource(
-        dataset=array_dataset(images, labels, image_size),
+        keys=keys,
+        decode=decode,
         num_examples=count,
         num_classes=num_classes,
         class_names=class_names,
         skipped_files=0,
         description=f"npz:{path}:{split} ({count} images, {labelled})",
+        example_ids=example_ids(f"npz:{real_path}:{split}:{index}" for index in range(count)),
     )

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from byol_keras.data.source import ImageSource, log, resize_uint8, to_rgb
+from byol_keras.data.source import ImageSource, example_ids, log, resize_uint8, to_rgb
 from byol_keras.errors import UsageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -36,14 +36,15 @@ def load_folder_source(path: str, split: str, image_size: int) -> ImageSource:
     source.class_names[:2], source.skipped_files  # ['airplane', 'automobile'], 0
     ```
     """
-    root = _split_root(os.path.expanduser(path), split)
+    base = os.path.expanduser(path)
+    root = _split_root(base, split)
     files = list_image_files(root)
     if not files:
         raise UsageError(
             f"data.source: folder '{root}' contains no image files "
             f"(looked for {' '.join(IMAGE_EXTENSIONS)})"
         )
-    class_names = sorted({rel.split("/")[0] for rel in files if "/" in rel}) or None
+    class_names = _class_names(base, root, files)
     class_index = {name: i for i, name in enumerate(class_names or [])}
     labels = [class_index[rel.split("/")[0]] if "/" in rel else -1 for rel in files]
     paths = [os.path.join(root, *rel.split("/")) for rel in files]
@@ -73,7 +74,7 @@ def load_folder_source(path: str, split: str, image_size: int) -> ImageSource:
         log.info("folder '%s': %d image(s) decoded with Pillow", root, len(fallback))
 
     pillow_only = set(fallback)
-    dataset = _decode_dataset(
+    keys, decode = _keys_and_decode(
         [paths[i] for i in good],
         [labels[i] for i in good],
         [i in pillow_only for i in good] if fallback else None,
@@ -81,13 +82,34 @@ def load_folder_source(path: str, split: str, image_size: int) -> ImageSource:
     )
     labelled = f"{len(class_names)} classes" if class_names else "unlabelled"
     return ImageSource(
-        dataset=dataset,
+        keys=keys,
+        decode=decode,
         num_examples=len(good),
         num_classes=len(class_names) if class_names else None,
         class_names=class_names,
         skipped_files=len(skipped),
         description=f"folder:{root} ({len(good)} images, {labelled}, {len(skipped)} skipped)",
+        example_ids=example_ids(os.path.realpath(paths[i]) for i in good),
     )
+
+
+def _class_names(base: str, root: str, files: list[str]) -> list[str] | None:
+    """The class folders of every split of `base`, sorted, so that all splits share one index.
+
+    Numbering each split's own folders would give `test/` with classes a and c
+    the indices 0 and 1, which are a and b in `train/`.
+    """
+    names = {rel.split("/")[0] for rel in files if "/" in rel}
+    if names and root != base:
+        for split in SPLIT_NAMES:
+            folder = os.path.join(base, split)
+            if os.path.isdir(folder) and folder != root:
+                names.update(
+                    entry.name
+                    for entry in os.scandir(folder)
+                    if entry.is_dir() and not entry.name.startswith(".")
+                )
+    return sorted(names) or None
 
 
 def list_image_files(root: str) -> list[str]:
@@ -199,9 +221,9 @@ def pillow_decode(path: str) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def _decode_dataset(
+def _keys_and_decode(
     paths: list[str], labels: list[int], use_pillow: list[bool] | None, image_size: int
-) -> tf.data.Dataset:
+):
     def pillow(path):
         image = tf.py_function(lambda p: pillow_decode(os.fsdecode(p.numpy())), [path], tf.uint8)
         image.set_shape([None, None, 3])
@@ -219,8 +241,4 @@ def _decode_dataset(
         # Only then does the graph hold a Python call, which would otherwise
         # stop the dataset from being serialised (tf.distribute, snapshots).
         columns += (tf.constant(use_pillow, tf.bool),)
-    dataset = tf.data.Dataset.from_tensor_slices(columns)
-    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-    # Every file decoded during the check; this only guards against files that
-    # change or vanish mid-run, which would otherwise end a long run.
-    return dataset.ignore_errors(log_warning=True)
+    return tf.data.Dataset.from_tensor_slices(columns), decode

@@ -1,6 +1,8 @@
 """The `ImageSource` record and the pixel conversions that every source shares."""
 
+import hashlib
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,30 +21,84 @@ _RGB_CHANNELS = np.array([[0, 0, 0], [0, 0, 0], [0, 1, 2], [0, 1, 2]], np.int32)
 
 @dataclass(frozen=True)
 class ImageSource:
-    """A finite, ordered stream of `(uint8 image [S, S, 3], int32 label)` examples.
+    """A finite stream of `(uint8 image [S, S, 3], int32 label)` examples, in order or shuffled.
 
-    `label` is -1 for unlabelled examples. The dataset is unbatched and
-    unshuffled; batching, shuffling and augmentation are the pipeline's job.
+    `label` is -1 for unlabelled examples. A source is a dataset of cheap keys
+    (file paths, array indices) and the `decode` function that turns a key into
+    an example, so that shuffling moves keys rather than decoded images.
+    `dataset` is the examples in the source's own order (folders list their
+    files sorted, hence class by class); `shuffled(seed)` draws a new seeded
+    order of all the keys on every pass, before decoding. `example_ids` names
+    each example (a 64-bit hash of its file path, or of its array and index),
+    so that two sources can be checked for shared examples.
 
     ```python
     source = load_source("folder:photos/", image_size=64)
     source.num_examples, source.skipped_files, source.has_labels
-    for image, label in source.dataset.take(1):
+    for image, label in source.shuffled(seed=0).take(1):
         image.shape  # (64, 64, 3)
     ```
     """
 
-    dataset: tf.data.Dataset
+    keys: tf.data.Dataset
+    decode: Callable
     num_examples: int
     num_classes: int | None
     class_names: list[str] | None
     skipped_files: int
     description: str
+    example_ids: np.ndarray
+    # tfds writes its records in a hashed, class-mixed order, and shuffling its
+    # examples in full would hold the whole data set in memory.
+    shuffle_keys: bool = True
 
     @property
     def has_labels(self) -> bool:
         """Whether the source has class labels (some examples may still be -1)."""
         return self.num_classes is not None
+
+    @property
+    def dataset(self) -> tf.data.Dataset:
+        """The examples in the source's order, for evaluation and export."""
+        return self._decoded(self.keys)
+
+    def shuffled(self, seed: int | None = None) -> tf.data.Dataset:
+        """The examples in a new random order on every pass, seeded by `seed`.
+
+        ```python
+        first_epoch = list(source.shuffled(seed=0).take(3))
+        ```
+        """
+        if not self.shuffle_keys:
+            return self.dataset
+        keys = self.keys.shuffle(self.num_examples, seed=seed, reshuffle_each_iteration=True)
+        return self._decoded(keys)
+
+    def _decoded(self, keys: tf.data.Dataset) -> tf.data.Dataset:
+        examples = keys.map(self.decode, num_parallel_calls=tf.data.AUTOTUNE)
+        # Every file was decoded once when the source was opened; this only
+        # guards a long run against files that change or vanish meanwhile.
+        return examples.ignore_errors(log_warning=True)
+
+    def shared_examples(self, other: "ImageSource") -> int:
+        """How many examples of `other` are also in this source (by `example_ids`)."""
+        return int(np.isin(other.example_ids, self.example_ids).sum())
+
+
+def example_ids(names: Iterable[str]) -> np.ndarray:
+    """64-bit identities of examples from unique names (file paths, `array:index`).
+
+    ```python
+    example_ids(["/data/cat/1.jpg", "/data/cat/2.jpg"])  # uint64 [2]
+    ```
+    """
+    return np.fromiter(
+        (
+            int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
+            for name in names
+        ),
+        dtype=np.uint64,
+    )
 
 
 def to_rgb(image: tf.Tensor) -> tf.Tensor:
@@ -143,21 +199,23 @@ def labels_to_int32(labels: np.ndarray, count: int, where: str) -> np.ndarray:
     return labels.astype(np.int32)
 
 
-def array_dataset(images: np.ndarray, labels: np.ndarray, image_size: int) -> tf.data.Dataset:
-    """Makes the unbatched `(uint8 [S, S, 3], int32)` dataset of in-memory images.
+def array_keys_and_decode(
+    images: np.ndarray, labels: np.ndarray, image_size: int
+) -> tuple[tf.data.Dataset, Callable]:
+    """Index keys and their decoder for in-memory images, the `ImageSource` pieces of arrays.
 
     Resizing happens per element inside tf.data, so memory holds only the
     original arrays.
 
     ```python
-    array_dataset(np.zeros([10, 28, 28], "uint8"), np.zeros([10], "int32"), 32)
+    keys, decode = array_keys_and_decode(np.zeros([10, 28, 28], "uint8"), np.zeros([10]), 32)
     ```
     """
     if images.ndim == 3:
         images = images[..., np.newaxis]
+    pixels, targets = tf.constant(images), tf.constant(labels, tf.int32)
 
-    def convert(image, label):
-        return resize_uint8(to_rgb(image), image_size), label
+    def decode(index):
+        return resize_uint8(to_rgb(tf.gather(pixels, index)), image_size), tf.gather(targets, index)
 
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-    return dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+    return tf.data.Dataset.range(len(images)), decode

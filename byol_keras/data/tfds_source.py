@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from byol_keras.data.source import ImageSource, resize_uint8, to_rgb
+from byol_keras.data.source import ImageSource, example_ids, resize_uint8, to_rgb
 from byol_keras.errors import UsageError
 
 
@@ -66,9 +66,8 @@ def load_tfds_source(
         target = tf.cast(example["label"], tf.int32) if label is not None else tf.constant(-1)
         return image, target
 
-    dataset = raw.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
     if num_examples is None:  # split sizes unknown (e.g. mocked data): count once
-        num_examples = int(dataset.cardinality())
+        num_examples = int(raw.cardinality())
         if num_examples < 0:
             num_examples = int(raw.reduce(0, lambda count, _: count + 1))
     if num_examples == 0:
@@ -77,10 +76,30 @@ def load_tfds_source(
     num_classes = label.num_classes if label is not None else None
     labelled = f"{num_classes} classes" if num_classes else "unlabelled"
     return ImageSource(
-        dataset=dataset,
+        keys=raw,
+        decode=convert,
         num_examples=num_examples,
         num_classes=num_classes,
         class_names=list(label.names) if label is not None else None,
         skipped_files=0,
         description=f"tfds:{name}:{split} ({num_examples} images, {labelled})",
+        example_ids=example_ids(_example_names(builder, name, split, num_examples)),
+        shuffle_keys=False,
     )
+
+
+def _example_names(builder, name: str, split: str, num_examples: int) -> list[str]:
+    """`tfds:<name>:<split>:<index>` for every example, with slices resolved to absolute ranges.
+
+    So `train` and `train[:10%]` share their first tenth, as they should.
+    """
+    import tensorflow_datasets as tfds
+
+    if not builder.info.splits:  # split sizes unknown: the spec itself is all we know
+        return [f"tfds:{name}:{split}:{index}" for index in range(num_examples)]
+    splits = builder.info.splits
+    names = []
+    for part in tfds.core.ReadInstruction.from_spec(split).to_absolute(splits):
+        stop = splits[part.splitname].num_examples if part.to is None else part.to
+        names += [f"tfds:{name}:{part.splitname}:{i}" for i in range(part.from_ or 0, stop)]
+    return names

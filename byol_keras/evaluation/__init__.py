@@ -23,6 +23,7 @@ import keras
 from byol_keras.backbones import build_backbone
 from byol_keras.config import Config, load_config
 from byol_keras.data import load_source
+from byol_keras.data.labelled import check_classes, check_disjoint
 from byol_keras.errors import UsageError
 from byol_keras.evaluation.finetune import (
     balanced_subset,
@@ -142,17 +143,14 @@ def _labelled_sets(config: Config, spec: str):
             raise UsageError(
                 f"--data: {source.description} has no labels; evaluation needs a labelled source"
             )
-    if train_source.description == test_source.description:
-        raise UsageError(
-            f"--data: {spec} has no separate {config.eval.train_split!r} and "
-            f"{config.data.val_split!r} splits; the classifier would be tested on its training data"
-        )
+    check_disjoint(train_source, test_source, "--data")
     seed = config.train.seed
     sets = [source_arrays(train_source, config.eval.max_train, seed), source_arrays(test_source)]
     sets = [(images[labels >= 0], labels[labels >= 0]) for images, labels in sets]
     for source, (_, labels) in zip(sources, sets, strict=True):
         if len(labels) == 0:
             raise UsageError(f"--data: {source.description} has no labelled images")
+    check_classes(sets[0][1], sets[1][1], train_source.class_names, "--data")
     num_classes = max(train_source.num_classes, test_source.num_classes)
     names = train_source.class_names or test_source.class_names or []
     class_names = list(names) + [str(i) for i in range(len(names), num_classes)]
