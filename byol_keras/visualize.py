@@ -27,6 +27,7 @@ from matplotlib.ticker import MaxNLocator
 
 from byol_keras.config import load_config
 from byol_keras.data import load_source
+from byol_keras.data.labelled import check_disjoint
 from byol_keras.errors import UsageError
 from byol_keras.features import Embedder, source_arrays
 from byol_keras.knn import l2_normalize_rows
@@ -140,6 +141,7 @@ def _colours(count: int):
 
 def _retrieval_figure(parts) -> Figure:
     test, bank_source, embedder = parts["test"], parts["bank"](), parts["embedder"]
+    check_disjoint(bank_source, test, "--data")  # else each query finds itself first
     query_images, query_labels = source_arrays(test, RETRIEVAL_QUERIES, parts["seed"])
     bank_images, bank_labels = source_arrays(bank_source, RETRIEVAL_BANK, parts["seed"])
     similarity = (

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The CIFAR-10 quality comparison of benchmarks/RESULTS.md ("Representation quality"):
+# configs/cifar10_cpu.yaml trained by byol-keras and by the lightly replica in
+# ../shared/bench, one seed after the other, each followed by the same full-bank kNN
+# (k=200, T=0.1, 50,000 train images, 10,000 test queries). Run it alone on the machine:
+# about 15 minutes per run and library on 2 idle cores.
+#
+#   benchmarks/quality_vs_lightly.sh "0 1 2" [OUT (default runs/quality)] [--set KEY=VALUE ...]
+set -euo pipefail
+seeds=${1:-"0 1 2"}
+out=${2:-runs/quality}
+shift $(( $# > 2 ? 2 : $# ))
+shared=$(cd "$(dirname "$0")/../../shared" && pwd)
+cifar=${CIFAR_DIR:-/tmp/cifar10}
+if [[ ! -d $cifar/train ]]; then
+  mkdir -p "$cifar" && tar -xzf "$shared/data/cifar10-jpeg.tar.gz" -C "$cifar"
+fi
+# shellcheck source=/dev/null
+source "$shared/bench/lightly_env.sh"
+mkdir -p "$out"
+for seed in $seeds; do
+  python -m byol_keras train --config configs/cifar10_cpu.yaml --output "$out/byol-keras-seed$seed" \
+    --set data.source="folder:$cifar" --set data.val_source="folder:$cifar" \
+    --set train.seed="$seed" "$@"
+  python -m byol_keras evaluate --run "$out/byol-keras-seed$seed" --protocol knn |
+    tee "$out/byol-keras-seed$seed.knn.txt"
+  "$PEER_PY" "$shared/bench/lightly_cifar_knn.py" --data "$cifar" --epochs 5 --seed "$seed" |
+    tee "$out/lightly-seed$seed.log"
+done
