@@ -38,6 +38,9 @@ class DataConfig:
     image_size: int = _spec(32, low=8, high=1024)
     shuffle_buffer: int = _spec(10_000, low=1)
     cache: bool = True
+    # folder sources: larger files, and images whose header states more pixels, are skipped.
+    max_file_mb: float = _spec(64.0, low=0.0, open_low=True)
+    max_image_pixels: int = _spec(89_478_485, low=1)  # Pillow's Image.MAX_IMAGE_PIXELS
 
 
 @dataclass

@@ -132,7 +132,12 @@ def _labelled_sets(config: Config, spec: str):
     """(images, labels) of the train and test splits, unlabelled examples left out."""
     sources = [
         load_source(
-            spec, split=split, image_size=config.data.image_size, data_dir=config.data.data_dir
+            spec,
+            split=split,
+            image_size=config.data.image_size,
+            data_dir=config.data.data_dir,
+            max_file_mb=config.data.max_file_mb,
+            max_image_pixels=config.data.max_image_pixels,
         )
         for split in (config.eval.train_split, config.data.val_split)
     ]
