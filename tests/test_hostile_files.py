@@ -15,9 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from byol_keras.cli import main
 from byol_keras.config import DataConfig
 from byol_keras.data import load_source
 from byol_keras.data.folder import list_image_files
+from byol_keras.data.source import MAX_CLASSES
+from byol_keras.errors import UsageError
 
 WATCHDOG_SECONDS = 60
 
@@ -206,3 +209,64 @@ def test_the_pixel_limit_is_configurable(tmp_path, caplog):
 def test_data_config_defaults_are_the_documented_limits():
     assert DataConfig().max_file_mb == 64.0
     assert DataConfig().max_image_pixels == Image.MAX_IMAGE_PIXELS == 89_478_485
+
+
+# Item 7: npz labels must be integer class indices in a sane range.
+
+_X = np.zeros((2, 4, 4), np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "split", "message"),
+    [
+        ({"y_train": np.array([0, 2**32 + 1])}, "train", "holds labels 0..4294967297"),
+        ({"y_train": np.array([0, 10**7])}, "train", "holds labels 0..10000000; expected"),
+        ({"y_train": np.array([-1, 1])}, "train", "holds labels -1..1"),
+        ({"y_train": np.array([0.0, np.inf])}, "train", "has dtype float64; expected integer"),
+        ({"y_train": np.array([0.0, 1.0])}, "train", "has dtype float64; expected integer"),
+        ({"y_train": np.array([True, False])}, "train", "has dtype bool; expected integer"),
+        ({"y_train": np.array([[0, 1], [1, 0]])}, "train", "has shape (2, 2); expected (2,)"),
+        ({"y_train": np.array([0, 1, 2])}, "train", "has shape (3,); expected (2,)"),
+        ({"y_train": np.array([0, {}], dtype=object)}, "train", "cannot read array 'y_train'"),
+        ({"y_train": np.array([0, 1]), "y_test": np.array([2**40])}, "train", "y_test in"),
+        ({"x_test": np.array([_X[0], None], dtype=object)}, "test", "cannot read array 'x_test'"),
+    ],
+    ids=[
+        "2**32+1",
+        "1e7",
+        "negative",
+        "inf",
+        "float",
+        "bool",
+        "2-d",
+        "length",
+        "object",
+        "other-split",
+        "object-images",
+    ],
+)
+def test_bad_npz_arrays_are_one_line_usage_errors(tmp_path, arrays, split, message):
+    path = tmp_path / "data.npz"
+    np.savez(path, **{"x_train": _X, **arrays})
+    with pytest.raises(UsageError) as caught:
+        load_source(f"npz:{path}", split=split, image_size=4)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 300
+
+
+def test_good_npz_labels_of_any_integer_dtype_are_kept(tmp_path):
+    path = tmp_path / "data.npz"
+    labels = np.array([[MAX_CLASSES - 1], [0]], np.uint64)
+    np.savez(path, x_train=_X, y_train=labels)
+    source = load_source(f"npz:{path}", image_size=4)
+    assert _labels(source) == [MAX_CLASSES - 1, 0]
+    assert source.num_classes == MAX_CLASSES
+
+
+def test_cli_refuses_an_object_label_array_with_exit_2_and_one_line(tmp_path, capsys):
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=_X, y_train=np.array([0, "a"], dtype=object))
+    code = main(["train", "--set", f"data.source=npz:{path}", "--output", str(tmp_path / "run")])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(error) == 1 and error[0].startswith("byol-keras: error: data.source: cannot read")
