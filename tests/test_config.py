@@ -153,3 +153,10 @@ def test_deep_nesting_and_long_values_give_short_one_line_errors(tmp_path):
     with pytest.raises(UsageError, match="unknown key") as caught:
         load_config(None, ["train." + "y" * 100_000 + "=1"])
     assert len(str(caught.value)) < 400
+
+
+def test_presets_do_not_cache_more_decoded_images_than_a_machine_holds():
+    # ImageNet's 1,281,167 training images decoded at 224 px would take 179 GiB.
+    config = load_config(Path(__file__).parents[1] / "configs" / "imagenet_resnet50.yaml")
+    assert 1_281_167 * config.data.image_size**2 * 3 / 2**30 > 64
+    assert config.data.cache is False
