@@ -55,6 +55,8 @@ def train(config: Config, output_dir: str | Path) -> dict:
         split=config.data.split,
         image_size=config.data.image_size,
         data_dir=config.data.data_dir,
+        max_file_mb=config.data.max_file_mb,
+        max_image_pixels=config.data.max_image_pixels,
     )
     log.info("training data: %s", source.description)
     steps_per_epoch = _steps_per_epoch(config, source)
@@ -192,6 +194,8 @@ def _knn_monitor(config: Config, run: RunDirectory) -> list[KnnMonitor]:
             split=split,
             image_size=config.data.image_size,
             data_dir=config.data.data_dir,
+            max_file_mb=config.data.max_file_mb,
+            max_image_pixels=config.data.max_image_pixels,
         )
         for split in (config.eval.train_split, config.data.val_split)
     )

@@ -5,6 +5,9 @@ types and out-of-range values raise `UsageError` naming the key.
 """
 
 import dataclasses
+import math
+import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -13,6 +16,15 @@ from pathlib import Path
 import yaml
 
 from byol_keras.errors import UsageError
+
+# A number as users write it, e.g. 1e-4, which YAML 1.1 leaves a string; not nan or inf.
+_DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_QUOTE_CHARS = 80
+# reprlib stops at a few items per level and a few levels, so the repr of a
+# value that shares sub-lists a billion times is built in bounded time.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxtuple = 3, 4, 4, 4
+_REPR.maxstring = _REPR.maxother = _QUOTE_CHARS
 
 
 def _spec(default, *, low=None, high=None, choices=None, open_low=False, ordered=False):
@@ -38,6 +50,9 @@ class DataConfig:
     image_size: int = _spec(32, low=8, high=1024)
     shuffle_buffer: int = _spec(10_000, low=1)
     cache: bool = True
+    # folder sources: larger files, and images whose header states more pixels, are skipped.
+    max_file_mb: float = _spec(64.0, low=0.0, open_low=True)
+    max_image_pixels: int = _spec(89_478_485, low=1)  # Pillow's Image.MAX_IMAGE_PIXELS
 
 
 @dataclass
@@ -164,8 +179,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as error:
-            first_line = str(error).splitlines()[0]
+            first_line = _shorten(str(error).splitlines()[0])
             raise UsageError(f"config file {str(path)!r} is not valid YAML: {first_line}") from None
+        except RecursionError:
+            raise UsageError(f"config file {str(path)!r} is nested too deeply") from None
         if not isinstance(raw, dict):
             raise UsageError(f"config file {str(path)!r} must hold a mapping of sections")
     for override in overrides or []:
@@ -179,11 +196,13 @@ def from_dict(raw: dict) -> Config:
     for section in dataclasses.fields(Config):
         values = raw.get(section.name) or {}
         if not isinstance(values, dict):
-            raise UsageError(f"{section.name}: expected a mapping of keys, got {values!r}")
+            raise UsageError(f"{section.name}: expected a mapping of keys, got {_quote(values)}")
         sections[section.name] = _build_section(section.name, section.default_factory, values)
-    unknown = sorted(set(raw) - set(sections))
+    unknown = sorted(set(raw) - set(sections), key=str)
     if unknown:
-        raise UsageError(f"{unknown[0]}: unknown config section (known: {', '.join(sections)})")
+        raise UsageError(
+            f"{_shorten(str(unknown[0]))}: unknown config section (known: {', '.join(sections)})"
+        )
     return Config(**sections)
 
 
@@ -192,7 +211,9 @@ def _build_section(name: str, section_type: type, values: dict):
     known = {f.name: f for f in dataclasses.fields(section_type)}
     for key in values:
         if key not in known:
-            raise UsageError(f"{name}.{key}: unknown key (known: {', '.join(known)})")
+            raise UsageError(
+                f"{_shorten(f'{name}.{key}')}: unknown key (known: {', '.join(known)})"
+            )
     checked = {}
     for key, value in values.items():
         checked[key] = _check_value(f"{name}.{key}", value, hints[key], known[key].metadata)
@@ -211,9 +232,9 @@ def _check_value(key: str, value, hint, metadata):
         for item in value:
             _check_range(key, item, metadata)
         if len(value) != 2:
-            raise UsageError(f"{key}: expected a pair [a, b], got {value!r}")
+            raise UsageError(f"{key}: expected a pair [a, b], got {_quote(value)}")
         if metadata.get("ordered") and value[0] > value[1]:
-            raise UsageError(f"{key}: expected [low, high] with low <= high, got {value!r}")
+            raise UsageError(f"{key}: expected [low, high] with low <= high, got {_quote(value)}")
     else:
         _check_range(key, value, metadata)
     return value
@@ -224,7 +245,7 @@ def _coerce(key: str, value, target):
     if origin is list:
         (item_type,) = typing.get_args(target)
         if not isinstance(value, (list, tuple)):
-            raise UsageError(f"{key}: expected a list, got {value!r}")
+            raise UsageError(f"{key}: expected a list, got {_quote(value)}")
         return [_coerce(key, item, item_type) for item in value]
     if target is bool:
         if isinstance(value, bool):
@@ -233,22 +254,35 @@ def _coerce(key: str, value, target):
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif target is float:
+        if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise UsageError(f"{key}: must be a finite number, got {_quote(value)}")
             return float(value)
     elif target is str and isinstance(value, str):
         return value
-    raise UsageError(f"{key}: expected {target.__name__}, got {value!r}")
+    raise UsageError(f"{key}: expected {target.__name__}, got {_quote(value)}")
+
+
+def _quote(value) -> str:
+    """A short repr for error messages: a nested YAML alias bomb expands to megabytes."""
+    return _shorten(_REPR.repr(value))
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= _QUOTE_CHARS else text[: _QUOTE_CHARS - 3] + "..."
 
 
 def _check_range(key: str, value, metadata) -> None:
     low, high, choices = metadata.get("low"), metadata.get("high"), metadata.get("choices")
     if choices is not None and value not in choices:
-        raise UsageError(f"{key}: must be one of {', '.join(choices)}; got {value!r}")
+        raise UsageError(f"{key}: must be one of {', '.join(choices)}; got {_quote(value)}")
     if low is not None and (value < low or (metadata.get("open_low") and value == low)):
         bound = f"> {low}" if metadata.get("open_low") else f">= {low}"
-        raise UsageError(f"{key}: must be {bound}, got {value!r}")
+        raise UsageError(f"{key}: must be {bound}, got {_quote(value)}")
     if high is not None and value > high:
-        raise UsageError(f"{key}: must be <= {high}, got {value!r}")
+        raise UsageError(f"{key}: must be <= {high}, got {_quote(value)}")
 
 
 def _is_union(hint) -> bool:
@@ -258,15 +292,17 @@ def _is_union(hint) -> bool:
 def _apply_override(raw: dict, override: str) -> None:
     key, separator, text = override.partition("=")
     if not separator or "." not in key:
-        raise UsageError(f"--set {override!r}: expected SECTION.KEY=VALUE, e.g. train.epochs=3")
+        raise UsageError(
+            f"--set {_quote(override)}: expected SECTION.KEY=VALUE, e.g. train.epochs=3"
+        )
     section, name = key.strip().split(".", 1)
     try:
         value = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         value = text
     target = raw.setdefault(section, {})
     if not isinstance(target, dict):
-        raise UsageError(f"{section}: expected a mapping of keys, got {target!r}")
+        raise UsageError(f"{section}: expected a mapping of keys, got {_quote(target)}")
     target[name] = value
 
 

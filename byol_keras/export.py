@@ -48,6 +48,7 @@ from byol_keras.export_verify import (
     TOLERANCE_RULE,
     ExportError,
     ExportVerificationError,
+    isolated_python,
 )
 from byol_keras.run_dir import RunDirectory, atomic_write_text
 
@@ -234,21 +235,21 @@ def convert_to_onnx(saved_model: str | Path, path: str | Path, opset: int) -> No
     convert_to_onnx("export/byol_backbone/1", "export/onnx/byol_backbone-v1.onnx", opset=17)
     ```
     """
-    command = [
-        sys.executable,
-        "-m",
+    command = isolated_python(
         "tf2onnx.convert",
-        "--saved-model",
-        str(saved_model),
-        "--signature_def",
-        serving.SIGNATURE_NAME,
-        "--tag",
-        "serve",
-        "--opset",
-        str(opset),
-        "--output",
-        str(path),
-    ]
+        [
+            "--saved-model",
+            str(saved_model),
+            "--signature_def",
+            serving.SIGNATURE_NAME,
+            "--tag",
+            "serve",
+            "--opset",
+            str(opset),
+            "--output",
+            str(path),
+        ],
+    )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0 or not Path(path).is_file():

@@ -112,7 +112,12 @@ def _real_images(config: Config) -> tuple[np.ndarray | None, str]:
     for spec, split in candidates:
         try:
             source = load_source(
-                spec, split=split, image_size=data.image_size, data_dir=data.data_dir
+                spec,
+                split=split,
+                image_size=data.image_size,
+                data_dir=data.data_dir,
+                max_file_mb=data.max_file_mb,
+                max_image_pixels=data.max_image_pixels,
             )
             images = [image.numpy() for image, _ in source.dataset.take(REAL_IMAGES)]
         except UsageError as error:

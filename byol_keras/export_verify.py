@@ -106,13 +106,12 @@ def run_in_fresh_process(
     inputs_path, outputs_path = workdir / "verify_inputs.npz", workdir / "verify_outputs.npz"
     report_path = workdir / "verify_report.json"
     np.savez(inputs_path, **inputs)
-    command = [sys.executable, "-m", "byol_keras.export_verify", "--inputs", str(inputs_path)]
-    command += ["--outputs", str(outputs_path), "--report", str(report_path)]
+    arguments = ["--inputs", str(inputs_path), "--outputs", str(outputs_path)]
+    arguments += ["--report", str(report_path)]
     for kind, path in artifacts.items():
-        command += [f"--{kind.replace('_', '-')}", str(path)]
-    package_root = str(Path(__file__).resolve().parents[1])
+        arguments += [f"--{kind.replace('_', '-')}", str(path)]
+    command = isolated_python("byol_keras.export_verify", arguments)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     result = subprocess.run(
         command, capture_output=True, text=True, env=env, timeout=VERIFY_TIMEOUT_SECONDS
     )
@@ -127,6 +126,34 @@ def run_in_fresh_process(
             artifact, set_name, output_name = key.split("/")
             outputs.setdefault(artifact, {}).setdefault(set_name, {})[output_name] = arrays[key]
     return outputs, json.loads(report_path.read_text())
+
+
+def isolated_python(module: str, arguments: list[str]) -> list[str]:
+    """The command `python -m <module> <arguments>`, isolated from the current directory.
+
+    `python -m` puts the working directory first on `sys.path`, so a stray
+    `numpy.py` there would be imported. `-I` leaves it (and PYTHON*
+    variables) out; the parent's own import path, less relative entries and
+    the working directory, and this package's root are put back explicitly,
+    so the child imports the same packages as the parent. (`-P` would do
+    this more simply but needs Python 3.11.)
+
+    ```python
+    command = isolated_python("byol_keras.export_verify", ["--inputs", "in.npz", ...])
+    ```
+    """
+    working_dir = os.path.realpath(os.getcwd())
+    package_root = str(Path(__file__).resolve().parents[1])
+    paths = [package_root] + [
+        entry
+        for entry in sys.path
+        if os.path.isabs(entry) and os.path.realpath(entry) != working_dir
+    ]
+    bootstrap = (
+        f"import runpy, sys; sys.path[:0] = {list(dict.fromkeys(paths))!r}; "
+        f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    )
+    return [sys.executable, "-I", "-c", bootstrap, *arguments]
 
 
 def _max_abs(array: np.ndarray) -> float:

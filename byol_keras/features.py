@@ -15,20 +15,40 @@ import tensorflow as tf
 
 
 def source_arrays(
-    source, max_examples: int | None = None, seed: int = 0
+    source, max_examples: int | None = None, seed: int = 0, labelled_only: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Reads an `ImageSource` into uint8 images [n, S, S, 3] and int32 labels [n].
 
     With `max_examples` below the source's size, a uniformly random subset
     chosen with `seed` is kept (in source order); the rest is decoded but not
     held in memory. Folder sources list files class by class, so taking the
-    first n would keep only the first classes.
+    first n would keep only the first classes. `labelled_only` then drops
+    examples labelled -1 (the result may be empty; otherwise an empty source
+    raises ValueError). The arrays are allocated once at the expected size and
+    filled batch by batch, so memory peaks at the result, not twice it.
 
     ```python
     images, labels = source_arrays(source, max_examples=5000, seed=0)
     ```
     """
-    dataset = source.dataset
+    dataset, capacity = _selected(source, max_examples, seed, labelled_only)
+    image_shape = dataset.element_spec[0].shape.as_list()
+    images = np.empty([capacity, *image_shape], np.uint8)
+    labels = np.empty([capacity], np.int32)
+    count = 0
+    for image_batch, label_batch in dataset.batch(1024).prefetch(2).as_numpy_iterator():
+        images, labels = _room_for(len(label_batch), count, images, labels)
+        images[count : count + len(label_batch)] = image_batch
+        labels[count : count + len(label_batch)] = label_batch
+        count += len(label_batch)
+    if not count and not labelled_only:
+        raise ValueError(f"{source.description} yielded no images")
+    return images[:count], labels[:count]
+
+
+def _selected(source, max_examples: int | None, seed: int, labelled_only: bool):
+    """The source's dataset cut to a seeded subset and to labelled examples; an upper bound on n."""
+    dataset, capacity = source.dataset, source.num_examples
     if max_examples is not None and max_examples < source.num_examples:
         chosen = np.random.default_rng(seed).choice(
             source.num_examples, size=max_examples, replace=False
@@ -41,13 +61,23 @@ def source_arrays(
             .filter(lambda index, example: tf.gather(keep, index))
             .map(lambda index, example: example)
         )
-    images, labels = [], []
-    for image_batch, label_batch in dataset.batch(1024).prefetch(2).as_numpy_iterator():
-        images.append(image_batch)
-        labels.append(label_batch)
-    if not images:
-        raise ValueError(f"{source.description} yielded no images")
-    return np.concatenate(images), np.concatenate(labels).astype(np.int32)
+        capacity = max_examples
+    if labelled_only:
+        dataset = dataset.filter(lambda image, label: label >= 0)
+    return dataset, capacity
+
+
+def _room_for(incoming: int, count: int, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The arrays, enlarged when a source yields more examples than it announced (rare)."""
+    if count + incoming <= len(arrays[0]):
+        return arrays
+    size = max(count + incoming, 2 * len(arrays[0]))
+    grown = []
+    for array in arrays:
+        larger = np.empty([size, *array.shape[1:]], array.dtype)
+        larger[:count] = array[:count]
+        grown.append(larger)
+    return tuple(grown)
 
 
 class Embedder:
@@ -79,10 +109,33 @@ class Embedder:
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         """Features of uint8 images [n, S, S, 3] as float32 [n, feature_dim]."""
-        outputs = [
-            self._forward(tf.constant(images[start : start + self.batch_size])).numpy()
-            for start in range(0, len(images), self.batch_size)
-        ]
-        if not outputs:
-            return np.zeros([0, self.backbone.output_shape[-1]], np.float32)
-        return np.concatenate(outputs)
+        features = np.empty([len(images), self.backbone.output_shape[-1]], np.float32)
+        for start in range(0, len(images), self.batch_size):
+            batch = tf.constant(images[start : start + self.batch_size])
+            features[start : start + len(batch)] = self._forward(batch).numpy()
+        return features
+
+    def embed_source(
+        self, source, max_examples: int | None = None, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Features and labels of a source's labelled examples, decoded one batch at a time.
+
+        The same examples, in the same batches, as `embed(source_arrays(source,
+        max_examples, seed, labelled_only=True)[0])`, so the same features, but
+        only one batch of images is in memory at a time: the features of a
+        million 224 px images take 8 GB (2048 floats each), their pixels 150 GB.
+
+        ```python
+        features, labels = Embedder(backbone).embed_source(load_source("digits", split="test"))
+        ```
+        """
+        dataset, capacity = _selected(source, max_examples, seed, labelled_only=True)
+        features = np.empty([capacity, self.backbone.output_shape[-1]], np.float32)
+        labels = np.empty([capacity], np.int32)
+        count = 0
+        for image_batch, label_batch in dataset.batch(self.batch_size).prefetch(2):
+            features, labels = _room_for(len(label_batch), count, features, labels)
+            features[count : count + len(label_batch)] = self._forward(image_batch).numpy()
+            labels[count : count + len(label_batch)] = label_batch.numpy()
+            count += len(label_batch)
+        return features[:count], labels[:count]

@@ -79,14 +79,9 @@ class KnnMonitor(keras.callbacks.Callback):
         ```
         """
         check_disjoint(bank_source, query_source, "data.val_source")
-        bank_images, bank_labels = source_arrays(bank_source, max_bank, seed)
-        query_images, query_labels = source_arrays(query_source)
         # Folder sources label loose files -1: they cannot vote or be scored.
-        bank_images, bank_labels = bank_images[bank_labels >= 0], bank_labels[bank_labels >= 0]
-        query_images, query_labels = (
-            query_images[query_labels >= 0],
-            query_labels[query_labels >= 0],
-        )
+        bank_images, bank_labels = source_arrays(bank_source, max_bank, seed, labelled_only=True)
+        query_images, query_labels = source_arrays(query_source, labelled_only=True)
         check_classes(bank_labels, query_labels, bank_source.class_names, "data.val_source")
         num_classes = max(bank_source.num_classes or 0, query_source.num_classes or 0)
         return cls(bank_images, bank_labels, query_images, query_labels, num_classes, **kw)

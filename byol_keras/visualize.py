@@ -81,7 +81,12 @@ def _picture_inputs(run: RunDirectory, data: str | None) -> dict:
 
     def load(split):
         return load_source(
-            spec, split=split, image_size=config.data.image_size, data_dir=config.data.data_dir
+            spec,
+            split=split,
+            image_size=config.data.image_size,
+            data_dir=config.data.data_dir,
+            max_file_mb=config.data.max_file_mb,
+            max_image_pixels=config.data.max_image_pixels,
         )
 
     test = load(config.data.val_split)

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,74 @@ def test_cli_usage_errors_exit_2():
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--no-such-flag"])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "names"),
+    [
+        ("", ["optimizer.base_lr=.nan"], "optimizer.base_lr: must be a finite number, got nan"),
+        ("", ["optimizer.weight_decay=.inf"], "optimizer.weight_decay: must be a finite number"),
+        ("model:\n  tau_base: .nan\n", [], "model.tau_base: must be a finite number, got nan"),
+        ("", ["augment.blur_sigma=[0.1, .inf]"], "augment.blur_sigma: must be a finite number"),
+        ("", ["optimizer.base_lr=1e999"], "optimizer.base_lr: must be a finite number, got inf"),
+        ("", ["optimizer.base_lr=nan"], "optimizer.base_lr: expected float, got 'nan'"),
+        ("", ["optimizer.base_lr=fast"], "optimizer.base_lr: expected float, got 'fast'"),
+        ("", ["optimizer.base_lr=1e-4x"], "optimizer.base_lr: expected float, got '1e-4x'"),
+        ("", ["train.epochs=1e3"], "train.epochs: expected int, got '1e3'"),
+        ("", ["data.max_file_mb=0"], "data.max_file_mb: must be > 0.0"),
+        ("", ["data.max_image_pixels=0"], "data.max_image_pixels: must be >= 1"),
+    ],
+)
+def test_non_finite_and_non_numeric_values_are_refused(tmp_path, text, overrides, names):
+    with pytest.raises(UsageError, match=re.escape(names)):
+        load_config(write(tmp_path, text), overrides)
+
+
+def test_exponent_floats_are_read_as_the_numbers_users_mean(tmp_path):
+    path = write(tmp_path, "optimizer:\n  base_lr: 1e-4\n  weight_decay: 5E-7\n")
+    config = load_config(
+        path, ["optimizer.trust_coefficient=2e-3", "augment.blur_sigma=[1e-1, 2e0]"]
+    )
+    assert config.optimizer.base_lr == 1e-4 and isinstance(config.optimizer.base_lr, float)
+    assert config.optimizer.weight_decay == 5e-7
+    assert config.optimizer.trust_coefficient == 2e-3
+    assert config.augment.blur_sigma == [0.1, 2.0]
+    save_config(config, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == config
+
+
+def _alias_bomb(levels: int = 7) -> str:
+    """Billion-laughs YAML: each level lists the previous one 9 times (9**levels strings)."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + f"\ntrain:\n  epochs: *l{levels - 1}\n"
+
+
+def test_a_yaml_alias_bomb_gives_a_short_error_line(tmp_path, capsys):
+    bomb = _alias_bomb()
+    assert len(bomb) < 500
+    path = write(tmp_path, bomb)
+    assert main(["train", "--config", str(path), "--output", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("byol-keras: error: train.epochs: expected int")
+    assert len(error[0]) < 200 and error[0].endswith("...")
+
+
+def test_deep_nesting_and_long_values_give_short_one_line_errors(tmp_path):
+    deep = write(tmp_path, "train:\n  epochs: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    with pytest.raises(UsageError, match="nested too deeply") as caught:
+        load_config(deep)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(UsageError, match="train.epochs: expected int") as caught:
+        load_config(None, ["train.epochs=" + "x" * 100_000])
+    assert len(str(caught.value)) < 200
+    with pytest.raises(UsageError, match="unknown key") as caught:
+        load_config(None, ["train." + "y" * 100_000 + "=1"])
+    assert len(str(caught.value)) < 400
+
+
+def test_presets_do_not_cache_more_decoded_images_than_a_machine_holds():
+    # ImageNet's 1,281,167 training images decoded at 224 px would take 179 GiB.
+    config = load_config(Path(__file__).parents[1] / "configs" / "imagenet_resnet50.yaml")
+    assert 1_281_167 * config.data.image_size**2 * 3 / 2**30 > 64
+    assert config.data.cache is False

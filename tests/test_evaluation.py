@@ -1,10 +1,12 @@
 """Evaluation protocols against scikit-learn and brute-force references, and via the CLI."""
 
 import json
+import tracemalloc
 
 import keras
 import numpy as np
 import pytest
+from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
@@ -319,3 +321,40 @@ def test_knn_monitor_refuses_a_bank_that_holds_the_queries():
     bank, queries = (load_source("digits", split=s, image_size=8) for s in ("all", "test"))
     with pytest.raises(UsageError, match="360 of the 360 test examples"):
         KnnMonitor.from_sources(bank, queries)
+
+
+def test_embedding_a_source_streams_and_equals_embedding_its_images(tmp_path):
+    # A folder with loose (unlabelled, -1) files among labelled ones, and a subset.
+    rng = np.random.default_rng(0)
+    for index in range(23):
+        folder = tmp_path / ("" if index % 5 == 0 else f"class_{index % 3}")
+        folder.mkdir(exist_ok=True)
+        pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{index:02d}.png")
+    source = load_source(f"folder:{tmp_path}", image_size=8)
+    keras.utils.set_random_seed(0)
+    embedder = Embedder(build_backbone("tiny", 8, width=4), batch_size=4)
+
+    for max_examples in (None, 15):
+        images, labels = source_arrays(source, max_examples, seed=3)
+        labelled = labels >= 0
+        assert 0 < labelled.sum() < len(labels)
+        features, streamed_labels = embedder.embed_source(source, max_examples, seed=3)
+        np.testing.assert_array_equal(streamed_labels, labels[labelled])
+        np.testing.assert_allclose(features, embedder.embed(images[labelled]), rtol=0, atol=1e-6)
+
+
+def test_evaluation_never_holds_the_images_in_memory(tmp_path):
+    config = {**RUN_CONFIG, "data": {**RUN_CONFIG["data"], "image_size": 64}}
+    run = make_run(tmp_path / "run", config)
+    evaluate_run(run.root, "knn", overrides=["eval.knn_k=5"])  # traces the functions once
+    image_bytes = (1437 + 360) * 64 * 64 * 3  # digits train + test at 64 px, uint8 RGB
+    tracemalloc.start()
+    try:
+        result = evaluate_run(run.root, "knn", overrides=["eval.knn_k=5"])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (result["n_train"], result["n_test"]) == (1437, 360)
+    # NumPy reports its allocations to tracemalloc: holding the images would take image_bytes.
+    assert peak < image_bytes / 4, (peak, image_bytes)

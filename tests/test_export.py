@@ -266,6 +266,18 @@ def test_failed_verification_exits_1_with_one_line_and_leaves_no_version(
     assert list(output.iterdir()) == []
 
 
+def test_export_helpers_do_not_import_from_the_working_directory(run, tmp_path, monkeypatch):
+    working_dir = tmp_path / "cwd"
+    working_dir.mkdir()
+    (working_dir / "numpy.py").write_text('raise ImportError("numpy.py of the working dir")\n')
+    monkeypatch.chdir(working_dir)
+    manifest = export_run(run.root, output=tmp_path / "out")
+    assert manifest["verification"]["passed"]
+    assert set(manifest["artifacts"]) == {"saved_model", "onnx"}
+    # The helper processes ran: the verification process reported its own pid.
+    assert manifest["verification"]["process"]["pid"] != os.getpid()
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [

@@ -15,8 +15,9 @@ print(source.description)  # folder:/home/me/photos (1234 images, unlabelled, 2 
 | `npz:<path>` | `x_train`, `y_train`, `x_test`, `y_test` arrays as in keras.datasets |
 """
 
+from byol_keras.config import DataConfig
 from byol_keras.data.arrays import load_digits_source, load_npz_source
-from byol_keras.data.folder import IMAGE_EXTENSIONS, load_folder_source
+from byol_keras.data.folder import IMAGE_EXTENSIONS, FileLimits, load_folder_source
 from byol_keras.data.source import ImageSource
 from byol_keras.data.tfds_source import load_tfds_source
 from byol_keras.errors import UsageError
@@ -27,13 +28,21 @@ _PREFIXES = ("tfds", "folder", "npz")
 
 
 def load_source(
-    spec: str, *, split: str = "train", image_size: int = 32, data_dir: str | None = None
+    spec: str,
+    *,
+    split: str = "train",
+    image_size: int = 32,
+    data_dir: str | None = None,
+    max_file_mb: float = DataConfig.max_file_mb,
+    max_image_pixels: int = DataConfig.max_image_pixels,
 ) -> ImageSource:
     """Opens the image source that `spec` names, with every image resized to `image_size`.
 
-    Unreadable image files are skipped, counted in `skipped_files` and logged;
-    user mistakes (unknown spec, missing path, bad split, no images) raise
-    `UsageError`. `data_dir` is where tensorflow-datasets keeps its data.
+    Unreadable image files, files that are not regular files, files over
+    `max_file_mb` MiB and images whose header states more than
+    `max_image_pixels` pixels are skipped, counted in `skipped_files` and
+    logged; user mistakes (unknown spec, missing path, bad split, no images)
+    raise `UsageError`. `data_dir` is where tensorflow-datasets keeps its data.
 
     ```python
     source = load_source("tfds:cifar10", split="train[:10%]", image_size=32)
@@ -61,5 +70,7 @@ def load_source(
     if prefix == "tfds":
         return load_tfds_source(rest, split, image_size, data_dir)
     if prefix == "folder":
-        return load_folder_source(rest, split, image_size)
+        return load_folder_source(
+            rest, split, image_size, FileLimits(max_file_mb, max_image_pixels)
+        )
     return load_npz_source(rest, split, image_size)

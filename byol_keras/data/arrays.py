@@ -59,6 +59,17 @@ def load_digits_source(split: str, image_size: int) -> ImageSource:
     )
 
 
+def _read_array(archive, key: str, path: str) -> np.ndarray:
+    """One array of an open `.npz`; object arrays (pickles) and damaged members are refused."""
+    try:
+        return archive[key]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UsageError(
+            f"data.source: cannot read array '{key}' in npz file '{path}': {reason}"
+        ) from error
+
+
 def load_npz_source(path: str, split: str, image_size: int) -> ImageSource:
     """Loads `x_<split>` and, when present, `y_<split>` from a keras.datasets-style `.npz` file.
 
@@ -84,10 +95,11 @@ def load_npz_source(path: str, split: str, image_size: int) -> ImageSource:
         if f"x_{split}" not in keys:
             found = ", ".join(keys) or "no arrays"
             raise UsageError(f"data.source: npz file '{path}' has no array 'x_{split}' ({found})")
-        images = archive[f"x_{split}"]
-        raw_labels = archive[f"y_{split}"] if f"y_{split}" in keys else None
         other_split = "test" if split == "train" else "train"
-        other_labels = archive[f"y_{other_split}"] if f"y_{other_split}" in keys else None
+        images, raw_labels, other_labels = (
+            _read_array(archive, key, path) if key in keys else None
+            for key in (f"x_{split}", f"y_{split}", f"y_{other_split}")
+        )
 
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3, 4)):
         raise UsageError(
@@ -105,7 +117,8 @@ def load_npz_source(path: str, split: str, image_size: int) -> ImageSource:
         labels = labels_to_int32(raw_labels, count, f"y_{split} in '{path}'")
         num_classes = int(labels.max()) + 1
         if other_labels is not None and np.size(other_labels):
-            num_classes = max(num_classes, int(np.max(other_labels)) + 1)
+            other_labels = labels_to_int32(other_labels, None, f"y_{other_split} in '{path}'")
+            num_classes = max(num_classes, int(other_labels.max()) + 1)
     class_names = None if num_classes is None else [str(i) for i in range(num_classes)]
     labelled = f"{num_classes} classes" if num_classes else "unlabelled"
     keys, decode = array_keys_and_decode(images, labels, image_size)

@@ -1,14 +1,22 @@
 """A folder of image files as a source, with unreadable files skipped and counted.
 
-Every file is checked once, up front, by the same TensorFlow decoder that
-training uses, so a file that passes never fails later. Files TensorFlow
-cannot decode get a second chance with Pillow (1-bit BMP, odd PNG modes);
-those that Pillow reads are decoded by Pillow during training, the rest are
-skipped, counted and reported.
+Every file is checked once, up front, and that check alone decides what
+training decodes. First without decoding: only regular files are read (a
+FIFO or a link to a device is skipped, never opened), files over
+`max_file_mb` are skipped, and the image header, which Pillow reads without
+decoding, must state at most `max_image_pixels` pixels, so a decompression
+bomb is never decoded. Then by the same TensorFlow decoder that training
+uses, so a file that passes never fails later. Files TensorFlow cannot
+decode get a second chance with Pillow (1-bit BMP, odd PNG modes); those that
+Pillow reads are decoded by Pillow during training, the rest are skipped,
+counted and reported.
 """
 
 import os
+import stat
+import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -23,9 +31,23 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 # the whole tree, which would mix the splits.
 SPLIT_NAMES = ("train", "test", "val", "valid", "validation")
 _REPORTED_SKIPS = 5
+_MEBIBYTE = 1 << 20
 
 
-def load_folder_source(path: str, split: str, image_size: int) -> ImageSource:
+@dataclass(frozen=True)
+class FileLimits:
+    """What the up-front check accepts: file size in MiB and pixels per image (header values).
+
+    ```python
+    FileLimits(max_file_mb=64.0, max_image_pixels=89_478_485)
+    ```
+    """
+
+    max_file_mb: float
+    max_image_pixels: int
+
+
+def load_folder_source(path: str, split: str, image_size: int, limits: FileLimits) -> ImageSource:
     """Loads a tree of image files; first-level sub-folders name the classes.
 
     `<path>/<split>` is used when it exists, else `<path>` itself. Images
@@ -38,7 +60,7 @@ def load_folder_source(path: str, split: str, image_size: int) -> ImageSource:
     """
     base = os.path.expanduser(path)
     root = _split_root(base, split)
-    files = list_image_files(root)
+    files = list_image_files(root, tree=base)
     if not files:
         raise UsageError(
             f"data.source: folder '{root}' contains no image files "
@@ -49,7 +71,7 @@ def load_folder_source(path: str, split: str, image_size: int) -> ImageSource:
     labels = [class_index[rel.split("/")[0]] if "/" in rel else -1 for rel in files]
     paths = [os.path.join(root, *rel.split("/")) for rel in files]
 
-    native, fallback, skipped = _check_files(paths)
+    native, fallback, skipped = _check_files(paths, limits)
     if skipped:
         shown = "; ".join(
             f"{os.path.relpath(p, root)}: {why}" for p, why in skipped[:_REPORTED_SKIPS]
@@ -112,30 +134,43 @@ def _class_names(base: str, root: str, files: list[str]) -> list[str] | None:
     return sorted(names) or None
 
 
-def list_image_files(root: str) -> list[str]:
+def list_image_files(root: str, tree: str | None = None) -> list[str]:
     """Lists the image files under `root` as sorted '/'-joined relative paths.
 
-    Hidden files and folders are ignored; symbolic links are followed once.
+    Hidden files and folders are ignored. A link to a folder is followed only
+    when it resolves inside `tree` (default: `root`; a folder source passes
+    the folder it was given, so `train/cat` may link to `all/cat`), and each
+    folder is listed once, real folders before links, so a link to `/` or a
+    link loop cannot make the walk leave the data set or run forever. Names
+    are listed whatever they point to; the up-front check then keeps regular
+    files only (a link to a regular file may point anywhere).
 
     ```python
     list_image_files("photos/")  # ['cat/1.jpg', 'cat/2.png', 'loose.webp']
     ```
     """
+    boundary = os.path.realpath(tree if tree is not None else root)
     found = []
     seen = set()
     for folder, dirs, names in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
-        if real in seen:  # a link loop
+        if real in seen:  # reached twice through links
             dirs[:] = []
             continue
         seen.add(real)
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        paths = {d: os.path.join(folder, d) for d in dirs if not d.startswith(".")}
+        inside = [d for d, p in paths.items() if _inside(os.path.realpath(p), boundary)]
+        dirs[:] = sorted(inside, key=lambda d: (os.path.islink(paths[d]), d))
         relative = os.path.relpath(folder, root)
         prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
         for name in names:
             if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
                 found.append(prefix + name)
     return sorted(found)
+
+
+def _inside(path: str, root: str) -> bool:
+    return os.path.commonpath([path, root]) == root
 
 
 def _split_root(path: str, split: str) -> str:
@@ -161,8 +196,16 @@ def _tf_decode_bytes(data: tf.Tensor) -> tf.Tensor:
     return to_rgb(tf.io.decode_image(data, channels=0, expand_animations=False, dtype=tf.uint8))
 
 
-def _check_files(paths: list[str]) -> tuple[list[int], list[int], list[tuple[str, str]]]:
+def _check_files(
+    paths: list[str], limits: FileLimits
+) -> tuple[list[int], list[int], list[tuple[str, str]]]:
     """Splits file indices into TF-decodable, Pillow-only, and (path, reason) skipped."""
+    with ThreadPoolExecutor(max_workers=8) as pool, warnings.catch_warnings():
+        # Pillow warns about images over its own pixel limit; ours decides instead.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        problems = list(pool.map(lambda path: _file_problem(path, limits), paths))
+    candidates = [i for i, why in enumerate(problems) if why is None]
+    skipped = [(paths[i], why) for i, why in enumerate(problems) if why is not None]
 
     def probe(index, path):
         data = tf.io.read_file(path)
@@ -176,28 +219,84 @@ def _check_files(paths: list[str]) -> tuple[list[int], list[int], list[tuple[str
         return index, shape
 
     indices = tf.data.Dataset.from_tensor_slices(
-        (tf.range(len(paths), dtype=tf.int64), [os.fsencode(p) for p in paths])
+        (
+            tf.constant(candidates, dtype=tf.int64),
+            tf.constant([os.fsencode(paths[i]) for i in candidates], dtype=tf.string),
+        )
     )
     checked = indices.map(probe, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
     native = set()
     for batch, _ in checked.batch(4096):
         native.update(batch.numpy().tolist())
-    failed = [i for i in range(len(paths)) if i not in native]
+    failed = [i for i in candidates if i not in native]
     with ThreadPoolExecutor(max_workers=4) as pool:
         reasons = list(pool.map(lambda i: _pillow_problem(paths[i]), failed))
     fallback = [i for i, why in zip(failed, reasons, strict=True) if why is None]
-    skipped = [(paths[i], why) for i, why in zip(failed, reasons, strict=True) if why is not None]
-    return sorted(native), fallback, skipped
+    skipped += [(paths[i], why) for i, why in zip(failed, reasons, strict=True) if why is not None]
+    return sorted(native), fallback, sorted(skipped)
+
+
+def _file_problem(path: str, limits: FileLimits) -> str | None:
+    """Why `path` must not be decoded (not a regular file, too large, too many pixels), or None.
+
+    Decides from metadata and the image header only: nothing is decoded.
+    """
+    try:
+        # stat follows links but opens nothing, so a FIFO or a device is never read.
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            return f"not a regular file ({_file_kind(mode)})"
+        # O_NONBLOCK: should the file have become a FIFO since, opening it must not wait.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as error:
+        return f"cannot read: {error.strerror or error}"
+    with open(descriptor, "rb") as stream:
+        info = os.fstat(stream.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            return f"not a regular file ({_file_kind(info.st_mode)})"
+        if info.st_size == 0:
+            return "empty file"
+        if info.st_size > limits.max_file_mb * _MEBIBYTE:
+            return (
+                f"{info.st_size / _MEBIBYTE:.1f} MiB, over the limit of "
+                f"{limits.max_file_mb:g} MiB (data.max_file_mb)"
+            )
+        try:
+            with Image.open(stream) as image:  # reads the header only
+                width, height = image.size
+        except Image.DecompressionBombError as error:
+            return f"{error} (Pillow's limit, PIL.Image.MAX_IMAGE_PIXELS)"
+        except Exception as error:  # any failure means the file is unusable
+            return _first_line(error)
+    if width * height > limits.max_image_pixels:
+        return (
+            f"{width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{limits.max_image_pixels:,} (data.max_image_pixels)"
+        )
+    return None
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {
+        stat.S_ISDIR: "a folder",
+        stat.S_ISFIFO: "a FIFO",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+        stat.S_ISSOCK: "a socket",
+    }
+    return next((name for test, name in kinds.items() if test(mode)), "not a plain file")
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def _pillow_problem(path: str) -> str | None:
     """Returns why Pillow cannot decode `path`, or None when it can."""
     try:
-        if os.path.getsize(path) == 0:
-            return "empty file"
         pillow_decode(path)
     except Exception as error:  # any failure means the file is unusable
-        return str(error).splitlines()[0] if str(error) else type(error).__name__
+        return _first_line(error)
     return None
 
 

@@ -17,6 +17,9 @@ log = logging.getLogger("byol_keras")
 # NumPy, not a tf.constant: importing must not start TensorFlow's runtime, or a
 # MultiWorkerMirroredStrategy made afterwards cannot configure its collectives.
 _RGB_CHANNELS = np.array([[0, 0, 0], [0, 0, 0], [0, 1, 2], [0, 1, 2]], np.int32)
+# Labels at or above this are refused: a class count that large is a corrupt
+# label, and every class gets a name and a column of scores.
+MAX_CLASSES = 100_000
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,8 @@ def array_to_uint8(array: np.ndarray, where: str) -> np.ndarray:
     """
     if array.dtype == np.uint8:
         return array
+    if array.dtype.kind not in "biuf":
+        raise UsageError(f"data.source: {where} has dtype {array.dtype}; expected numeric pixels")
     if array.dtype == np.bool_:
         return array.astype(np.uint8) * 255
     if array.size == 0:
@@ -178,24 +183,35 @@ def array_to_uint8(array: np.ndarray, where: str) -> np.ndarray:
     )
 
 
-def labels_to_int32(labels: np.ndarray, count: int, where: str) -> np.ndarray:
-    """Checks that `labels` holds `count` non-negative integer class indices.
+def labels_to_int32(labels: np.ndarray, count: int | None, where: str) -> np.ndarray:
+    """Checks that `labels` holds `count` (any number if None) class indices 0 <= y < MAX_CLASSES.
+
+    Only integer dtypes are accepted: a float array may hold inf, NaN or 2.5,
+    and a bool array is a mask rather than class indices, so both are refused
+    rather than converted. Shapes (N,) and (N, 1) are accepted.
 
     ```python
     labels_to_int32(np.array([[3], [1]]), 2, "y_train")  # [3, 1]
     ```
     """
     labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise UsageError(
+            f"data.source: {where} has dtype {labels.dtype}; expected integer class indices "
+            "(convert with y.astype(int) if the values are whole numbers)"
+        )
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
-    if labels.ndim != 1 or len(labels) != count:
-        raise UsageError(
-            f"data.source: {where} has shape {labels.shape}; expected ({count},) like the images"
-        )
-    if labels.size and not np.array_equal(labels, np.round(labels)):
-        raise UsageError(f"data.source: {where} holds non-integer labels")
-    if labels.size and labels.min() < 0:
-        raise UsageError(f"data.source: {where} holds negative labels")
+    if labels.ndim != 1 or (count is not None and len(labels) != count):
+        expected = f"({count},) like the images" if count is not None else "(N,) or (N, 1)"
+        raise UsageError(f"data.source: {where} has shape {labels.shape}; expected {expected}")
+    if labels.size:
+        low, high = labels.min(), labels.max()
+        if low < 0 or high >= MAX_CLASSES:
+            raise UsageError(
+                f"data.source: {where} holds labels {low}..{high}; expected class indices "
+                f"0 <= y < {MAX_CLASSES:,}"
+            )
     return labels.astype(np.int32)
 
 

@@ -16,13 +16,15 @@ summary = compare_with_random_init("runs/quickstart")  # the quickstart's two pr
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from byol_keras.backbones import build_backbone
 from byol_keras.config import Config, load_config
-from byol_keras.data import load_source
+from byol_keras.data import ImageSource, load_source
 from byol_keras.data.labelled import check_classes, check_disjoint
 from byol_keras.errors import UsageError
 from byol_keras.evaluation.finetune import (
@@ -78,10 +80,10 @@ def evaluate_run(
     train_set, test_set, class_names = _labelled_sets(config, spec)
     backbone = _backbone(run, config, random_init=baseline == "random")
 
-    parameters, scores = _PROTOCOL_RUNNERS[protocol](
+    parameters, scores, train_labels, test_labels = _PROTOCOL_RUNNERS[protocol](
         backbone, config, train_set, test_set, len(class_names), label_fraction
     )
-    test_labels = test_set[1]
+    check_classes(train_labels, test_labels, class_names, "--data")
     result = {
         "protocol": protocol,
         "backbone": "random_init" if baseline == "random" else "pretrained",
@@ -90,7 +92,7 @@ def evaluate_run(
         "train_split": config.eval.train_split,
         "test_split": config.data.val_split,
         "image_size": config.data.image_size,
-        "n_train": int(len(train_set[1])),
+        "n_train": int(len(train_labels)),
         "max_train": config.eval.max_train,
         "n_test": int(len(test_labels)),
         "num_classes": len(class_names),
@@ -129,11 +131,42 @@ def compare_with_random_init(run_dir) -> dict:
     return summary
 
 
+@dataclass(frozen=True)
+class _LabelledSplit:
+    """A split read when a protocol needs it: embedded batch by batch, or as images.
+
+    Unlabelled examples are left out; `max_examples` keeps a seeded subset.
+    """
+
+    source: ImageSource
+    max_examples: int | None
+    seed: int
+
+    def features(self, embedder: Embedder) -> tuple[np.ndarray, np.ndarray]:
+        """Features and labels; only one batch of images is ever in memory."""
+        return self._nonempty(embedder.embed_source(self.source, self.max_examples, self.seed))
+
+    def images(self) -> tuple[np.ndarray, np.ndarray]:
+        """Images and labels, all in memory (fine-tuning trains on them for several epochs)."""
+        arrays = source_arrays(self.source, self.max_examples, self.seed, labelled_only=True)
+        return self._nonempty(arrays)
+
+    def _nonempty(self, arrays: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        if len(arrays[1]) == 0:
+            raise UsageError(f"--data: {self.source.description} has no labelled images")
+        return arrays
+
+
 def _labelled_sets(config: Config, spec: str):
-    """(images, labels) of the train and test splits, unlabelled examples left out."""
+    """The train and test splits as `_LabelledSplit`s, and the class names."""
     sources = [
         load_source(
-            spec, split=split, image_size=config.data.image_size, data_dir=config.data.data_dir
+            spec,
+            split=split,
+            image_size=config.data.image_size,
+            data_dir=config.data.data_dir,
+            max_file_mb=config.data.max_file_mb,
+            max_image_pixels=config.data.max_image_pixels,
         )
         for split in (config.eval.train_split, config.data.val_split)
     ]
@@ -145,12 +178,10 @@ def _labelled_sets(config: Config, spec: str):
             )
     check_disjoint(train_source, test_source, "--data")
     seed = config.train.seed
-    sets = [source_arrays(train_source, config.eval.max_train, seed), source_arrays(test_source)]
-    sets = [(images[labels >= 0], labels[labels >= 0]) for images, labels in sets]
-    for source, (_, labels) in zip(sources, sets, strict=True):
-        if len(labels) == 0:
-            raise UsageError(f"--data: {source.description} has no labelled images")
-    check_classes(sets[0][1], sets[1][1], train_source.class_names, "--data")
+    sets = [
+        _LabelledSplit(train_source, config.eval.max_train, seed),
+        _LabelledSplit(test_source, None, seed),
+    ]
     num_classes = max(train_source.num_classes, test_source.num_classes)
     names = train_source.class_names or test_source.class_names or []
     class_names = list(names) + [str(i) for i in range(len(names), num_classes)]
@@ -171,9 +202,10 @@ def _backbone(run: RunDirectory, config: Config, random_init: bool) -> keras.Mod
 
 def _linear(backbone, config, train_set, test_set, num_classes, _fraction):
     embedder = Embedder(backbone, config.eval.batch_size)
+    train_features, train_labels = train_set.features(embedder)
     probe = fit_linear_probe(
-        embedder.embed(train_set[0]),
-        train_set[1],
+        train_features,
+        train_labels,
         num_classes,
         l2=config.eval.linear_l2,
         max_iter=config.eval.linear_max_iter,
@@ -188,15 +220,18 @@ def _linear(backbone, config, train_set, test_set, num_classes, _fraction):
         "seed": config.train.seed,
         "augmentation": "none (resize only)",
     }
-    return parameters, probe.scores(embedder.embed(test_set[0]))
+    test_features, test_labels = test_set.features(embedder)
+    return parameters, probe.scores(test_features), train_labels, test_labels
 
 
 def _knn(backbone, config, train_set, test_set, num_classes, _fraction):
     embedder = Embedder(backbone, config.eval.batch_size)
+    train_features, train_labels = train_set.features(embedder)
+    test_features, test_labels = test_set.features(embedder)
     scores = knn_class_scores(
-        embedder.embed(train_set[0]),
-        train_set[1],
-        embedder.embed(test_set[0]),
+        train_features,
+        train_labels,
+        test_features,
         num_classes,
         k=config.eval.knn_k,
         temperature=config.eval.knn_temperature,
@@ -208,15 +243,16 @@ def _knn(backbone, config, train_set, test_set, num_classes, _fraction):
         "weighting": "exp(similarity / temperature), summed per class",
         "augmentation": "none (resize only)",
     }
-    return parameters, scores
+    return parameters, scores, train_labels, test_labels
 
 
 def _finetune(backbone, config, train_set, test_set, num_classes, fraction):
-    subset = balanced_subset(train_set[1], fraction, config.train.seed)
+    train_images, train_labels = train_set.images()
+    subset = balanced_subset(train_labels, fraction, config.train.seed)
     classifier = finetune_classifier(
         backbone,
-        train_set[0][subset],
-        train_set[1][subset],
+        train_images[subset],
+        train_labels[subset],
         num_classes,
         epochs=config.eval.finetune_epochs,
         learning_rate=config.eval.finetune_lr,
@@ -234,7 +270,9 @@ def _finetune(backbone, config, train_set, test_set, num_classes, fraction):
         "optimizer": "SGD, Nesterov momentum 0.9, cosine decay, no weight decay",
         "augmentation": "random crop (reflect pad 1/8) + horizontal flip",
     }
-    return parameters, predict_scores(classifier, test_set[0], config.eval.batch_size)
+    test_images, test_labels = test_set.images()
+    scores = predict_scores(classifier, test_images, config.eval.batch_size)
+    return parameters, scores, train_labels, test_labels
 
 
 _PROTOCOL_RUNNERS = {"linear": _linear, "knn": _knn, "finetune": _finetune}
