@@ -47,7 +47,7 @@ def make_run(root, config=RUN_CONFIG):
     model = BYOL(backbone, projection_dim=8, projector_hidden_dim=16, predictor_hidden_dim=16)
     model.save(run.model_path)
     backbone.save(run.backbone_path)
-    run.write_summary({"epochs": 1})
+    run.finish({"epochs": 1})
     return run
 
 
@@ -183,6 +183,7 @@ def test_compare_with_random_init_merges_both_probes_into_summary(tmp_path):
     on_disk = run.read_summary()
     assert on_disk == summary
     assert on_disk["epochs"] == 1  # what training wrote is kept
+    assert on_disk["finished"] is True  # and so is the finished mark
     assert (
         on_disk["linear_probe_top1"]
         == json.loads((run.eval_dir / "linear.json").read_text())["top1"]
@@ -203,7 +204,7 @@ def test_cli_refuses_a_run_without_model(tmp_path, capsys):
         capsys, ["evaluate", "--run", str(tmp_path / "empty"), "--protocol", "knn"]
     )
     assert code == 2
-    assert error.startswith("byol-keras: error: --run:") and "no finished model" in error
+    assert error.startswith("byol-keras: error: --run:") and "not a finished run" in error
 
 
 @pytest.mark.parametrize("fraction", ["0", "1.5", "-0.1"])
@@ -261,3 +262,4 @@ def test_embedder_scales_uint8_like_the_backbone_expects():
     images = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
     expected = backbone(images.astype(np.float32) / 255.0, training=False).numpy()
     np.testing.assert_allclose(Embedder(backbone, batch_size=2).embed(images), expected, atol=1e-5)
+

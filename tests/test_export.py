@@ -270,7 +270,7 @@ def test_failed_verification_exits_1_with_one_line_and_leaves_no_version(
     ("arguments", "message"),
     [
         (["--run", "{missing}"], "does not exist"),
-        (["--run", "{unfinished}"], "has no finished model"),
+        (["--run", "{unfinished}"], "is not a finished run"),
         (["--run", "{run}", "--name", "../escape"], "--name"),
         (["--run", "{run}", "--opset", "16"], "--opset: expected 17 to"),
         (["--run", "{run}", "--version", "0"], "--version: expected a positive integer"),
