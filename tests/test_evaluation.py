@@ -263,3 +263,30 @@ def test_embedder_scales_uint8_like_the_backbone_expects():
     expected = backbone(images.astype(np.float32) / 255.0, training=False).numpy()
     np.testing.assert_allclose(Embedder(backbone, batch_size=2).embed(images), expected, atol=1e-5)
 
+
+def test_results_on_other_data_get_their_own_file_and_never_overwrite(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    argv = ["evaluate", "--run", str(run.root), "--protocol", "knn", "--set", "eval.knn_k=5"]
+    assert main(argv) == 0
+    default = json.loads((run.eval_dir / "knn.json").read_text())
+    assert default["data"] == "digits"
+
+    rng = np.random.default_rng(0)
+    other = tmp_path / "other set.npz"
+    np.savez(other, x_train=rng.integers(0, 255, (40, 8, 8), dtype=np.uint8),
+             y_train=np.arange(40) % 4, x_test=rng.integers(0, 255, (20, 8, 8), dtype=np.uint8),
+             y_test=np.arange(20) % 4)  # fmt: skip
+    assert main([*argv, "--data", f"npz:{other}"]) == 0
+    files = sorted(p.name for p in run.eval_dir.iterdir())
+    assert len(files) == 2 and files[0] == "knn.json" and files[1].startswith("knn@npz_"), files
+    named = run.eval_dir / files[1]
+    assert json.loads(named.read_text())["num_classes"] == 4
+    assert json.loads((run.eval_dir / "knn.json").read_text()) == default  # untouched
+
+    # Another data set whose name gives the same file name is refused, not written over it.
+    capsys.readouterr()
+    clash = tmp_path / "other_set.npz"
+    clash.write_bytes(other.read_bytes())
+    code, error = _cli_error(capsys, [*argv, "--data", f"npz:{clash}"])
+    assert code == 2 and "holds a result on" in error and str(other) in error
+    assert json.loads(named.read_text())["data"] == f"npz:{other}"
