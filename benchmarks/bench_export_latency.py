@@ -53,6 +53,7 @@ def make_run(root: Path, backbone: str, image_size: int, width: int) -> RunDirec
     )
     model.save(run.model_path)
     model.online_backbone.save(run.backbone_path)
+    run.finish({"epochs": 0})
     return run
 
 

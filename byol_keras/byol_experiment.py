@@ -17,24 +17,29 @@ import tensorflow as tf
 from byol_keras.augment import image_batches, make_augmenter, pair_dataset
 from byol_keras.backbones import build_backbone, synchronize_batchnorm
 from byol_keras.callbacks import Checkpoints, Throughput
-from byol_keras.config import Config, save_config
+from byol_keras.config import Config
 from byol_keras.data import ImageSource, load_source
 from byol_keras.distribute import make_strategy, writable_run_dir
 from byol_keras.errors import UsageError
 from byol_keras.guards import CollapseWarning, StopOnNonFiniteLoss
+from byol_keras.interrupt import StopOnSignal
 from byol_keras.knn_monitor import KnnMonitor
 from byol_keras.model import BYOL
 from byol_keras.optimizers import build_optimizer
-from byol_keras.resume import remaining_fit_calls
+from byol_keras.resume import check_config_change, remaining_fit_calls
 from byol_keras.run_dir import RunDirectory
+from byol_keras.run_lock import run_lock
 
 log = logging.getLogger("byol_keras")
 
 
-def train(config: Config, output_dir: str | Path) -> dict:
+def train(config: Config, output_dir: str | Path, resume_with_changes: bool = False) -> dict:
     """Pretrains a backbone with BYOL as `config` says and returns the run summary.
 
-    Restarting with the same `output_dir` resumes from its latest checkpoint.
+    Restarting with the same `output_dir` resumes from its latest checkpoint
+    if the config matches the one recorded there; `resume_with_changes`
+    accepts a different one (see `resume.check_config_change`). Nothing is
+    written before the config, the data and the model have been built.
 
     ```python
     summary = train(load_config("configs/quickstart.yaml"), "runs/quickstart")
@@ -44,8 +49,6 @@ def train(config: Config, output_dir: str | Path) -> dict:
     started = time.perf_counter()
     # First: multi-worker collectives must be configured before TensorFlow runs an op.
     strategy = make_strategy(config.train.distribution)
-    run = RunDirectory(writable_run_dir(output_dir, strategy)).create()
-    save_config(config, run.config_path)
     _seed_everything(config.train.seed, config.train.deterministic)
     keras.mixed_precision.set_dtype_policy(config.train.precision)
 
@@ -93,69 +96,91 @@ def train(config: Config, output_dir: str | Path) -> dict:
             ),
             jit_compile=config.train.jit_compile,
         )
+    shared = RunDirectory(output_dir)  # the chief's: every worker restores its checkpoints
+    run = RunDirectory(writable_run_dir(output_dir, strategy))
+    monitor = _knn_monitor(config, run)  # opens data.val_source before anything is written
 
-    # 4. Callbacks: checkpoints to resume from, logs to watch.
-    checkpoints = Checkpoints(
-        model,
-        run.checkpoints_dir,
-        every_steps=config.train.checkpoint_every_steps,
-        keep=config.train.keep_checkpoints,
-    )
-    with strategy.scope():  # restoring builds the optimizer's slots, which must be mirrored
-        steps_done = checkpoints.restore()
-    if steps_done:
-        log.info("resuming from %s after %d steps", checkpoints.latest, steps_done)
-    throughput = Throughput(config.train.batch_size)
-    collapse = CollapseWarning(config.train.collapse_threshold, config.train.collapse_patience)
-    metrics_csv = keras.callbacks.CSVLogger(str(run.metrics_path), append=steps_done > 0)
-    callbacks = [
-        StopOnNonFiniteLoss(),  # before Checkpoints, so that a diverged step is never saved
-        checkpoints,
-        throughput,
-        collapse,
-        keras.callbacks.TensorBoard(str(run.logs_dir), update_freq="epoch"),
-        # Before CSVLogger, which takes its columns from the logs it is handed.
-        *_knn_monitor(config, run),
-        metrics_csv,
-    ]
-
-    # 5. Training: the rest of an interrupted epoch, then the whole epochs left.
-    history: dict[str, list] = {}
-    for call in remaining_fit_calls(steps_done, steps_per_epoch, config.train.epochs):
-        result = model.fit(
-            batches,
-            epochs=call.epochs,
-            steps_per_epoch=call.steps_per_epoch,
-            initial_epoch=call.initial_epoch,
-            callbacks=callbacks,
-            verbose=config.train.verbose,
+    # 4. The run directory, held by this process alone from here on.
+    with run_lock(run.lock_path):
+        checkpoints = Checkpoints(
+            model,
+            run.checkpoints_dir,
+            every_steps=config.train.checkpoint_every_steps,
+            keep=config.train.keep_checkpoints,
+            restore_from=shared.checkpoints_dir,
         )
-        metrics_csv.append = True  # the next call continues the same file
-        for key, values in result.history.items():
-            history.setdefault(key, []).extend(values)
+        if checkpoints.latest_to_restore is not None:
+            changed = check_config_change(
+                shared.read_config_dict(), config, resume_with_changes, where=str(shared.root)
+            )
+            if changed:
+                log.info("resuming with changed config keys: %s", ", ".join(changed))
+        run.mark_unfinished()
+        run.write_config(config)
+        with strategy.scope():  # restoring builds the optimizer's slots, which must be mirrored
+            steps_done = checkpoints.restore()
+            # The checkpoint holds the τ schedule's length it was trained with; a run
+            # given more epochs must follow the new length, as its learning rate does.
+            model.total_steps.assign(total_updates)
+        if steps_done:
+            log.info("resuming from %s after %d steps", checkpoints.latest_to_restore, steps_done)
 
-    # 6. The run directory: final model, standalone backbone, summary.
-    model.save(run.model_path)
-    model.online_backbone.save(run.backbone_path)
-    last = {key: values[-1] for key, values in history.items() if values}
-    summary = {
-        "epochs": config.train.epochs,
-        "steps": int(model.optimizer.iterations.numpy()),
-        "final_loss": last.get("loss"),
-        "final_collapse": last.get("collapse"),
-        "final_tau": last.get("tau"),
-        "final_knn_top1": last.get("knn_top1"),
-        "images_per_second": throughput.images_per_second,
-        "skipped_files": source.skipped_files,
-        "train_examples": source.num_examples,
-        "wall_time_seconds": time.perf_counter() - started,
-        "resumed_from_epoch": steps_done // steps_per_epoch,
-        "resumed_from_step": steps_done,
-        "warnings": collapse.warnings,
-        "replicas": strategy.num_replicas_in_sync,
-    }
-    run.write_summary({**run.read_summary(), **summary})
-    return summary
+        # 5. Training: the rest of an interrupted epoch, then the whole epochs left.
+        throughput = Throughput(config.train.batch_size)
+        collapse = CollapseWarning(config.train.collapse_threshold, config.train.collapse_patience)
+        metrics_csv = keras.callbacks.CSVLogger(str(run.metrics_path), append=steps_done > 0)
+        # Ctrl-C and SIGTERM save a checkpoint at the next update and raise TrainingInterrupted.
+        stop_on_signal = StopOnSignal(checkpoints)
+        callbacks = [
+            StopOnNonFiniteLoss(),  # before Checkpoints, so that a diverged step is never saved
+            checkpoints,
+            stop_on_signal,  # saves through Checkpoints, after the loss was found finite
+            throughput,
+            collapse,
+            keras.callbacks.TensorBoard(str(run.logs_dir), update_freq="epoch"),
+            # Before CSVLogger, which takes its columns from the logs it is handed.
+            *monitor,
+            metrics_csv,
+        ]
+        history: dict[str, list] = {}
+        with stop_on_signal:
+            for call in remaining_fit_calls(steps_done, steps_per_epoch, config.train.epochs):
+                result = model.fit(
+                    batches,
+                    epochs=call.epochs,
+                    steps_per_epoch=call.steps_per_epoch,
+                    initial_epoch=call.initial_epoch,
+                    callbacks=callbacks,
+                    verbose=config.train.verbose,
+                )
+                metrics_csv.append = True  # the next call continues the same file
+                for key, values in result.history.items():
+                    history.setdefault(key, []).extend(values)
+            if stop_on_signal.received is not None:  # arrived after the last batch ended
+                stop_on_signal.stop()
+
+        # 6. The run directory: final model, standalone backbone, and last, the summary.
+        model.save(run.model_path)
+        model.online_backbone.save(run.backbone_path)
+        last = {key: values[-1] for key, values in history.items() if values}
+        return run.finish(
+            {
+                "epochs": config.train.epochs,
+                "steps": int(model.optimizer.iterations.numpy()),
+                "final_loss": last.get("loss"),
+                "final_collapse": last.get("collapse"),
+                "final_tau": last.get("tau"),
+                "final_knn_top1": last.get("knn_top1"),
+                "images_per_second": throughput.images_per_second,
+                "skipped_files": source.skipped_files,
+                "train_examples": source.num_examples,
+                "wall_time_seconds": time.perf_counter() - started,
+                "resumed_from_epoch": steps_done // steps_per_epoch,
+                "resumed_from_step": steps_done,
+                "warnings": collapse.warnings,
+                "replicas": strategy.num_replicas_in_sync,
+            }
+        )
 
 
 def build_model(config: Config, total_steps: int, augmenter=None) -> BYOL:

@@ -6,7 +6,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from byol_keras.errors import TrainingDiverged
+from byol_keras.errors import TrainingDiverged, UsageError
 from byol_keras.steps import accumulation_steps, batches_done
 
 
@@ -50,6 +50,8 @@ class Checkpoints(keras.callbacks.Callback):
     resumes the weights, the target network, the optimizer's state and its
     step counter, and so the τ and learning-rate schedules. A state with
     non-finite weights is never saved: `save()` raises `TrainingDiverged`.
+    `restore_from` names another directory to restore from (a non-chief
+    worker restores the chief's checkpoints and writes its own elsewhere).
 
     ```python
     checkpoints = Checkpoints(model, "runs/x/checkpoints", every_steps=500)
@@ -63,9 +65,11 @@ class Checkpoints(keras.callbacks.Callback):
         directory: str | Path,
         every_steps: int | None = None,
         keep: int = 2,
+        restore_from: str | Path | None = None,
     ):
         super().__init__()
         self.every_steps = every_steps
+        self._restore_from = str(restore_from if restore_from is not None else directory)
         self._checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
         self._manager = tf.train.CheckpointManager(
             self._checkpoint, str(directory), max_to_keep=keep
@@ -75,14 +79,27 @@ class Checkpoints(keras.callbacks.Callback):
     def latest(self) -> str | None:
         return self._manager.latest_checkpoint
 
+    @property
+    def latest_to_restore(self) -> str | None:
+        """The checkpoint `restore()` would restore, None when there is none."""
+        return tf.train.latest_checkpoint(self._restore_from)
+
     def restore(self) -> int:
         """Restores the latest checkpoint if there is one; returns the batches it had trained."""
-        if self.latest is None:
+        latest = self.latest_to_restore
+        if latest is None:
             return 0
         # Optimizer slots are created lazily; build them first so that the
         # restore fills them instead of deferring.
         self.model_to_restore.optimizer.build(self.model_to_restore.trainable_variables)
-        self._checkpoint.restore(self.latest).assert_existing_objects_matched()
+        try:
+            self._checkpoint.restore(latest).assert_existing_objects_matched()
+        except (AssertionError, ValueError) as error:  # shapes or objects that differ
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise UsageError(
+                f"checkpoint {latest} does not fit this model ({first_line}); "
+                "use a new --output to start afresh"
+            ) from None
         return batches_done(self.model_to_restore.optimizer)
 
     @property

@@ -2,6 +2,8 @@
 
 Usage and config errors print one line, `byol-keras: error: ...`, and exit
 with code 2; a diverged training run prints the same kind of line and exits 1.
+Ctrl-C or SIGTERM during `train` saves a checkpoint, prints one line and
+exits with 130 or 143.
 """
 
 import argparse
@@ -11,8 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from byol_keras.errors import TrainingDiverged, UsageError
+from byol_keras.errors import TrainingDiverged, TrainingInterrupted, UsageError
 from byol_keras.export_verify import ExportError
+from byol_keras.resume import RESUME_WITH_CHANGES
 
 QUICKSTART = Path(__file__).with_name("quickstart.yaml")
 
@@ -27,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="YAML config (default: the digits quickstart)")
     _add_overrides(train)
     train.add_argument("--output", help="run directory (default: runs/<config name>)")
+    train.add_argument(
+        RESUME_WITH_CHANGES,
+        action="store_true",
+        help="resume the checkpoints in --output although the config differs from theirs "
+        "(e.g. more epochs, a lower learning rate)",
+    )
 
     evaluate = commands.add_parser("evaluate", help="linear probe, kNN or fine-tuning")
     evaluate.add_argument("--run", required=True, help="run directory of a finished training")
@@ -73,7 +82,7 @@ def run_train(args: argparse.Namespace) -> int:
     from byol_keras.byol_experiment import train
 
     output = Path(args.output or Path("runs") / config_path.stem)
-    summary = train(config, output)
+    summary = train(config, output, resume_with_changes=args.resume_with_changes)
     if config.eval.final_linear_probe:
         from byol_keras.evaluation import compare_with_random_init
 
@@ -148,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     except ExportError as error:  # an artifact failed its checks: not the user's mistake
         print(f"byol-keras: export failed: {error}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as stop:  # the shell's code for a process ended by the signal
+        print(f"byol-keras: {stop}", file=sys.stderr)
+        return 128 + stop.signum
+    except KeyboardInterrupt:  # Ctrl-C outside training: nothing to save
+        print("byol-keras: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ importing byol_keras runs no op. Later calls return the same strategy.
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import tensorflow as tf
@@ -77,11 +76,17 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 def writable_run_dir(output_dir: str | Path, strategy: tf.distribute.Strategy) -> Path:
-    """`output_dir` for the chief, a fresh temporary folder for every other worker.
+    """`output_dir` for the chief, `<output_dir>/.workers/<task>-<index>` for every other worker.
 
     Every worker must still save checkpoints and models, because saving
     distributed variables can take part in collectives; only the chief's
-    copies are kept, so the others write where nobody reads.
+    copies are read by evaluation and export. Every worker restores the
+    chief's checkpoints (`output_dir/checkpoints`), so that a restarted
+    cluster resumes from one state, and writes its own where nobody else
+    does. This is how TensorFlow's multi-worker fault tolerance
+    (tf.keras `BackupAndRestore`) works: all workers read the chief's
+    directory, non-chief workers write apart. The folder is fixed per task,
+    not a new temporary one, so that restarts reuse it instead of piling up.
 
     ```python
     run = RunDirectory(writable_run_dir("runs/x", strategy)).create()
@@ -89,4 +94,5 @@ def writable_run_dir(output_dir: str | Path, strategy: tf.distribute.Strategy) -
     """
     if is_chief(strategy):
         return Path(output_dir)
-    return Path(tempfile.mkdtemp(prefix="byol-worker-"))
+    resolver = strategy.cluster_resolver
+    return Path(output_dir) / ".workers" / f"{resolver.task_type}-{resolver.task_id}"

@@ -19,9 +19,28 @@ class TrainingDiverged(RuntimeError):
     Not the user's mistake in a flag, so the CLI prints the one-line message
     as `byol-keras: error: <message>` and exits with code 1. The latest
     checkpoint is still the last good one; lowering the learning rate and
-    rerunning resumes from it.
+    rerunning with `--resume-with-changes` resumes from it.
 
     ```python
     raise TrainingDiverged("loss is nan at step 120; latest good checkpoint: step 100")
     ```
     """
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGINT or SIGTERM after saving a checkpoint at `step`.
+
+    The CLI prints one line and exits with 128 + the signal number (130 for
+    Ctrl-C, 143 for SIGTERM), as a shell does for a process killed by it.
+
+    ```python
+    raise TrainingInterrupted(signal.SIGTERM, step=57)
+    ```
+    """
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(
+            f"interrupted at step {step}; checkpoint saved, rerun the same command to resume"
+        )
+        self.signum = int(signum)
+        self.step = step

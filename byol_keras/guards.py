@@ -48,7 +48,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         raise TrainingDiverged(
             f"training diverged: the loss is {float(loss)} at step {step} "
             f"(epoch {self._epoch + 1}); nothing after the last checkpoint was saved, "
-            "lower optimizer.base_lr and rerun to resume from it"
+            "lower optimizer.base_lr and rerun with --resume-with-changes to resume from it"
         )
 
 

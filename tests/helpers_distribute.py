@@ -2,8 +2,8 @@
 
 `python tests/helpers_distribute.py mirrored OUT.npz` trains the same tiny BYOL
 on one device and under a 2-replica MirroredStrategy and writes both results.
-`python tests/helpers_distribute.py worker RUN_DIR OUT.npz` runs `train()` as one
-worker of the cluster in TF_CONFIG and writes its final weights.
+`python tests/helpers_distribute.py worker RUN_DIR OUT.npz [STEPS [EVERY]]` runs
+`train()` as one worker of the cluster in TF_CONFIG and writes its final weights.
 """
 
 import os
@@ -84,7 +84,7 @@ def _flat(variables) -> np.ndarray:
     return np.concatenate([np.ravel(v.numpy()) for v in variables])
 
 
-def worker(run_dir: str, out_path: str) -> None:
+def worker(run_dir: str, out_path: str, steps: str = "3", every_steps: str = "null") -> None:
     from byol_keras.byol_experiment import train
     from byol_keras.config import load_config
 
@@ -104,28 +104,27 @@ def worker(run_dir: str, out_path: str) -> None:
             "optimizer.warmup_epochs=0",
             "train.batch_size=16",
             "train.epochs=1",
-            "train.steps_per_epoch=3",
+            f"train.steps_per_epoch={steps}",
+            f"train.checkpoint_every_steps={every_steps}",
             "train.distribution=multi_worker",
             "train.verbose=0",
         ],
     )
     summary = train(config, run_dir)
-    import glob
     import json
-    import tempfile
 
     import keras
 
-    # The chief writes RUN_DIR; the other worker a byol-worker-* folder in its temp dir.
+    # The chief writes RUN_DIR; the other worker RUN_DIR/.workers/worker-1.
     task = json.loads(os.environ["TF_CONFIG"])["task"]
-    scratch = glob.glob(os.path.join(tempfile.gettempdir(), "byol-worker-*"))
-    wrote_to = run_dir if task["index"] == 0 else scratch[0]
+    wrote_to = run_dir if task["index"] == 0 else os.path.join(run_dir, ".workers", "worker-1")
     model = keras.models.load_model(os.path.join(wrote_to, "model.keras"))
     np.savez(
         out_path,
         online=_flat(model.online_backbone.weights + _heads(model)),
         target=_flat(model.target_backbone.weights + _target_head(model)),
         steps=summary["steps"],
+        resumed_from_step=summary["resumed_from_step"],
         loss=summary["final_loss"],
         wrote_to=wrote_to,
     )

@@ -63,6 +63,7 @@ def make_finished_run(
         keras.mixed_precision.set_dtype_policy("float32")
     model.save(run.model_path)
     model.online_backbone.save(run.backbone_path)
+    run.finish({"epochs": 1})
     return run
 
 

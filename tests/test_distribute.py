@@ -6,9 +6,11 @@ multi-worker collectives must be configured before TensorFlow starts.
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -83,50 +85,82 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_worker_processes_train_in_step_and_only_the_chief_writes_the_run(tmp_path):
+def _start_workers(tmp_path, run_dir, tag, *helper_args) -> list:
+    """Two localhost workers of one cluster, running `helper_args` of the worker helper."""
     cluster = {"worker": [f"localhost:{_free_port()}" for _ in range(2)]}
-    run_dir = tmp_path / "run"
     workers = []
     for index in range(2):
-        scratch = tmp_path / f"tmp{index}"
-        scratch.mkdir()
         config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        out = tmp_path / f"{tag}{index}.npz"
         workers.append(
             subprocess.Popen(
-                [
-                    sys.executable,
-                    str(HELPER),
-                    "worker",
-                    str(run_dir),
-                    str(tmp_path / f"{index}.npz"),
-                ],
-                env=_env(TF_CONFIG=config, TMPDIR=str(scratch)),
+                [sys.executable, str(HELPER), "worker", str(run_dir), str(out), *helper_args],
+                env=_env(TF_CONFIG=config),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
             )
         )
+    return workers
+
+
+def _finish(workers) -> None:
     try:
-        outputs = [worker.communicate(timeout=180)[0] for worker in workers]
+        outputs = [worker.communicate(timeout=240)[0] for worker in workers]
     finally:
         for worker in workers:
             worker.kill()
     for worker, output in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, output[-3000:]
 
-    chief, other = (np.load(tmp_path / f"{index}.npz") for index in range(2))
+
+@pytest.mark.slow
+def test_two_worker_processes_train_in_step_and_only_the_chief_writes_the_run(tmp_path):
+    run_dir = tmp_path / "run"
+    _finish(_start_workers(tmp_path, run_dir, "w"))
+
+    chief, other = (np.load(tmp_path / f"w{index}.npz") for index in range(2))
     assert int(chief["steps"]) == int(other["steps"]) == 3
     np.testing.assert_array_equal(chief["online"], other["online"])
     np.testing.assert_array_equal(chief["target"], other["target"])
     # Training did happen: the EMA left the target behind the online network.
     assert not np.allclose(chief["online"][: chief["target"].size], chief["target"])
     assert np.isfinite(float(chief["loss"]))
-    # Only the chief wrote the shared run directory; worker 1 wrote to its own temp dir.
+    # The chief wrote the run directory; worker 1 its own folder inside it, never read back.
     assert str(chief["wrote_to"]) == str(run_dir)
-    assert Path(str(other["wrote_to"])).is_relative_to(tmp_path / "tmp1")
+    assert str(other["wrote_to"]) == str(run_dir / ".workers" / "worker-1")
     assert json.loads((run_dir / "summary.json").read_text())["replicas"] == 2
-    assert not any((tmp_path / "tmp0").glob("byol-worker-*"))
+    assert sorted(p.name for p in (run_dir / ".workers").iterdir()) == ["worker-1"]
+
+
+def _latest_step(checkpoints: Path) -> int:
+    latest = tf.train.latest_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
+@pytest.mark.slow
+def test_killed_workers_restart_from_the_chiefs_checkpoint_and_end_identical(tmp_path):
+    run_dir, steps, every = tmp_path / "run", 12, 2
+    first = _start_workers(tmp_path, run_dir, "first", str(steps), str(every))
+    deadline = time.monotonic() + 240
+    while _latest_step(run_dir / "checkpoints") < every and all(w.poll() is None for w in first):
+        assert time.monotonic() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.02)
+    for worker in first:
+        worker.send_signal(signal.SIGKILL)
+    outputs = [worker.communicate()[0] for worker in first]
+    assert [w.returncode for w in first] == [-signal.SIGKILL] * 2, outputs[0][-2000:]
+    assert not (run_dir / "model.keras").exists(), "the run finished before it was killed"
+    killed_at = _latest_step(run_dir / "checkpoints")
+    assert 0 < killed_at < steps
+
+    _finish(_start_workers(tmp_path, run_dir, "second", str(steps), str(every)))
+    chief, other = (np.load(tmp_path / f"second{index}.npz") for index in range(2))
+    # Both restored the chief's latest checkpoint, so both ran the same steps after it.
+    assert int(chief["resumed_from_step"]) == int(other["resumed_from_step"]) >= killed_at
+    assert int(chief["steps"]) == int(other["steps"]) == steps
+    np.testing.assert_array_equal(chief["online"], other["online"])
+    np.testing.assert_array_equal(chief["target"], other["target"])
 
 
 def test_importing_byol_keras_leaves_tensorflow_unstarted():

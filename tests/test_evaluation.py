@@ -49,7 +49,7 @@ def make_run(root, config=RUN_CONFIG):
     model = BYOL(backbone, projection_dim=8, projector_hidden_dim=16, predictor_hidden_dim=16)
     model.save(run.model_path)
     backbone.save(run.backbone_path)
-    run.write_summary({"epochs": 1})
+    run.finish({"epochs": 1})
     return run
 
 
@@ -185,6 +185,7 @@ def test_compare_with_random_init_merges_both_probes_into_summary(tmp_path):
     on_disk = run.read_summary()
     assert on_disk == summary
     assert on_disk["epochs"] == 1  # what training wrote is kept
+    assert on_disk["finished"] is True  # and so is the finished mark
     assert (
         on_disk["linear_probe_top1"]
         == json.loads((run.eval_dir / "linear.json").read_text())["top1"]
@@ -205,7 +206,7 @@ def test_cli_refuses_a_run_without_model(tmp_path, capsys):
         capsys, ["evaluate", "--run", str(tmp_path / "empty"), "--protocol", "knn"]
     )
     assert code == 2
-    assert error.startswith("byol-keras: error: --run:") and "no finished model" in error
+    assert error.startswith("byol-keras: error: --run:") and "not a finished run" in error
 
 
 @pytest.mark.parametrize("fraction", ["0", "1.5", "-0.1"])
@@ -358,3 +359,31 @@ def test_evaluation_never_holds_the_images_in_memory(tmp_path):
     assert (result["n_train"], result["n_test"]) == (1437, 360)
     # NumPy reports its allocations to tracemalloc: holding the images would take image_bytes.
     assert peak < image_bytes / 4, (peak, image_bytes)
+
+
+def test_results_on_other_data_get_their_own_file_and_never_overwrite(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    argv = ["evaluate", "--run", str(run.root), "--protocol", "knn", "--set", "eval.knn_k=5"]
+    assert main(argv) == 0
+    default = json.loads((run.eval_dir / "knn.json").read_text())
+    assert default["data"] == "digits"
+
+    rng = np.random.default_rng(0)
+    other = tmp_path / "other set.npz"
+    np.savez(other, x_train=rng.integers(0, 255, (40, 8, 8), dtype=np.uint8),
+             y_train=np.arange(40) % 4, x_test=rng.integers(0, 255, (20, 8, 8), dtype=np.uint8),
+             y_test=np.arange(20) % 4)  # fmt: skip
+    assert main([*argv, "--data", f"npz:{other}"]) == 0
+    files = sorted(p.name for p in run.eval_dir.iterdir())
+    assert len(files) == 2 and files[0] == "knn.json" and files[1].startswith("knn@npz_"), files
+    named = run.eval_dir / files[1]
+    assert json.loads(named.read_text())["num_classes"] == 4
+    assert json.loads((run.eval_dir / "knn.json").read_text()) == default  # untouched
+
+    # Another data set whose name gives the same file name is refused, not written over it.
+    capsys.readouterr()
+    clash = tmp_path / "other_set.npz"
+    clash.write_bytes(other.read_bytes())
+    code, error = _cli_error(capsys, [*argv, "--data", f"npz:{clash}"])
+    assert code == 2 and "holds a result on" in error and str(other) in error
+    assert json.loads(named.read_text())["data"] == f"npz:{other}"

@@ -282,7 +282,7 @@ def test_export_helpers_do_not_import_from_the_working_directory(run, tmp_path, 
     ("arguments", "message"),
     [
         (["--run", "{missing}"], "does not exist"),
-        (["--run", "{unfinished}"], "has no finished model"),
+        (["--run", "{unfinished}"], "is not a finished run"),
         (["--run", "{run}", "--name", "../escape"], "--name"),
         (["--run", "{run}", "--opset", "16"], "--opset: expected 17 to"),
         (["--run", "{run}", "--version", "0"], "--version: expected a positive integer"),

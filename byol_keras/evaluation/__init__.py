@@ -4,8 +4,9 @@ Which data: `--data` (default: the run's `data.val_source`) gives both sets;
 the classifier is fitted on its `eval.train_split` split ("train") and
 reported on its `data.val_split` split ("test"), at the run's image size and
 without augmentation. Accuracies are fractions in [0, 1]. Each protocol
-writes `<run>/eval/<protocol>[-<fraction>pct][-random].json`; `-random` is the
-same protocol on the same architecture, untrained (`--baseline random`).
+writes `<run>/eval/<protocol>[-<fraction>pct][-random][@<data>].json`; `-random`
+is the same protocol on the same architecture, untrained (`--baseline random`),
+and `@<data>` names a `--data` other than the run's `data.val_source`.
 
 ```python
 result = evaluate_run("runs/mnist", "linear")
@@ -15,6 +16,7 @@ summary = compare_with_random_init("runs/quickstart")  # the quickstart's two pr
 """
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +79,11 @@ def evaluate_run(
         raise UsageError(
             f"--data: run '{run.root}' has no data.val_source; pass --data with a labelled source"
         )
+    name = _result_name(protocol, label_fraction, baseline)
+    if spec != load_config(run.config_path).data.val_source:  # the run's own, not --set's
+        name += f"@{_slug(spec)}"
+    path = run.eval_dir / f"{name}.json"
+    _refuse_other_data(path, spec)
     train_set, test_set, class_names = _labelled_sets(config, spec)
     backbone = _backbone(run, config, random_init=baseline == "random")
 
@@ -103,7 +110,6 @@ def evaluate_run(
     if len(class_names) >= 5:
         result["top5"] = top_k_accuracy(scores, test_labels, 5)
     result["wall_time_seconds"] = time.perf_counter() - started
-    path = run.eval_dir / f"{_result_name(protocol, label_fraction, baseline)}.json"
     result["summary_line"] = _summary_line(result, path)
     run.eval_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(result, indent=2))
@@ -283,6 +289,25 @@ def _result_name(protocol: str, fraction: float | None, baseline: str | None) ->
     if protocol == "finetune":
         name += f"-{fraction * 100:g}pct"
     return f"{name}-random" if baseline == "random" else name
+
+
+def _slug(spec: str, limit: int = 80) -> str:
+    """`spec` as a file-name part: runs of other characters than `A-Za-z0-9._-` become `_`."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", spec).strip("_.")[:limit] or "data"
+
+
+def _refuse_other_data(path: Path, spec: str) -> None:
+    """Two data sets whose names give the same slug must not overwrite each other's result."""
+    if not path.is_file():
+        return
+    try:
+        previous = json.loads(path.read_text()).get("data")
+    except (ValueError, AttributeError):
+        return  # unreadable: replacing it loses nothing
+    if previous not in (None, spec):
+        raise UsageError(
+            f"--data: {path} holds a result on {previous!r}, not {spec!r}; move it away first"
+        )
 
 
 def _summary_line(result: dict, path: Path) -> str:
