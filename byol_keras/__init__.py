@@ -13,25 +13,38 @@ model.fit(pairs, epochs=10, steps_per_epoch=source.num_examples // 128)
 
 import importlib
 
-from byol_keras.augment import BYOLAugmenter, image_batches, make_augmenter, pair_dataset
-from byol_keras.backbones import build_backbone, resnet, tiny_cnn
-from byol_keras.config import Config, load_config
-from byol_keras.data import ImageSource, load_source
-from byol_keras.errors import UsageError
-from byol_keras.heads import mlp_head
-from byol_keras.losses import collapse_indicator, normalized_mse, symmetric_byol_loss
-from byol_keras.model import BYOL
-from byol_keras.schedules import WarmupCosine, cosine_tau
-from byol_keras.view_params import ViewParams, view_params
-
-# Heavier entry points (training loop, evaluation with scikit-learn and
-# matplotlib, export with tf2onnx) load on first use.
+# Every public name loads its module on first use, so that `import byol_keras`
+# imports neither TensorFlow nor Keras. The command line relies on this: it
+# must quiet TensorFlow's start-up logging before TensorFlow is first imported,
+# and `byol-keras` and `python -m byol_keras` run this file before cli.main.
+# `from byol_keras import BYOL` (or any name) imports what that name needs.
 _LAZY = {
-    "train": "byol_keras.byol_experiment",
+    "BYOL": "byol_keras.model",
+    "BYOLAugmenter": "byol_keras.augment",
+    "Config": "byol_keras.config",
+    "ImageSource": "byol_keras.data",
     "LARS": "byol_keras.lars",
+    "UsageError": "byol_keras.errors",
+    "ViewParams": "byol_keras.view_params",
+    "WarmupCosine": "byol_keras.schedules",
+    "build_backbone": "byol_keras.backbones",
+    "collapse_indicator": "byol_keras.losses",
+    "cosine_tau": "byol_keras.schedules",
     "evaluate_run": "byol_keras.evaluation",
-    "visualize_run": "byol_keras.visualize",
     "export_run": "byol_keras.export",
+    "image_batches": "byol_keras.augment",
+    "load_config": "byol_keras.config",
+    "load_source": "byol_keras.data",
+    "make_augmenter": "byol_keras.augment",
+    "mlp_head": "byol_keras.heads",
+    "normalized_mse": "byol_keras.losses",
+    "pair_dataset": "byol_keras.augment",
+    "resnet": "byol_keras.backbones",
+    "symmetric_byol_loss": "byol_keras.losses",
+    "tiny_cnn": "byol_keras.backbones",
+    "train": "byol_keras.byol_experiment",
+    "view_params": "byol_keras.view_params",
+    "visualize_run": "byol_keras.visualize",
 }
 
 
@@ -41,28 +54,9 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'byol_keras' has no attribute {name!r}")
 
 
-__all__ = [
-    "BYOL",
-    "BYOLAugmenter",
-    "Config",
-    "ImageSource",
-    "UsageError",
-    "ViewParams",
-    "WarmupCosine",
-    "build_backbone",
-    "collapse_indicator",
-    "cosine_tau",
-    "image_batches",
-    "load_config",
-    "load_source",
-    "make_augmenter",
-    "mlp_head",
-    "normalized_mse",
-    "pair_dataset",
-    "resnet",
-    "symmetric_byol_loss",
-    "tiny_cnn",
-    "view_params",
-    *_LAZY,
-]
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = sorted(_LAZY)
 __version__ = "0.1.0"

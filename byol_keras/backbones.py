@@ -4,6 +4,9 @@ Every backbone takes float32 images in [0, 1] of shape (size, size, 3) and
 returns pooled features of shape (features,). The ImageNet mean/std
 standardisation is the backbone's first layer, so exported models need only
 scale uint8 pixels to [0, 1].
+
+`input_image_shape` and `feature_size` tell BYOL what it needs to know about
+any Keras backbone, including ones built elsewhere.
 """
 
 import keras
@@ -151,6 +154,57 @@ def _application_backbone(application, name: str, image_size: int) -> keras.Mode
         raise UsageError(f"model.backbone: {name} cannot be built: {message}") from None
     outputs = base(x)
     return keras.Model(inputs, outputs, name=name.lower())
+
+
+def input_image_shape(backbone: keras.Model, input_shape=None) -> tuple:
+    """The shape of one input image: `input_shape` if given, else the backbone's own `Input`.
+
+    Raises `UsageError` when the backbone declares no input (a subclassed
+    model, or a Sequential without `keras.Input`) and `input_shape` is None.
+
+    ```python
+    input_image_shape(build_backbone("tiny", image_size=16))  # (16, 16, 3)
+    ```
+    """
+    if input_shape is not None:
+        return tuple(input_shape)
+    # Functional models, and Sequential ones once they have an Input, declare it.
+    inputs = getattr(backbone, "inputs", None)
+    if not inputs:
+        raise UsageError(
+            f"BYOL: cannot infer the input shape of backbone {backbone.name!r} "
+            f"({type(backbone).__name__} without keras.Input); pass input_shape=, "
+            "e.g. BYOL(backbone, input_shape=(32, 32, 3))"
+        )
+    if len(inputs) != 1:
+        raise UsageError(
+            f"BYOL: backbone {backbone.name!r} must take one image input. "
+            f"Received: {len(inputs)} inputs"
+        )
+    return tuple(inputs[0].shape[1:])
+
+
+def feature_size(backbone: keras.Model, image_shape: tuple) -> int:
+    """The size of the backbone's features, building the backbone first if it is not built.
+
+    Raises `UsageError` unless the backbone returns pooled features `[batch, features]`.
+
+    ```python
+    feature_size(keras.applications.MobileNet(include_top=False, weights=None,
+                                              pooling="avg"), (32, 32, 3))  # 1024
+    ```
+    """
+    images = keras.KerasTensor((None, *image_shape))
+    # A symbolic call is Keras's way to build a model (and creates its variables);
+    # a built model only needs its output shape computed.
+    features = backbone.compute_output_spec(images) if backbone.built else backbone(images)
+    if not isinstance(features, keras.KerasTensor) or len(features.shape) != 2:
+        shape = getattr(features, "shape", type(features).__name__)
+        raise UsageError(
+            f"BYOL: backbone {backbone.name!r} must return pooled features [batch, features] "
+            f"(add keras.layers.GlobalAveragePooling2D or pooling='avg'). Received: {shape}"
+        )
+    return int(features.shape[-1])
 
 
 def synchronize_batchnorm(model: keras.Model) -> keras.Model:

@@ -152,6 +152,7 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
                     initial_epoch=call.initial_epoch,
                     callbacks=callbacks,
                     verbose=config.train.verbose,
+                    shuffle=False,  # the data shuffles itself; Keras warns it ignores shuffle=True
                 )
                 metrics_csv.append = True  # the next call continues the same file
                 for key, values in result.history.items():
@@ -186,8 +187,9 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
 def build_model(config: Config, total_steps: int, augmenter=None) -> BYOL:
     """The BYOL model the config describes, with the τ schedule over `total_steps`.
 
-    Build it inside `strategy.scope()`: with more than one replica the heads'
-    BatchNorm is synchronised (and the backbone's if `model.sync_batchnorm_backbone`).
+    Build it inside `strategy.scope()`: with more than one replica BYOL synchronises
+    the heads' BatchNorm, and the backbone's is synchronised too when
+    `model.sync_batchnorm_backbone` is set.
     """
     backbone = build_backbone(
         config.model.backbone,
@@ -205,7 +207,6 @@ def build_model(config: Config, total_steps: int, augmenter=None) -> BYOL:
         tau_base=config.model.tau_base,
         total_steps=total_steps,
         augmenter=augmenter,
-        sync_batchnorm=tf.distribute.get_strategy().num_replicas_in_sync > 1,
     )
 
 

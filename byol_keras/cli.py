@@ -4,13 +4,17 @@ Usage and config errors print one line, `byol-keras: error: ...`, and exit
 with code 2; a diverged training run prints the same kind of line and exits 1.
 Ctrl-C or SIGTERM during `train` saves a checkpoint, prints one line and
 exits with 130 or 143.
+TensorFlow's own start-up messages are hidden unless `--verbose` is given or
+`TF_CPP_MIN_LOG_LEVEL` is set.
 """
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from byol_keras.errors import TrainingDiverged, TrainingInterrupted, UsageError
@@ -24,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="byol-keras", description="BYOL self-supervised pretraining for Keras 3."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="pretrain a backbone with BYOL")
@@ -60,17 +65,34 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--name", default="byol_backbone", help="model name for TF Serving")
     export.add_argument("--version", type=int, help="version number (default: next free)")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
+    for command in (train, evaluate, visualize, export):
+        command.add_argument(
+            "--verbose",
+            action="store_true",
+            help="also show TensorFlow's own log messages (start-up, tf.data, absl)",
+        )
     return parser
+
+
+def package_version() -> str:
+    """The installed distribution's version, else the version of the package on the path."""
+    try:
+        return importlib.metadata.version("byol-keras")
+    except importlib.metadata.PackageNotFoundError:
+        from byol_keras import __version__
+
+        return __version__
 
 
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set",
         dest="overrides",
-        action="append",
+        nargs="+",
+        action="extend",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config key, e.g. --set train.epochs=3 (repeatable)",
+        help="override config keys, e.g. --set train.epochs=3 data.image_size=32 (repeatable)",
     )
 
 
@@ -141,11 +163,12 @@ HANDLERS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit code (2 for usage and config errors)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    quiet_tensorflow_start(verbose=args.verbose)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # TensorFlow's absl logger reports every tf.data sharding decision at INFO.
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    if not args.verbose:
+        # TensorFlow's absl logger reports every tf.data sharding decision at INFO.
+        logging.getLogger("absl").setLevel(logging.WARNING)
     try:
         return HANDLERS[args.command](args)
     except UsageError as error:
@@ -163,6 +186,37 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C outside training: nothing to save
         print("byol-keras: interrupted", file=sys.stderr)
         return 130
+
+
+def quiet_tensorflow_start(verbose: bool = False) -> None:
+    """Imports TensorFlow without its C++ start-up log lines, unless they were asked for.
+
+    TensorFlow logs oneDNN, CUDA and CPU-feature notices while it is being
+    imported, partly before its logging is set up (absl then writes every
+    message to stderr, whatever `TF_CPP_MIN_LOG_LEVEL` says). So the import
+    runs with file descriptor 2 pointed at a temporary file, replayed only if
+    the import fails, and level 3 hides the later ones, such as `cuInit`'s
+    error on machines without a GPU. `TF_ENABLE_ONEDNN_OPTS` stays as it is:
+    it changes the numerics, not just the messages. With `verbose`, or when
+    the user set `TF_CPP_MIN_LOG_LEVEL`, TensorFlow prints what it prints.
+    """
+    if verbose or "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    sys.stderr.flush()
+    saved_stderr = os.dup(2)
+    with tempfile.TemporaryFile() as start_up_log:
+        os.dup2(start_up_log.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved_stderr, 2)
+            start_up_log.seek(0)
+            sys.stderr.write(start_up_log.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
 
 
 if __name__ == "__main__":

@@ -129,7 +129,7 @@ def export_run(
         # The folder TF Serving loads; for an ONNX-only export, the ONNX file.
         "version_dir": str(destinations["saved_model" if "saved_model" in formats else "onnx"]),
         "artifacts": artifacts,
-        **_contract_section(serving.contract(backbone, projector), image_size),
+        **_contract_section(serving.contract(backbone, projector, image_size), image_size),
         "precision": {"trained": config.train.precision, "exported": "float32"},
         "verification": verification,
         "versions": _library_versions(),

@@ -49,7 +49,7 @@ def verify_artifacts(
     outputs, report = run_in_fresh_process(inputs, artifacts, workdir)
     checks = {kind: compare(outputs.get(kind, {}), references) for kind in artifacts}
     problems = failures(checks)
-    expected = serving.contract(backbone, projector)
+    expected = serving.contract(backbone, projector, config.data.image_size)
     for kind, contract in report["contracts"].items():
         if contract != expected:
             problems.append(f"{kind}: contract {json.dumps(contract)} != {json.dumps(expected)}")

@@ -1,14 +1,18 @@
 """The BYOL model: online and target networks trained through `model.fit`."""
 
+from collections.abc import Sequence
+
 import keras
 import tensorflow as tf
 from keras import ops
 
+from byol_keras.backbones import feature_size, input_image_shape
 from byol_keras.errors import UsageError
 from byol_keras.heads import mlp_head
 from byol_keras.losses import collapse_indicator, symmetric_byol_loss
 from byol_keras.schedules import cosine_tau
 from byol_keras.steps import accumulation_steps, completes_update
+from byol_keras.target import frozen_copy, variable_pairs
 
 
 @keras.saving.register_keras_serializable(package="byol_keras")
@@ -25,6 +29,35 @@ class BYOL(keras.Model):
     `fit` takes batches of view pairs `(view1, view2)`, or, when an
     `augmenter` layer is given, batches of images (optionally with labels)
     that are turned into two views on the device inside `train_step`.
+
+    The backbone can be any Keras model that maps a batch of images to
+    pooled features `[batch, features]`: a functional model, a
+    `keras.Sequential` (with or without `keras.Input`), a subclassed
+    `keras.Model`, a `keras.applications` model with `pooling="avg"`, or a
+    KerasHub backbone followed by pooling. It is trained in place:
+    `model.online_backbone` is the object passed in. The target backbone is
+    an independent copy with equal weights, made by `keras.models.clone_model`
+    for functional and Sequential models, by `from_config(get_config())` for
+    subclassed ones, and, for a subclassed model whose `get_config` Keras
+    cannot generate, as a layer that runs the backbone's own `call` on its
+    own copies of the variables (`stateless_call`). Saving to `.keras` needs
+    a backbone class registered with
+    `@keras.saving.register_keras_serializable()` and a working `get_config`.
+
+    Args:
+        backbone: the `keras.Model` to pretrain.
+        projection_dim: output size of the projector and predictor.
+        projector_hidden_dim: hidden size of the projector.
+        predictor_hidden_dim: hidden size of the predictor.
+        tau_base: EMA momentum at step 0, in [0, 1].
+        total_steps: length of the τ schedule in optimizer updates; `None`
+            takes epochs × steps of the first `fit` call.
+        augmenter: optional layer that turns an image batch into two views.
+        sync_batchnorm: whether the heads' BatchNorm uses global-batch
+            statistics; `None` means yes when the model is built under a
+            `tf.distribute` strategy with more than one replica.
+        input_shape: shape of one image, e.g. `(32, 32, 3)`, for a backbone
+            that declares none (subclassed, or Sequential without `Input`).
 
     ```python
     model = BYOL(build_backbone("resnet18", image_size=32))
@@ -44,7 +77,8 @@ class BYOL(keras.Model):
         tau_base: float = 0.996,
         total_steps: int | None = None,
         augmenter: keras.layers.Layer | None = None,
-        sync_batchnorm: bool = False,
+        sync_batchnorm: bool | None = None,
+        input_shape: Sequence[int | None] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -54,10 +88,14 @@ class BYOL(keras.Model):
         self.projector_hidden_dim = projector_hidden_dim
         self.predictor_hidden_dim = predictor_hidden_dim
         self.tau_base = tau_base
+        # Kept as given, so that a reloaded model decides again where it is built.
         self.sync_batchnorm = sync_batchnorm
+        if sync_batchnorm is None:
+            sync_batchnorm = tf.distribute.get_strategy().num_replicas_in_sync > 1
         self.augmenter = augmenter
+        self.backbone_input_shape = input_image_shape(backbone, input_shape)
 
-        feature_dim = backbone.output.shape[-1]
+        feature_dim = feature_size(backbone, self.backbone_input_shape)
         self.online_backbone = backbone
         self.online_projector = mlp_head(
             feature_dim, projector_hidden_dim, projection_dim, "projector", sync_batchnorm
@@ -65,8 +103,8 @@ class BYOL(keras.Model):
         self.predictor = mlp_head(
             projection_dim, predictor_hidden_dim, projection_dim, "predictor", sync_batchnorm
         )
-        self.target_backbone = _frozen_copy(backbone, "target_backbone")
-        self.target_projector = _frozen_copy(self.online_projector, "target_projector")
+        self.target_backbone = frozen_copy(backbone, "target_backbone", self.backbone_input_shape)
+        self.target_projector = frozen_copy(self.online_projector, "target_projector")
         # Pairs (online, target) for the EMA: only what the optimizer trains.
         # BatchNorm moving statistics of the target follow its own forward
         # passes, as in DeepMind's implementation.
@@ -76,7 +114,7 @@ class BYOL(keras.Model):
                 (self.online_backbone, self.target_backbone),
                 (self.online_projector, self.target_projector),
             )
-            for online, target in zip(net.weights, copy.weights, strict=True)
+            for online, target in variable_pairs(net, copy)
             if online.trainable
         ]
         self.total_steps = self.add_weight(
@@ -86,8 +124,9 @@ class BYOL(keras.Model):
             self.total_steps.assign(int(total_steps))
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.collapse_tracker = keras.metrics.Mean(name="collapse")
-        self.tau_tracker = keras.metrics.Mean(name="tau")
-        self.built = True  # every sub-model is already built from its Input
+        # τ is a setting of the step, like a learning rate: report its current value.
+        self.tau_tracker = LatestValue(name="tau")
+        self.built = True  # every sub-model was built above
 
     @property
     def metrics(self) -> list:
@@ -212,6 +251,7 @@ class BYOL(keras.Model):
             if self.augmenter is not None
             else None,
             sync_batchnorm=self.sync_batchnorm,
+            input_shape=list(self.backbone_input_shape),
         )
         return config
 
@@ -224,20 +264,33 @@ class BYOL(keras.Model):
         return cls(**config)
 
 
-def _frozen_copy(network: keras.Model, name: str) -> keras.Model:
-    """Clones `network` with equal weights whose variables the optimizer never sees.
+class LatestValue(keras.metrics.Metric):
+    """A metric whose result is the value of its latest update, not a mean.
 
-    The layers stay trainable so that BatchNorm uses batch statistics in
-    training mode, as the target network does in the paper; only the
-    variables are marked non-trainable, which keeps them out of
-    `trainable_variables` and so out of the tape and the optimizer.
+    For a setting that changes every step, such as BYOL's τ, the epoch
+    logs, the progress bar and `History` then show the value in use, as
+    Keras shows a learning rate.
+
+    ```python
+    tau = LatestValue(name="tau")
+    tau.update_state(0.99)
+    tau.update_state(0.995)
+    float(tau.result())  # 0.995
+    ```
     """
-    copy = keras.models.clone_model(network)
-    copy.name = name
-    copy.set_weights(network.get_weights())
-    for variable in copy.weights:
-        variable.trainable = False
-    return copy
+
+    def __init__(self, name: str = "latest_value", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        # Every replica updates with the same value; the mean of equal values is that value.
+        self.value = self.add_variable(
+            shape=(), initializer="zeros", dtype=self.dtype, aggregation="mean", name="value"
+        )
+
+    def update_state(self, value) -> None:
+        self.value.assign(ops.cast(value, self.dtype))
+
+    def result(self):
+        return ops.convert_to_tensor(self.value)
 
 
 class _TotalStepsFromFit(keras.callbacks.Callback):

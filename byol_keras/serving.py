@@ -77,16 +77,21 @@ def write_saved_model(
     archive.write_out(str(path), verbose=False)
 
 
-def contract(backbone: keras.Model, projector: keras.Model | None) -> dict:
+def contract(backbone: keras.Model, projector: keras.Model | None, image_size: int) -> dict:
     """Input and output names, dtypes and shapes that every artifact must show.
 
     ```python
-    contract(backbone, None)["outputs"]  # {"embeddings": {"dtype": "float32", "shape": [None, D]}}
+    contract(backbone, None, 32)["outputs"]
+    # {"embeddings": {"dtype": "float32", "shape": [None, D]}}
     ```
     """
-    outputs = {EMBEDDINGS: {"dtype": "float32", "shape": [None, backbone.output.shape[-1]]}}
+    # Computed from a symbolic call: subclassed and reloaded models have no `.output`.
+    images = keras.KerasTensor((None, image_size, image_size, 3))
+    features = backbone.compute_output_spec(images)
+    outputs = {EMBEDDINGS: {"dtype": "float32", "shape": [None, features.shape[-1]]}}
     if projector is not None:
-        outputs[PROJECTIONS] = {"dtype": "float32", "shape": [None, projector.output.shape[-1]]}
+        projections = projector.compute_output_spec(features)
+        outputs[PROJECTIONS] = {"dtype": "float32", "shape": [None, projections.shape[-1]]}
     images = {"dtype": "uint8", "shape": [None, None, None, 3]}
     return {"inputs": {INPUT_NAME: images}, "outputs": outputs}
 

@@ -1,7 +1,8 @@
 """Subprocess entry points for tests/test_distribute.py (devices must be set before TF starts).
 
 `python tests/helpers_distribute.py mirrored OUT.npz` trains the same tiny BYOL
-on one device and under a 2-replica MirroredStrategy and writes both results.
+on one device and under a 2-replica MirroredStrategy and writes both results;
+likewise a BYOL with default arguments (`default_*`).
 `python tests/helpers_distribute.py worker RUN_DIR OUT.npz [STEPS [EVERY]]` runs
 `train()` as one worker of the cluster in TF_CONFIG and writes its final weights.
 """
@@ -31,13 +32,27 @@ def mirrored(out_path: str) -> None:
     results = {}
     # One MirroredStrategy for both runs: a second one would reuse the first's collective keys.
     mirrored_strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    for name, sync in (("single", True), ("mirrored", True), ("mirrored_unsynced", False)):
-        strategy = tf.distribute.get_strategy() if name == "single" else mirrored_strategy
+    initial_default = None
+    runs = (
+        ("single", True),
+        ("mirrored", True),
+        ("mirrored_unsynced", False),
+        # BYOL's default sync_batchnorm=None, with a backbone that has no BatchNorm of its own.
+        ("default_single", None),
+        ("default_mirrored", None),
+        ("default_mirrored_unsynced", False),
+    )
+    for name, sync in runs:
+        strategy = mirrored_strategy if "mirrored" in name else tf.distribute.get_strategy()
         with strategy.scope():
-            model = _tiny_byol(sync)
-            if initial is None:
-                initial = model.get_weights()
-            model.set_weights(initial)
+            if name.startswith("default"):
+                model = _default_byol(sync)
+                initial_default = initial_default or model.get_weights()
+                model.set_weights(initial_default)
+            else:
+                model = _tiny_byol(sync)
+                initial = initial or model.get_weights()
+                model.set_weights(initial)
             model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5, momentum=0.9))
         history = model.fit(pairs, epochs=1, steps_per_epoch=STEPS, verbose=0)
         results[f"{name}_replicas"] = strategy.num_replicas_in_sync
@@ -69,6 +84,26 @@ def _tiny_byol(sync: bool):
         tau_base=0.9,
         total_steps=10,
         sync_batchnorm=sync,
+    )
+
+
+def _default_byol(sync):
+    """The issue's Sequential backbone and BYOL's default arguments (`sync` False: a control)."""
+    import keras
+
+    from byol_keras.model import BYOL
+
+    keras.utils.set_random_seed(0)
+    backbone = keras.Sequential(
+        [
+            keras.Input((SIZE, SIZE, 3)),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+        ]
+    )
+    settings = {} if sync is None else {"sync_batchnorm": sync}
+    return BYOL(
+        backbone, projection_dim=8, projector_hidden_dim=16, predictor_hidden_dim=16, **settings
     )
 
 

@@ -10,6 +10,7 @@ which cannot be installed on the test machines.
 
 ```python
 run = make_finished_run(tmp_path / "run")
+run = save_as_run(my_trained_byol, tmp_path / "other_run", image_size=32)
 with serve_saved_model(version_dir, "byol_backbone") as url:
     ...  # POST f"{url}/v1/models/byol_backbone:predict"
 ```
@@ -40,6 +41,27 @@ def make_finished_run(
     The steps move the weights and BatchNorm statistics away from their
     initial values, so that parity checks see a non-trivial network.
     """
+    keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_dtype_policy(precision)
+    try:
+        model = _trained_byol(image_size)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    return save_as_run(model, root, image_size, source, precision)
+
+
+def save_as_run(
+    model: BYOL,
+    root: Path,
+    image_size: int,
+    source: str = "digits",
+    precision: str = "float32",
+) -> RunDirectory:
+    """Writes `model` as a finished run (config, model.keras, backbone.keras) that export reads.
+
+    Export reads only `data` and `train.precision` from the config; the model
+    section describes the tiny CNN whatever `model` holds.
+    """
     config = from_dict(
         {
             "data": {"source": source, "image_size": image_size},
@@ -55,12 +77,6 @@ def make_finished_run(
     )
     run = RunDirectory(root).create()
     save_config(config, run.config_path)
-    keras.utils.set_random_seed(0)
-    keras.mixed_precision.set_dtype_policy(precision)
-    try:
-        model = _trained_byol(image_size)
-    finally:
-        keras.mixed_precision.set_dtype_policy("float32")
     model.save(run.model_path)
     model.online_backbone.save(run.backbone_path)
     run.finish({"epochs": 1})

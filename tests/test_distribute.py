@@ -61,12 +61,18 @@ def test_chief_is_worker_zero_unless_the_cluster_names_a_chief(monkeypatch):
     assert not is_chief(Strategy("worker", 0))
 
 
-def test_two_mirrored_replicas_match_one_device_with_the_same_global_batch(tmp_path):
-    out = tmp_path / "mirrored.npz"
+@pytest.fixture(scope="module")
+def mirrored_results(tmp_path_factory):
+    """One subprocess trains every one-device and 2-replica case of the helper."""
+    out = tmp_path_factory.mktemp("mirrored") / "mirrored.npz"
     subprocess.run(
         [sys.executable, str(HELPER), "mirrored", str(out)], check=True, env=_env(), timeout=240
     )
-    r = np.load(out)
+    return np.load(out)
+
+
+def test_two_mirrored_replicas_match_one_device_with_the_same_global_batch(mirrored_results):
+    r = mirrored_results
     assert r["single_replicas"] == 1 and r["mirrored_replicas"] == 2
     # Synchronised BatchNorm everywhere: only the order of float32 sums differs.
     assert float(r["mirrored_loss"]) == pytest.approx(float(r["single_loss"]), rel=1e-5)
@@ -77,6 +83,25 @@ def test_two_mirrored_replicas_match_one_device_with_the_same_global_batch(tmp_p
     # Control: per-replica BatchNorm statistics change the result well beyond that tolerance.
     assert np.max(np.abs(r["mirrored_unsynced_online"] - r["single_online"])) > 1e-2
     assert r["mirrored_unsynced_replica_spread"] > 0.0  # unsynced moving statistics drift apart
+
+
+def test_byol_with_default_arguments_in_a_mirrored_scope_matches_one_device(mirrored_results):
+    # The Python API path: BYOL(...) built in strategy.scope(), no sync_batchnorm argument.
+    r = mirrored_results
+    assert r["default_single_replicas"] == 1 and r["default_mirrored_replicas"] == 2
+    assert float(r["default_mirrored_loss"]) == pytest.approx(
+        float(r["default_single_loss"]), rel=1e-5
+    )
+    # Synchronised BatchNorm adds the replicas' moments in another order than one device
+    # does; after two steps at learning rate 0.5 that leaves differences of ~1e-4.
+    for part in ("online", "target"):
+        np.testing.assert_allclose(
+            r[f"default_mirrored_{part}"], r[f"default_single_{part}"], rtol=1e-3, atol=1e-4
+        )
+    assert r["default_mirrored_replica_spread"] == 0.0
+    # Control: the same model with sync_batchnorm=False does not match one device.
+    unsynced = r["default_mirrored_unsynced_online"]
+    assert np.max(np.abs(unsynced - r["default_single_online"])) > 1e-2
 
 
 def _free_port() -> int:

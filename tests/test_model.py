@@ -90,9 +90,35 @@ def test_tau_schedule_reaches_one_when_training_ends():
     history = model.fit(data, epochs=2, verbose=0)
     assert int(model.total_steps.numpy()) == 8
     assert float(model.current_tau()) == pytest.approx(1.0)
-    assert history.history["tau"][0] == pytest.approx(
-        np.mean([float(cosine_tau(k, 8, 0.99)) for k in range(4)]), abs=1e-6
-    )
+    # The first epoch ends with step 3 of 8: its logged τ is that step's.
+    assert history.history["tau"][0] == pytest.approx(float(cosine_tau(3, 8, 0.99)), abs=1e-6)
+
+
+def test_logged_tau_is_the_current_value_not_the_epoch_mean():
+    # One epoch of 4 steps whose schedule ends at τ = 1.
+    model = tiny_byol(tau_base=0.9, total_steps=None)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    view1, view2 = view_pair(batch=16)
+    data = tf.data.Dataset.from_tensor_slices((view1, view2)).batch(4)
+    per_step = _BatchTaus()
+    history = model.fit(data, epochs=1, verbose=0, callbacks=[per_step])
+    # By hand: the last step taken is k = 3 of K = 4, τ = 1 - 0.1 (cos(3π/4) + 1) / 2.
+    last = 1 - 0.1 * (np.cos(3 * np.pi / 4) + 1) / 2
+    assert history.history["tau"][-1] == pytest.approx(last, abs=1e-6)
+    # What the progress bar shows after each step: that step's τ.
+    expected = [float(cosine_tau(k, 4, 0.9)) for k in range(4)]
+    np.testing.assert_allclose(per_step.taus, expected, atol=1e-6)
+    assert expected[-1] == pytest.approx(last, abs=1e-6)
+    assert float(model.current_tau()) == pytest.approx(1.0)  # τ of the next update
+
+
+class _BatchTaus(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.taus = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.taus.append(float(logs["tau"]))
 
 
 def test_save_load_round_trip_is_identical_and_trains_on_identically(tmp_path):

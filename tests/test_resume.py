@@ -91,13 +91,13 @@ def test_sigkilled_run_resumes_at_its_last_step_and_ends_on_time(tmp_path):
         rows = list(csv.DictReader(stream))
     assert all(row["epoch"] != "epoch" for row in rows)
     assert [int(row["epoch"]) for row in rows][-1] == EPOCHS - 1
-    # τ continued from the restored step counter: the resumed epoch's mean τ is
-    # the schedule's over exactly the steps that were left in it.
+    # τ continued from the restored step counter: the resumed epoch logs the τ of
+    # its last step, counted from the start of the run (a reset counter would not).
     resumed = summary["resumed_from_step"]
-    epoch, into = divmod(resumed, STEPS_PER_EPOCH)
+    epoch = resumed // STEPS_PER_EPOCH
     total = EPOCHS * STEPS_PER_EPOCH
-    left = range(resumed, (epoch + 1) * STEPS_PER_EPOCH)
-    expected_tau = np.mean([float(cosine_tau(k, total, TAU_BASE)) for k in left])
+    last_step = (epoch + 1) * STEPS_PER_EPOCH - 1
+    expected_tau = float(cosine_tau(last_step, total, TAU_BASE))
     row = [row for row in rows if int(row["epoch"]) == epoch][-1]
     assert float(row["tau"]) == pytest.approx(expected_tau, abs=1e-6)
 

@@ -92,6 +92,7 @@ def finetune_classifier(
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
         verbose=0,
+        shuffle=False,  # the dataset shuffles itself; Keras warns that it ignores shuffle=True
     )
     _recalibrate_batchnorm(classifier, images, seed)
     return classifier
