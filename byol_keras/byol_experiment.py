@@ -14,21 +14,21 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from byol_keras.augment import image_batches, make_augmenter, pair_dataset
+from byol_keras.augment.pipelines import image_batches, make_augmenter, pair_dataset
 from byol_keras.backbones import build_backbone, synchronize_batchnorm
-from byol_keras.callbacks import Checkpoints, Throughput
 from byol_keras.config import Config
 from byol_keras.data import ImageSource, load_source
-from byol_keras.distribute import make_strategy, writable_run_dir
 from byol_keras.errors import UsageError
-from byol_keras.guards import CollapseWarning, StopOnNonFiniteLoss
-from byol_keras.interrupt import StopOnSignal
-from byol_keras.knn_monitor import KnnMonitor
+from byol_keras.evaluation.monitor import KnnMonitor
 from byol_keras.model import BYOL
-from byol_keras.optimizers import build_optimizer
-from byol_keras.resume import check_config_change, remaining_fit_calls
-from byol_keras.run_dir import RunDirectory
-from byol_keras.run_lock import run_lock
+from byol_keras.training.callbacks import Checkpoints, Throughput
+from byol_keras.training.distribute import make_strategy, writable_run_dir
+from byol_keras.training.guards import CollapseWarning, StopOnNonFiniteLoss
+from byol_keras.training.interrupt import StopOnSignal
+from byol_keras.training.optimizers import build_optimizer
+from byol_keras.training.resume import check_config_change, remaining_fit_calls
+from byol_keras.training.run_dir import RunDirectory
+from byol_keras.training.run_lock import run_lock
 
 log = logging.getLogger("byol_keras")
 

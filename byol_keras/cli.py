@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 
 from byol_keras.errors import TrainingDiverged, TrainingInterrupted, UsageError
-from byol_keras.export_verify import ExportError
-from byol_keras.resume import RESUME_WITH_CHANGES
+from byol_keras.export.verify import ExportError
+from byol_keras.training.resume import RESUME_WITH_CHANGES
 
 QUICKSTART = Path(__file__).with_name("quickstart.yaml")
 
@@ -106,7 +106,7 @@ def run_train(args: argparse.Namespace) -> int:
     output = Path(args.output or Path("runs") / config_path.stem)
     summary = train(config, output, resume_with_changes=args.resume_with_changes)
     if config.eval.final_linear_probe:
-        from byol_keras.evaluation import compare_with_random_init
+        from byol_keras.evaluation.protocols import compare_with_random_init
 
         summary = compare_with_random_init(output)
     print(json.dumps(summary, indent=2, sort_keys=True))
@@ -115,7 +115,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from byol_keras.evaluation import evaluate_run
+    from byol_keras.evaluation.protocols import evaluate_run
 
     result = evaluate_run(
         args.run,
@@ -130,7 +130,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_visualize(args: argparse.Namespace) -> int:
-    from byol_keras.visualize import visualize_run
+    from byol_keras.evaluation.pictures import visualize_run
 
     for path in visualize_run(args.run, kind=args.kind, data=args.data, output=args.output):
         print(path)
@@ -138,7 +138,7 @@ def run_visualize(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from byol_keras.export import export_run
+    from byol_keras.export.run import export_run
 
     manifest = export_run(
         args.run,

@@ -10,9 +10,9 @@ from byol_keras.backbones import feature_size, input_image_shape
 from byol_keras.errors import UsageError
 from byol_keras.heads import mlp_head
 from byol_keras.losses import collapse_indicator, symmetric_byol_loss
-from byol_keras.schedules import cosine_tau
-from byol_keras.steps import accumulation_steps, completes_update
 from byol_keras.target import frozen_copy, variable_pairs
+from byol_keras.training.schedules import cosine_tau
+from byol_keras.training.steps import accumulation_steps, completes_update
 
 
 @keras.saving.register_keras_serializable(package="byol_keras")

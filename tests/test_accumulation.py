@@ -7,8 +7,8 @@ from test_model import ema_pairs, tiny_byol, view_pair
 
 from byol_keras.config import OptimizerConfig
 from byol_keras.model import _TotalStepsFromFit
-from byol_keras.optimizers import build_optimizer
-from byol_keras.schedules import WarmupCosine, cosine_tau
+from byol_keras.training.optimizers import build_optimizer
+from byol_keras.training.schedules import WarmupCosine, cosine_tau
 
 
 def _model_with_accumulation(steps=2, tau_base=0.9, total_steps=10):

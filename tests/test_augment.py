@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 
 from byol_keras.augment import BYOLAugmenter, image_batches, make_augmenter, pair_dataset
-from byol_keras.augment_layers import RandomGaussianBlur, default_blur_kernel_size
+from byol_keras.augment.layers import RandomGaussianBlur, default_blur_kernel_size
+from byol_keras.augment.views import PRESETS, ViewParams, view_params
 from byol_keras.errors import UsageError
-from byol_keras.view_params import PRESETS, ViewParams, view_params
 
 SEED = tf.constant([7, 11], tf.int64)
 # Everything off: crop = whole image, no flip, jitter, grayscale, blur or solarisation.
@@ -364,7 +364,7 @@ def test_apply_in_order_matches_a_per_image_reference_loop():
 
 @pytest.mark.parametrize("color", ["byol", "torchvision"])
 def test_each_image_draws_its_own_jitter_order(monkeypatch, color):
-    import byol_keras.augment as augment
+    import byol_keras.augment.augmenter as augment
 
     seen = []
 

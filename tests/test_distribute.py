@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_keras.distribute import is_chief, make_strategy, writable_run_dir
 from byol_keras.errors import UsageError
+from byol_keras.training.distribute import is_chief, make_strategy, writable_run_dir
 
 HELPER = Path(__file__).with_name("helpers_distribute.py")
 ROOT = HELPER.parents[1]

@@ -15,15 +15,15 @@ from byol_keras.cli import main
 from byol_keras.config import from_dict, save_config
 from byol_keras.data import load_source
 from byol_keras.evaluation import compare_with_random_init, evaluate_run
+from byol_keras.evaluation.embeddings import Embedder, source_arrays
 from byol_keras.evaluation.finetune import (
     balanced_subset,
     finetune_batch_size,
     finetune_classifier,
 )
 from byol_keras.evaluation.linear import fit_linear_probe
-from byol_keras.features import Embedder, source_arrays
 from byol_keras.model import BYOL
-from byol_keras.run_dir import RunDirectory
+from byol_keras.training.run_dir import RunDirectory
 
 RUN_CONFIG = {
     "data": {"source": "digits", "val_source": "digits", "image_size": 8},
@@ -317,7 +317,7 @@ def test_train_and_test_sharing_examples_are_refused(run, tmp_path, capsys, data
 
 def test_knn_monitor_refuses_a_bank_that_holds_the_queries():
     from byol_keras.errors import UsageError
-    from byol_keras.knn_monitor import KnnMonitor
+    from byol_keras.evaluation.monitor import KnnMonitor
 
     bank, queries = (load_source("digits", split=s, image_size=8) for s in ("all", "test"))
     with pytest.raises(UsageError, match="360 of the 360 test examples"):

@@ -18,11 +18,12 @@ import tensorflow as tf
 from helpers_export import make_finished_run, serve_saved_model
 from PIL import Image
 
-from byol_keras import cli, serving
+from byol_keras import cli
 from byol_keras.config import from_dict
 from byol_keras.errors import UsageError
 from byol_keras.export import export_run
-from byol_keras.export_parity import verification_inputs
+from byol_keras.export import signature as serving
+from byol_keras.export.parity import verification_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SIZE = 16
@@ -233,7 +234,7 @@ def test_a_crashing_converter_leaves_no_version_behind(run, tmp_path, monkeypatc
         Path(path).write_bytes(b"half an onnx file")
         raise RuntimeError("converter crashed")
 
-    monkeypatch.setattr("byol_keras.export.convert_to_onnx", broken_converter)
+    monkeypatch.setattr("byol_keras.export.run.convert_to_onnx", broken_converter)
     output = tmp_path / "out"
     with pytest.raises(RuntimeError, match="converter crashed"):
         export_run(run.root, output=output)

@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 from test_model import tiny_byol, view_pair
 
-from byol_keras.callbacks import Checkpoints
 from byol_keras.cli import main
 from byol_keras.errors import TrainingDiverged
-from byol_keras.guards import CollapseWarning, StopOnNonFiniteLoss
+from byol_keras.training.callbacks import Checkpoints
+from byol_keras.training.guards import CollapseWarning, StopOnNonFiniteLoss
 
 
 def _checkpoint_weights_finite(path: str) -> bool:

@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 
 from byol_keras.backbones import build_backbone
-from byol_keras.features import Embedder
-from byol_keras.knn import knn_class_scores, knn_top1
-from byol_keras.knn_monitor import KnnMonitor
+from byol_keras.evaluation.embeddings import Embedder
+from byol_keras.evaluation.knn import knn_class_scores, knn_top1
+from byol_keras.evaluation.monitor import KnnMonitor
 from byol_keras.model import BYOL
 
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from byol_keras.config import OptimizerConfig
-from byol_keras.lars import LARS
-from byol_keras.optimizers import build_optimizer
+from byol_keras.training.lars import LARS
+from byol_keras.training.optimizers import build_optimizer
 
 
 def _reference_step(w, g, v, lr, momentum, weight_decay, eta, adapted):

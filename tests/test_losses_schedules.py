@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from byol_keras.losses import collapse_indicator, normalized_mse, symmetric_byol_loss
-from byol_keras.schedules import WarmupCosine, cosine_tau
+from byol_keras.training.schedules import WarmupCosine, cosine_tau
 
 
 def _hand_cosine(a, b):

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from byol_keras.backbones import build_backbone
 from byol_keras.model import BYOL
-from byol_keras.schedules import cosine_tau
+from byol_keras.training.schedules import cosine_tau
 
 SIZE = 16
 

@@ -16,9 +16,9 @@ import tensorflow as tf
 from tensorflow.python.checkpoint import checkpoint_management
 from test_model import tiny_byol
 
-from byol_keras.callbacks import Checkpoints
-from byol_keras.resume import FitCall, remaining_fit_calls
-from byol_keras.schedules import cosine_tau
+from byol_keras.training.callbacks import Checkpoints
+from byol_keras.training.resume import FitCall, remaining_fit_calls
+from byol_keras.training.schedules import cosine_tau
 
 STEPS_PER_EPOCH, EPOCHS, EVERY, TAU_BASE = 10, 4, 3, 0.99
 RUN_ARGS = [

@@ -20,10 +20,10 @@ from test_evaluation import make_run
 
 from byol_keras.cli import main
 from byol_keras.errors import UsageError
-from byol_keras.interrupt import StopOnSignal
-from byol_keras.run_dir import atomic_write_text
-from byol_keras.run_lock import run_lock
-from byol_keras.schedules import cosine_tau
+from byol_keras.training.interrupt import StopOnSignal
+from byol_keras.training.run_dir import atomic_write_text
+from byol_keras.training.run_lock import run_lock
+from byol_keras.training.schedules import cosine_tau
 
 TAU_BASE = 0.99
 TINY = [

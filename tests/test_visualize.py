@@ -9,9 +9,9 @@ import tensorflow as tf
 
 from byol_keras.cli import main
 from byol_keras.data import load_source
-from byol_keras.features import Embedder, source_arrays
-from byol_keras.knn_monitor import KnnMonitor
-from byol_keras.visualize import occlusion_map
+from byol_keras.evaluation.embeddings import Embedder, source_arrays
+from byol_keras.evaluation.monitor import KnnMonitor
+from byol_keras.evaluation.pictures import occlusion_map
 from tests.test_evaluation import make_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -5,7 +5,7 @@ view1, view2 = view_params("cifar", crop_area=(0.2, 1.0))
 view2.solarize_prob  # 0.2: the paper's views differ only in blur and solarisation
 ```
 
-What each number means, and which layer applies it, is in augment.py.
+What each number means, and which layer applies it, is in augment/augmenter.py.
 """
 
 import dataclasses
@@ -67,7 +67,8 @@ PRESETS: dict[str, tuple[ViewParams, ViewParams]] = {
     ),
 }
 
-COLOR_SEMANTICS = ("byol", "torchvision")  # how the jitter strengths are read (augment.py)
+# How the jitter strengths are read (augment/augmenter.py).
+COLOR_SEMANTICS = ("byol", "torchvision")
 _FIELDS = tuple(f.name for f in dataclasses.fields(ViewParams))
 _PAIRED = ("blur_prob", "solarize_prob")  # the paper's only per-view differences
 _RANGES = ("crop_area", "crop_aspect", "blur_sigma")

@@ -1,7 +1,7 @@
 """The parity check of an export: which images to run, what the Keras model says, pass or fail.
 
 The exporting process builds the input sets and the Keras references here;
-`export_verify` runs the written artifacts on the same inputs in a fresh
+`verify.py` runs the written artifacts on the same inputs in a fresh
 process and applies the tolerance.
 
 ```python
@@ -17,10 +17,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from byol_keras import serving
 from byol_keras.config import Config
 from byol_keras.errors import UsageError
-from byol_keras.export_verify import (
+from byol_keras.export import signature as serving
+from byol_keras.export.verify import (
     TOLERANCE_RULE,
     ExportVerificationError,
     compare,

@@ -29,9 +29,9 @@ from byol_keras.config import load_config
 from byol_keras.data import load_source
 from byol_keras.data.labelled import check_disjoint
 from byol_keras.errors import UsageError
-from byol_keras.features import Embedder, source_arrays
-from byol_keras.knn import l2_normalize_rows
-from byol_keras.run_dir import RunDirectory
+from byol_keras.evaluation.embeddings import Embedder, source_arrays
+from byol_keras.evaluation.knn import l2_normalize_rows
+from byol_keras.training.run_dir import RunDirectory
 
 KINDS = ("tsne", "retrieval", "occlusion", "curves")
 TSNE_POINTS = 2000

@@ -1,4 +1,4 @@
-"""BYOL's two asymmetric views (Grill et al. 2020, Appendix B) and the tf.data pipeline for them.
+"""BYOL's two asymmetric views (Grill et al. 2020, Appendix B): the `BYOLAugmenter` layer.
 
 ```python
 augmenter = make_augmenter("cifar", image_size=32, seed=0)
@@ -8,7 +8,7 @@ view1, view2 = next(iter(pairs))  # each [256, 32, 32, 3] float32 in [0, 1]
 
 A view is: random resized crop and horizontal flip; colour jitter with
 probability `jitter_prob`, its four adjustments in a random order; grayscale;
-Gaussian blur; solarisation. `ViewParams` (view_params.py) holds the paper's numbers, with the
+Gaussian blur; solarisation. `ViewParams` (augment/views.py) holds the paper's numbers, with the
 meaning they have in the official BYOL code (deepmind-research,
 `byol/utils/augmentations.py`), which is also KerasCV's meaning once the
 factors are translated:
@@ -27,7 +27,7 @@ factors are translated:
 
 (a) KerasCV's saturation factor 0.5 means unchanged. (b) KerasCV's own hue
 `factor` f would mean a shift of up to f/2. Lower bounds of 1-c and 1-s are
-clamped at 0. "Ours" are in augment_layers.py.
+clamped at 0. "Ours" are in augment/layers.py.
 
 `color` chooses how the four jitter strengths are read. `byol` (above) is
 the BYOL authors' code. `torchvision` is torchvision's `ColorJitter`, which
@@ -40,7 +40,7 @@ quality"). Other differences from the official code: crop boxes are
 continuous rather than whole pixels; the blur pads by reflection (theirs pads
 with zeros, darkening borders).
 
-The crop and the blur are our own layers (augment_layers.py says why KerasCV's
+The crop and the blur are our own layers (augment/layers.py says why KerasCV's
 were not used: speed for the crop; probability, padding and seeding for the
 blur). KerasCV layers draw from stateful generators, so the augmenter draws every per-sample
 number itself with stateless ops keyed by one `[2]` seed per batch and passes
@@ -52,22 +52,20 @@ probability or strength is 0 are skipped.
 """
 
 import dataclasses
-import random
 
 import keras
 import keras_cv
 import tensorflow as tf
 
-from byol_keras.augment_layers import (
+from byol_keras.augment.layers import (
     RandomGaussianBlur,
     RandomResizedCrop,
     default_blur_kernel_size,
     draw_seed,
     fold_seed,
 )
-from byol_keras.data import ImageSource
+from byol_keras.augment.views import ViewParams, as_view_params
 from byol_keras.errors import UsageError
-from byol_keras.view_params import ViewParams, as_view_params, view_params
 
 
 @keras.saving.register_keras_serializable(package="byol_keras")
@@ -274,96 +272,3 @@ def _blend_saturation(images, factors):
 def _blend(images, other, factors):
     factors = factors[:, None, None, None]
     return tf.clip_by_value(factors * images + (1.0 - factors) * other, 0.0, 1.0)
-
-
-def make_augmenter(
-    preset: str = "byol", image_size: int = 32, seed: int | None = None, **overrides
-) -> BYOLAugmenter:
-    """A `BYOLAugmenter` for a preset (`"byol"`, `"cifar"`, `"digits"`) with overrides.
-
-    ```python
-    augmenter = make_augmenter("cifar", image_size=32, seed=0, solarize_prob=(0.0, 0.1))
-    ```
-    """
-    return BYOLAugmenter(image_size, *view_params(preset, **overrides), seed=seed)
-
-
-def image_batches(
-    images: ImageSource | tf.data.Dataset,
-    batch_size: int,
-    *,
-    shuffle_buffer: int = 10_000,
-    seed: int | None = None,
-    repeat: bool = True,
-    cache: bool = True,
-) -> tf.data.Dataset:
-    """Shuffled float32 [0, 1] image batches of an `ImageSource` or `(uint8 image, label)` examples.
-
-    The on-device option: the model runs its augmenter inside `train_step`.
-    A source is read in a seeded random order of its keys (`ImageSource.shuffled`):
-    folders list their files class by class, which a shuffle buffer alone
-    would leave in windows of a few classes. With `cache` that order is drawn
-    once, before the first decode, and each later pass goes through the
-    buffer again; without it a new order is drawn every pass.
-
-    ```python
-    model = BYOL(..., augmenter=make_augmenter("cifar"))
-    model.fit(image_batches(source, 256, seed=0), steps_per_epoch=195)
-    ```
-    """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UsageError(f"batch_size: expected a positive integer, got {batch_size!r}")
-    if isinstance(images, ImageSource):
-        images = images.shuffled(seed)
-    if isinstance(images.element_spec, tuple):
-        images = images.map(lambda image, *_: image)
-    if cache:
-        images = images.cache()  # uint8, before shuffling: reshuffled every epoch
-    if shuffle_buffer > 1:
-        images = images.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        images = images.repeat()
-    batches = images.batch(batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
-    return batches.map(
-        lambda batch: tf.image.convert_image_dtype(batch, tf.float32),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    ).prefetch(tf.data.AUTOTUNE)
-
-
-def pair_dataset(
-    images: ImageSource | tf.data.Dataset,
-    augmenter: BYOLAugmenter,
-    batch_size: int,
-    *,
-    shuffle_buffer: int = 10_000,
-    seed: int | None = None,
-    repeat: bool = True,
-    cache: bool = True,
-) -> tf.data.Dataset:
-    """Batches of BYOL view pairs `(view1, view2)` from a source or `(uint8 image, label)` examples.
-
-    Batches first, then augments whole batches in parallel `map` calls: the
-    vectorised ops are far faster than a per-image map. Batch `i` is augmented
-    with the stateless seed `(seed, i)` (`seed` falls back to the augmenter's,
-    then to a random one), so equal seeds give equal pairs however many calls
-    run at once. Shuffling is `image_batches`'s.
-
-    ```python
-    pairs = pair_dataset(source, make_augmenter("cifar", seed=0), 256, seed=0)
-    model.fit(pairs, steps_per_epoch=195, epochs=100)
-    ```
-    """
-    base = seed if seed is not None else augmenter.seed
-    base = random.randrange(2**31) if base is None else int(base)
-    batches = image_batches(
-        images, batch_size, shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat, cache=cache
-    )
-
-    def augment(index, batch):
-        return augmenter(batch, training=True, seed=tf.stack([tf.constant(base, tf.int64), index]))
-
-    return (
-        batches.enumerate()
-        .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )

@@ -3,7 +3,7 @@
 import keras
 
 from byol_keras.config import OptimizerConfig
-from byol_keras.schedules import PerUpdateSchedule, WarmupCosine
+from byol_keras.training.schedules import PerUpdateSchedule, WarmupCosine
 
 # Biases and BatchNorm parameters get no weight decay (and, under LARS, no
 # trust-ratio scaling), as in the paper.
@@ -50,7 +50,7 @@ def build_optimizer(
         # Keras evaluates schedules in batches, ours are written in updates.
         schedule = PerUpdateSchedule(schedule, accumulation_steps)
     if config.name == "lars":
-        from byol_keras.lars import LARS
+        from byol_keras.training.lars import LARS
 
         return LARS(
             learning_rate=schedule,

@@ -2,7 +2,7 @@
 
 Every `every_epochs` epochs it embeds a labelled memory bank and a labelled
 query set with the online backbone (no augmentation, BatchNorm in inference
-mode) and classifies the queries with `byol_keras.knn`. The accuracy goes into
+mode) and classifies the queries with `byol_keras.evaluation.knn`. The accuracy goes into
 the epoch's `logs` as `knn_top1`, so the CSVLogger placed after it writes it
 as a column, and into TensorBoard under `logs/knn`.
 """
@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from byol_keras.data.labelled import check_classes, check_disjoint
-from byol_keras.features import Embedder, source_arrays
-from byol_keras.knn import knn_top1
+from byol_keras.evaluation.embeddings import Embedder, source_arrays
+from byol_keras.evaluation.knn import knn_top1
 
 METRIC = "knn_top1"
 log = logging.getLogger("byol_keras")

@@ -13,7 +13,7 @@ version, sees nothing but SavedModels there.
 
 Everything is written into a hidden staging folder beside the destination,
 reloaded in a separate Python process and compared with the Keras backbone
-(`export_parity`, `export_verify`), and only then renamed into place, so an
+(`parity.py`, `verify.py`), and only then renamed into place, so an
 export that fails or crashes leaves no version behind.
 
 ```python
@@ -39,18 +39,18 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from byol_keras import serving
 from byol_keras.config import load_config
 from byol_keras.errors import UsageError
-from byol_keras.export_parity import verify_artifacts
-from byol_keras.export_verify import (
+from byol_keras.export import signature as serving
+from byol_keras.export.parity import verify_artifacts
+from byol_keras.export.verify import (
     RELATIVE_TOLERANCE,
     TOLERANCE_RULE,
     ExportError,
     ExportVerificationError,
     isolated_python,
 )
-from byol_keras.run_dir import RunDirectory, atomic_write_text
+from byol_keras.training.run_dir import RunDirectory, atomic_write_text
 
 __all__ = [
     "ExportError",

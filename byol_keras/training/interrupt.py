@@ -5,9 +5,9 @@ import threading
 
 import keras
 
-from byol_keras.callbacks import Checkpoints
 from byol_keras.errors import TrainingInterrupted
-from byol_keras.steps import accumulation_steps, batches_done
+from byol_keras.training.callbacks import Checkpoints
+from byol_keras.training.steps import accumulation_steps, batches_done
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

@@ -3,7 +3,7 @@
 The exporting process has the Keras objects, their traced functions and
 TensorFlow's caches in memory; a fresh process sees only the files, as a
 server will. `run_in_fresh_process` writes the inputs to an `.npz`, runs
-`python -m byol_keras.export_verify` (SavedModel through
+`python -m byol_keras.export.verify` (SavedModel through
 `tf.saved_model.load`, ONNX through onnxruntime) and reads the outputs back;
 `compare` applies the tolerance
 
@@ -29,7 +29,7 @@ import numpy as np
 RELATIVE_TOLERANCE = 1e-4
 TOLERANCE_RULE = "max|artifact - keras| <= 1e-4 * (1 + max|keras|), per artifact, input set, output"
 VERIFY_TIMEOUT_SECONDS = 1800
-# Spelled out rather than imported from byol_keras.serving, so that the
+# Spelled out rather than imported from byol_keras.export.signature, so that the
 # verification process loads TensorFlow but never Keras or this package's models.
 SIGNATURE_NAME = "serving_default"
 
@@ -110,7 +110,7 @@ def run_in_fresh_process(
     arguments += ["--report", str(report_path)]
     for kind, path in artifacts.items():
         arguments += [f"--{kind.replace('_', '-')}", str(path)]
-    command = isolated_python("byol_keras.export_verify", arguments)
+    command = isolated_python("byol_keras.export.verify", arguments)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(
         command, capture_output=True, text=True, env=env, timeout=VERIFY_TIMEOUT_SECONDS
@@ -139,11 +139,11 @@ def isolated_python(module: str, arguments: list[str]) -> list[str]:
     this more simply but needs Python 3.11.)
 
     ```python
-    command = isolated_python("byol_keras.export_verify", ["--inputs", "in.npz", ...])
+    command = isolated_python("byol_keras.export.verify", ["--inputs", "in.npz", ...])
     ```
     """
     working_dir = os.path.realpath(os.getcwd())
-    package_root = str(Path(__file__).resolve().parents[1])
+    package_root = str(Path(__file__).resolve().parents[2])
     paths = [package_root] + [
         entry
         for entry in sys.path
@@ -203,8 +203,8 @@ def _onnx_spec(node) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The verification process: `python -m byol_keras.export_verify --inputs X.npz ...`."""
-    parser = argparse.ArgumentParser(prog="python -m byol_keras.export_verify")
+    """The verification process: `python -m byol_keras.export.verify --inputs X.npz ...`."""
+    parser = argparse.ArgumentParser(prog="python -m byol_keras.export.verify")
     parser.add_argument("--inputs", required=True)
     parser.add_argument("--outputs", required=True)
     parser.add_argument("--report", required=True)

@@ -1,0 +1,27 @@
+"""BYOL's augmentations: views (the numbers), layers (crop, blur), the augmenter and pipelines.
+
+- `views.py`: `ViewParams` and the presets (`view_params("cifar")`).
+- `layers.py`: our own `RandomResizedCrop` and `RandomGaussianBlur`, and seed helpers.
+- `augmenter.py`: `BYOLAugmenter`, the layer that draws one view of a batch.
+- `pipelines.py`: `make_augmenter`, `image_batches` and `pair_dataset` for `fit`.
+
+```python
+from byol_keras.augment import make_augmenter, pair_dataset
+
+pairs = pair_dataset(source, make_augmenter("cifar", image_size=32, seed=0), 256, seed=0)
+```
+"""
+
+from byol_keras.augment.augmenter import BYOLAugmenter, apply_in_order
+from byol_keras.augment.pipelines import image_batches, make_augmenter, pair_dataset
+from byol_keras.augment.views import ViewParams, view_params
+
+__all__ = [
+    "BYOLAugmenter",
+    "ViewParams",
+    "apply_in_order",
+    "image_batches",
+    "make_augmenter",
+    "pair_dataset",
+    "view_params",
+]

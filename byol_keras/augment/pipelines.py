@@ -1,0 +1,110 @@
+"""The tf.data pipelines that feed BYOL: image batches and batches of view pairs.
+
+```python
+augmenter = make_augmenter("cifar", image_size=32, seed=0)
+pairs = pair_dataset(source, augmenter, batch_size=256, seed=0)
+view1, view2 = next(iter(pairs))  # each [256, 32, 32, 3] float32 in [0, 1]
+```
+"""
+
+import random
+
+import tensorflow as tf
+
+from byol_keras.augment.augmenter import BYOLAugmenter
+from byol_keras.augment.views import view_params
+from byol_keras.data import ImageSource
+from byol_keras.errors import UsageError
+
+
+def make_augmenter(
+    preset: str = "byol", image_size: int = 32, seed: int | None = None, **overrides
+) -> BYOLAugmenter:
+    """A `BYOLAugmenter` for a preset (`"byol"`, `"cifar"`, `"digits"`) with overrides.
+
+    ```python
+    augmenter = make_augmenter("cifar", image_size=32, seed=0, solarize_prob=(0.0, 0.1))
+    ```
+    """
+    return BYOLAugmenter(image_size, *view_params(preset, **overrides), seed=seed)
+
+
+def image_batches(
+    images: ImageSource | tf.data.Dataset,
+    batch_size: int,
+    *,
+    shuffle_buffer: int = 10_000,
+    seed: int | None = None,
+    repeat: bool = True,
+    cache: bool = True,
+) -> tf.data.Dataset:
+    """Shuffled float32 [0, 1] image batches of an `ImageSource` or `(uint8 image, label)` examples.
+
+    The on-device option: the model runs its augmenter inside `train_step`.
+    A source is read in a seeded random order of its keys (`ImageSource.shuffled`):
+    folders list their files class by class, which a shuffle buffer alone
+    would leave in windows of a few classes. With `cache` that order is drawn
+    once, before the first decode, and each later pass goes through the
+    buffer again; without it a new order is drawn every pass.
+
+    ```python
+    model = BYOL(..., augmenter=make_augmenter("cifar"))
+    model.fit(image_batches(source, 256, seed=0), steps_per_epoch=195)
+    ```
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    if isinstance(images, ImageSource):
+        images = images.shuffled(seed)
+    if isinstance(images.element_spec, tuple):
+        images = images.map(lambda image, *_: image)
+    if cache:
+        images = images.cache()  # uint8, before shuffling: reshuffled every epoch
+    if shuffle_buffer > 1:
+        images = images.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        images = images.repeat()
+    batches = images.batch(batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
+    return batches.map(
+        lambda batch: tf.image.convert_image_dtype(batch, tf.float32),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    ).prefetch(tf.data.AUTOTUNE)
+
+
+def pair_dataset(
+    images: ImageSource | tf.data.Dataset,
+    augmenter: BYOLAugmenter,
+    batch_size: int,
+    *,
+    shuffle_buffer: int = 10_000,
+    seed: int | None = None,
+    repeat: bool = True,
+    cache: bool = True,
+) -> tf.data.Dataset:
+    """Batches of BYOL view pairs `(view1, view2)` from a source or `(uint8 image, label)` examples.
+
+    Batches first, then augments whole batches in parallel `map` calls: the
+    vectorised ops are far faster than a per-image map. Batch `i` is augmented
+    with the stateless seed `(seed, i)` (`seed` falls back to the augmenter's,
+    then to a random one), so equal seeds give equal pairs however many calls
+    run at once. Shuffling is `image_batches`'s.
+
+    ```python
+    pairs = pair_dataset(source, make_augmenter("cifar", seed=0), 256, seed=0)
+    model.fit(pairs, steps_per_epoch=195, epochs=100)
+    ```
+    """
+    base = seed if seed is not None else augmenter.seed
+    base = random.randrange(2**31) if base is None else int(base)
+    batches = image_batches(
+        images, batch_size, shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat, cache=cache
+    )
+
+    def augment(index, batch):
+        return augmenter(batch, training=True, seed=tf.stack([tf.constant(base, tf.int64), index]))
+
+    return (
+        batches.enumerate()
+        .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )

@@ -1,0 +1,322 @@
+"""Evaluation of a finished run: linear probe, weighted kNN and fine-tuning, each on labelled data.
+
+Which data: `--data` (default: the run's `data.val_source`) gives both sets;
+the classifier is fitted on its `eval.train_split` split ("train") and
+reported on its `data.val_split` split ("test"), at the run's image size and
+without augmentation. Accuracies are fractions in [0, 1]. Each protocol
+writes `<run>/eval/<protocol>[-<fraction>pct][-random][@<data>].json`; `-random`
+is the same protocol on the same architecture, untrained (`--baseline random`),
+and `@<data>` names a `--data` other than the run's `data.val_source`.
+
+```python
+result = evaluate_run("runs/mnist", "linear")
+result["top1"], result["summary_line"]
+summary = compare_with_random_init("runs/quickstart")  # the quickstart's two probes
+```
+"""
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from byol_keras.backbones import build_backbone
+from byol_keras.config import Config, load_config
+from byol_keras.data import ImageSource, load_source
+from byol_keras.data.labelled import check_classes, check_disjoint
+from byol_keras.errors import UsageError
+from byol_keras.evaluation.embeddings import Embedder, source_arrays
+from byol_keras.evaluation.finetune import (
+    balanced_subset,
+    finetune_batch_size,
+    finetune_classifier,
+    predict_scores,
+)
+from byol_keras.evaluation.knn import knn_class_scores
+from byol_keras.evaluation.linear import fit_linear_probe
+from byol_keras.evaluation.metrics import per_class_accuracy, top_k_accuracy
+from byol_keras.training.run_dir import RunDirectory, atomic_write_text
+
+PROTOCOLS = ("linear", "knn", "finetune")
+
+
+def evaluate_run(
+    run_dir,
+    protocol: str,
+    data: str | None = None,
+    label_fraction: float | None = None,
+    baseline: str | None = None,
+    overrides=(),
+) -> dict:
+    """Runs one protocol on a finished run, writes its JSON and returns the result.
+
+    `overrides` are `SECTION.KEY=VALUE` strings applied to the run's config
+    (e.g. `eval.knn_k=20`). Bad input raises `UsageError`.
+
+    ```python
+    evaluate_run("runs/mnist", "finetune", label_fraction=0.01, baseline="random")
+    ```
+    """
+    started = time.perf_counter()
+    if protocol not in PROTOCOLS:
+        raise UsageError(f"--protocol: expected one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if baseline not in (None, "random"):
+        raise UsageError(f"--baseline: the only baseline is 'random', got {baseline!r}")
+    if label_fraction is not None and protocol != "finetune":
+        raise UsageError("--label-fraction: applies to --protocol finetune only")
+    if protocol == "finetune":
+        label_fraction = 1.0 if label_fraction is None else label_fraction
+        if not 0.0 < label_fraction <= 1.0:
+            raise UsageError(f"--label-fraction: must lie in (0, 1], got {label_fraction}")
+    run = RunDirectory(run_dir).require_finished()
+    config = load_config(run.config_path, list(overrides))
+    spec = data or config.data.val_source
+    if not spec:
+        raise UsageError(
+            f"--data: run '{run.root}' has no data.val_source; pass --data with a labelled source"
+        )
+    name = _result_name(protocol, label_fraction, baseline)
+    if spec != load_config(run.config_path).data.val_source:  # the run's own, not --set's
+        name += f"@{_slug(spec)}"
+    path = run.eval_dir / f"{name}.json"
+    _refuse_other_data(path, spec)
+    train_set, test_set, class_names = _labelled_sets(config, spec)
+    backbone = _backbone(run, config, random_init=baseline == "random")
+
+    parameters, scores, train_labels, test_labels = _PROTOCOL_RUNNERS[protocol](
+        backbone, config, train_set, test_set, len(class_names), label_fraction
+    )
+    check_classes(train_labels, test_labels, class_names, "--data")
+    result = {
+        "protocol": protocol,
+        "backbone": "random_init" if baseline == "random" else "pretrained",
+        "run": str(run.root),
+        "data": spec,
+        "train_split": config.eval.train_split,
+        "test_split": config.data.val_split,
+        "image_size": config.data.image_size,
+        "n_train": int(len(train_labels)),
+        "max_train": config.eval.max_train,
+        "n_test": int(len(test_labels)),
+        "num_classes": len(class_names),
+        "top1": top_k_accuracy(scores, test_labels, 1),
+        "per_class_top1": per_class_accuracy(scores.argmax(axis=1), test_labels, class_names),
+        "parameters": parameters,
+    }
+    if len(class_names) >= 5:
+        result["top5"] = top_k_accuracy(scores, test_labels, 5)
+    result["wall_time_seconds"] = time.perf_counter() - started
+    result["summary_line"] = _summary_line(result, path)
+    run.eval_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(result, indent=2))
+    return result
+
+
+def compare_with_random_init(run_dir) -> dict:
+    """Linear-probes the pretrained backbone and an untrained copy; merges both into summary.json.
+
+    ```python
+    summary = compare_with_random_init("runs/quickstart")
+    summary["linear_probe_top1"] > summary["linear_probe_top1_random_init"]
+    ```
+    """
+    pretrained = evaluate_run(run_dir, "linear")
+    untrained = evaluate_run(run_dir, "linear", baseline="random")
+    run = RunDirectory(run_dir)
+    summary = {
+        **run.read_summary(),
+        "linear_probe_top1": pretrained["top1"],
+        "linear_probe_top1_random_init": untrained["top1"],
+        "linear_probe_data": f"{pretrained['data']}:{pretrained['test_split']}",
+    }
+    run.write_summary(summary)
+    return summary
+
+
+@dataclass(frozen=True)
+class _LabelledSplit:
+    """A split read when a protocol needs it: embedded batch by batch, or as images.
+
+    Unlabelled examples are left out; `max_examples` keeps a seeded subset.
+    """
+
+    source: ImageSource
+    max_examples: int | None
+    seed: int
+
+    def features(self, embedder: Embedder) -> tuple[np.ndarray, np.ndarray]:
+        """Features and labels; only one batch of images is ever in memory."""
+        return self._nonempty(embedder.embed_source(self.source, self.max_examples, self.seed))
+
+    def images(self) -> tuple[np.ndarray, np.ndarray]:
+        """Images and labels, all in memory (fine-tuning trains on them for several epochs)."""
+        arrays = source_arrays(self.source, self.max_examples, self.seed, labelled_only=True)
+        return self._nonempty(arrays)
+
+    def _nonempty(self, arrays: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        if len(arrays[1]) == 0:
+            raise UsageError(f"--data: {self.source.description} has no labelled images")
+        return arrays
+
+
+def _labelled_sets(config: Config, spec: str):
+    """The train and test splits as `_LabelledSplit`s, and the class names."""
+    sources = [
+        load_source(
+            spec,
+            split=split,
+            image_size=config.data.image_size,
+            data_dir=config.data.data_dir,
+            max_file_mb=config.data.max_file_mb,
+            max_image_pixels=config.data.max_image_pixels,
+        )
+        for split in (config.eval.train_split, config.data.val_split)
+    ]
+    train_source, test_source = sources
+    for source in sources:
+        if not source.has_labels:
+            raise UsageError(
+                f"--data: {source.description} has no labels; evaluation needs a labelled source"
+            )
+    check_disjoint(train_source, test_source, "--data")
+    seed = config.train.seed
+    sets = [
+        _LabelledSplit(train_source, config.eval.max_train, seed),
+        _LabelledSplit(test_source, None, seed),
+    ]
+    num_classes = max(train_source.num_classes, test_source.num_classes)
+    names = train_source.class_names or test_source.class_names or []
+    class_names = list(names) + [str(i) for i in range(len(names), num_classes)]
+    return sets[0], sets[1], class_names
+
+
+def _backbone(run: RunDirectory, config: Config, random_init: bool) -> keras.Model:
+    if not random_init:
+        return keras.saving.load_model(run.backbone_path, compile=False)
+    keras.utils.set_random_seed(config.train.seed)
+    return build_backbone(
+        config.model.backbone,
+        image_size=config.data.image_size,
+        stem=config.model.stem,
+        width=config.model.width,
+    )
+
+
+def _linear(backbone, config, train_set, test_set, num_classes, _fraction):
+    embedder = Embedder(backbone, config.eval.batch_size)
+    train_features, train_labels = train_set.features(embedder)
+    probe = fit_linear_probe(
+        train_features,
+        train_labels,
+        num_classes,
+        l2=config.eval.linear_l2,
+        max_iter=config.eval.linear_max_iter,
+        seed=config.train.seed,
+    )
+    parameters = {
+        "classifier": "multinomial logistic regression, L-BFGS, standardised features",
+        "l2": probe.l2,
+        "l2_chosen_on_validation": probe.validation_accuracy or None,
+        "max_iter": config.eval.linear_max_iter,
+        "iterations": probe.iterations,
+        "seed": config.train.seed,
+        "augmentation": "none (resize only)",
+    }
+    test_features, test_labels = test_set.features(embedder)
+    return parameters, probe.scores(test_features), train_labels, test_labels
+
+
+def _knn(backbone, config, train_set, test_set, num_classes, _fraction):
+    embedder = Embedder(backbone, config.eval.batch_size)
+    train_features, train_labels = train_set.features(embedder)
+    test_features, test_labels = test_set.features(embedder)
+    scores = knn_class_scores(
+        train_features,
+        train_labels,
+        test_features,
+        num_classes,
+        k=config.eval.knn_k,
+        temperature=config.eval.knn_temperature,
+    )
+    parameters = {
+        "k": config.eval.knn_k,
+        "temperature": config.eval.knn_temperature,
+        "similarity": "cosine",
+        "weighting": "exp(similarity / temperature), summed per class",
+        "augmentation": "none (resize only)",
+    }
+    return parameters, scores, train_labels, test_labels
+
+
+def _finetune(backbone, config, train_set, test_set, num_classes, fraction):
+    train_images, train_labels = train_set.images()
+    subset = balanced_subset(train_labels, fraction, config.train.seed)
+    classifier = finetune_classifier(
+        backbone,
+        train_images[subset],
+        train_labels[subset],
+        num_classes,
+        epochs=config.eval.finetune_epochs,
+        learning_rate=config.eval.finetune_lr,
+        batch_size=config.eval.batch_size,
+        seed=config.train.seed,
+    )
+    parameters = {
+        "label_fraction": fraction,
+        "n_labelled": int(len(subset)),
+        "subset": "the same fraction of every class, seeded with train.seed",
+        "seed": config.train.seed,
+        "epochs": config.eval.finetune_epochs,
+        "learning_rate": config.eval.finetune_lr,
+        "batch_size": finetune_batch_size(len(subset), config.eval.batch_size),
+        "optimizer": "SGD, Nesterov momentum 0.9, cosine decay, no weight decay",
+        "augmentation": "random crop (reflect pad 1/8) + horizontal flip",
+    }
+    test_images, test_labels = test_set.images()
+    scores = predict_scores(classifier, test_images, config.eval.batch_size)
+    return parameters, scores, train_labels, test_labels
+
+
+_PROTOCOL_RUNNERS = {"linear": _linear, "knn": _knn, "finetune": _finetune}
+
+
+def _result_name(protocol: str, fraction: float | None, baseline: str | None) -> str:
+    name = protocol
+    if protocol == "finetune":
+        name += f"-{fraction * 100:g}pct"
+    return f"{name}-random" if baseline == "random" else name
+
+
+def _slug(spec: str, limit: int = 80) -> str:
+    """`spec` as a file-name part: runs of other characters than `A-Za-z0-9._-` become `_`."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", spec).strip("_.")[:limit] or "data"
+
+
+def _refuse_other_data(path: Path, spec: str) -> None:
+    """Two data sets whose names give the same slug must not overwrite each other's result."""
+    if not path.is_file():
+        return
+    try:
+        previous = json.loads(path.read_text()).get("data")
+    except (ValueError, AttributeError):
+        return  # unreadable: replacing it loses nothing
+    if previous not in (None, spec):
+        raise UsageError(
+            f"--data: {path} holds a result on {previous!r}, not {spec!r}; move it away first"
+        )
+
+
+def _summary_line(result: dict, path: Path) -> str:
+    top5 = f", top-5 {result['top5']:.2%}" if "top5" in result else ""
+    return (
+        f"{result['protocol']} ({result['backbone']}) on {result['data']}:{result['test_split']}: "
+        f"top-1 {result['top1']:.2%}{top5} (n_train={result['n_train']}, "
+        f"n_test={result['n_test']}, {result['wall_time_seconds']:.0f} s) -> {path}"
+    )
+
+
+__all__ = ["compare_with_random_init", "evaluate_run"]

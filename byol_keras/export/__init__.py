@@ -1,0 +1,31 @@
+"""The export code: a run's backbone as a verified TF Serving SavedModel and ONNX model.
+
+- `run.py`: `export_run`, the staged, verified, versioned export.
+- `signature.py`: the serving function (uint8 images in, embeddings out).
+- `parity.py`: the inputs and Keras references the artifacts are checked against.
+- `verify.py`: the verification worker, run as `python -m byol_keras.export.verify`.
+
+The repository's top-level `export/` folder is the deployment side (TF Serving's
+`models.config`, the serving and ONNX clients); this package writes what it serves.
+
+```python
+from byol_keras.export import export_run
+
+manifest = export_run("runs/quickstart", formats=("saved_model", "onnx"))
+```
+"""
+
+import importlib
+
+# Loaded on first use: the verification worker runs `python -m byol_keras.export.verify`,
+# which imports this file, and must load TensorFlow but never Keras or the models.
+_LAZY = {"export_run": "byol_keras.export.run", "existing_versions": "byol_keras.export.run"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'byol_keras.export' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

@@ -1,0 +1,14 @@
+"""Everything around `BYOL.train_step` that makes a run: optimizers, schedules, callbacks, state.
+
+- `optimizers.py`, `lars.py`: the optimizer from the config; LARS (You et al. 2017).
+- `schedules.py`: the warm-up cosine learning rate and the cosine τ schedule.
+- `callbacks.py`, `guards.py`, `interrupt.py`: checkpoints, throughput, stopping on a
+  non-finite loss, collapse warnings, Ctrl-C/SIGTERM.
+- `steps.py`: gradient accumulation arithmetic.
+- `resume.py`, `run_dir.py`, `run_lock.py`: the run directory, resuming it, one writer at a time.
+- `distribute.py`: `tf.distribute` strategies and the multi-worker workarounds.
+
+The modules are imported one by one (`from byol_keras.training.schedules import cosine_tau`):
+this file imports none of them, so that `model.py` can use `schedules` and `steps`
+without pulling in the callbacks.
+"""
