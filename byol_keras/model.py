@@ -11,12 +11,13 @@ from byol_keras.errors import UsageError
 from byol_keras.heads import mlp_head
 from byol_keras.losses import collapse_indicator, symmetric_byol_loss
 from byol_keras.target import frozen_copy, variable_pairs
+from byol_keras.training.distribute import MultiWorkerWorkarounds
 from byol_keras.training.schedules import cosine_tau
 from byol_keras.training.steps import accumulation_steps, completes_update
 
 
 @keras.saving.register_keras_serializable(package="byol_keras")
-class BYOL(keras.Model):
+class BYOL(MultiWorkerWorkarounds, keras.Model):
     """Bootstrap Your Own Latent (Grill et al. 2020) as a `keras.Model`.
 
     The online network (backbone → projector → predictor) learns to predict
@@ -212,32 +213,6 @@ class BYOL(keras.Model):
         callbacks = list(kwargs.pop("callbacks", None) or [])
         callbacks.insert(0, _TotalStepsFromFit())
         return super().fit(*args, callbacks=callbacks, **kwargs)
-
-    # Two workarounds for Keras 3's TF trainer under MultiWorkerMirroredStrategy
-    # (tensorflow/tensorflow#72388); both are harmless for the other strategies.
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Every sub-model is built from its Input, so only the optimizer is
-        # left to build. Keras 3's own version first all-reduces a whole
-        # (view1, view2) batch, which MultiWorkerMirroredStrategy rejects.
-        with self.distribute_strategy.scope():
-            if self.optimizer is not None and not self.optimizer.built:
-                self.optimizer.build(self.trainable_variables)
-            self._post_build()
-
-    def _make_function(self, step_function):
-        # Keras reduces multi-worker step outputs with MEAN over axis 0, which
-        # fails for scalar metrics; as [1] vectors they average to scalars.
-        strategy = self.distribute_strategy
-        multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-        if not (multi_worker and strategy.extended._in_multi_worker_mode()):
-            return super()._make_function(step_function)
-
-        def vector_logs(data):
-            logs = step_function(data)
-            return {k: tf.reshape(v, [1]) if v.shape.rank == 0 else v for k, v in logs.items()}
-
-        return super()._make_function(vector_logs)
 
     def get_config(self) -> dict:
         config = super().get_config()
