@@ -30,7 +30,7 @@ from byol_keras.training.resume import check_config_change, remaining_fit_calls
 from byol_keras.training.run_dir import RunDirectory
 from byol_keras.training.run_lock import run_lock
 
-log = logging.getLogger("byol_keras")
+log = logging.getLogger(__name__)
 
 
 def train(config: Config, output_dir: str | Path, resume_with_changes: bool = False) -> dict:

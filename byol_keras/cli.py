@@ -17,8 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from byol_keras.errors import TrainingDiverged, TrainingInterrupted, UsageError
-from byol_keras.export.verify import ExportError
+from byol_keras.errors import ExportError, TrainingDiverged, TrainingInterrupted, UsageError
 from byol_keras.training.resume import RESUME_WITH_CHANGES
 
 QUICKSTART = Path(__file__).with_name("quickstart.yaml")
@@ -161,11 +160,22 @@ HANDLERS = {
 }
 
 
+class _PackageLoggerNames(logging.Formatter):
+    """Shows every module's logger (`byol_keras.data.source`) as `byol_keras`, as users see it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name.startswith("byol_keras."):
+            record = logging.makeLogRecord({**record.__dict__, "name": "byol_keras"})
+        return super().format(record)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit code (2 for usage and config errors)."""
     args = build_parser().parse_args(argv)
     quiet_tensorflow_start(verbose=args.verbose)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_PackageLoggerNames("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     if not args.verbose:
         # TensorFlow's absl logger reports every tf.data sharding decision at INFO.
         logging.getLogger("absl").setLevel(logging.WARNING)

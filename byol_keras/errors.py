@@ -1,4 +1,7 @@
-"""The exception types that the CLI turns into a one-line message and an exit code."""
+"""Every exception type of byol-keras; the CLI turns each into a one-line message and an exit code.
+
+Plain Python, importing nothing: the export verification worker uses it without Keras.
+"""
 
 
 class UsageError(ValueError):
@@ -44,3 +47,21 @@ class TrainingInterrupted(Exception):
         )
         self.signum = int(signum)
         self.step = step
+
+
+class ExportError(RuntimeError):
+    """An export that could not produce a verified artifact; the CLI exits with code 1.
+
+    ```python
+    raise ExportError("tf2onnx failed: Unsupported ops: ...")
+    ```
+    """
+
+
+class ExportVerificationError(ExportError):
+    """A reloaded artifact differs from the Keras model beyond the tolerance or breaks the contract.
+
+    ```python
+    raise ExportVerificationError("onnx/random: embeddings differ by 0.3 > tolerance 1.1e-4")
+    ```
+    """

@@ -17,7 +17,7 @@ import numpy as np
 from byol_keras.data.source import ImageSource
 from byol_keras.errors import UsageError
 
-log = logging.getLogger("byol_keras")
+log = logging.getLogger(__name__)
 
 
 def check_disjoint(train: ImageSource, test: ImageSource, flag: str) -> None:

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from byol_keras.errors import UsageError
 
-log = logging.getLogger("byol_keras")
+log = logging.getLogger(__name__)
 
 # Row `c - 1` picks the channels that make an image with `c` channels RGB:
 # grey and grey+alpha repeat channel 0, RGB and RGBA keep the first three.

@@ -22,7 +22,7 @@ from byol_keras.evaluation.embeddings import Embedder, source_arrays
 from byol_keras.evaluation.knn import knn_top1
 
 METRIC = "knn_top1"
-log = logging.getLogger("byol_keras")
+log = logging.getLogger(__name__)
 
 
 class KnnMonitor(keras.callbacks.Callback):

@@ -18,17 +18,16 @@ import keras
 import numpy as np
 
 from byol_keras.config import Config
-from byol_keras.errors import UsageError
+from byol_keras.errors import ExportVerificationError, UsageError
 from byol_keras.export import signature as serving
 from byol_keras.export.verify import (
     TOLERANCE_RULE,
-    ExportVerificationError,
     compare,
     failures,
     run_in_fresh_process,
 )
 
-log = logging.getLogger("byol_keras")
+log = logging.getLogger(__name__)
 
 REAL_IMAGES = 16
 

@@ -40,14 +40,12 @@ import keras
 import numpy as np
 
 from byol_keras.config import load_config
-from byol_keras.errors import UsageError
+from byol_keras.errors import ExportError, ExportVerificationError, UsageError
 from byol_keras.export import signature as serving
 from byol_keras.export.parity import verify_artifacts
 from byol_keras.export.verify import (
     RELATIVE_TOLERANCE,
     TOLERANCE_RULE,
-    ExportError,
-    ExportVerificationError,
     isolated_python,
 )
 from byol_keras.training.run_dir import RunDirectory, atomic_write_text
@@ -60,7 +58,7 @@ __all__ = [
     "export_run",
 ]
 
-log = logging.getLogger("byol_keras")
+log = logging.getLogger(__name__)
 
 FORMATS = ("saved_model", "onnx")
 MIN_OPSET = 17

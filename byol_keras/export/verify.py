@@ -26,30 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
+# ExportError is re-exported: `from byol_keras.export.verify import ExportError` keeps working.
+from byol_keras.errors import ExportError, ExportVerificationError  # noqa: F401
+
 RELATIVE_TOLERANCE = 1e-4
 TOLERANCE_RULE = "max|artifact - keras| <= 1e-4 * (1 + max|keras|), per artifact, input set, output"
 VERIFY_TIMEOUT_SECONDS = 1800
 # Spelled out rather than imported from byol_keras.export.signature, so that the
 # verification process loads TensorFlow but never Keras or this package's models.
 SIGNATURE_NAME = "serving_default"
-
-
-class ExportError(RuntimeError):
-    """An export that could not produce a verified artifact; the CLI exits with code 1.
-
-    ```python
-    raise ExportError("tf2onnx failed: Unsupported ops: ...")
-    ```
-    """
-
-
-class ExportVerificationError(ExportError):
-    """A reloaded artifact differs from the Keras model beyond the tolerance or breaks the contract.
-
-    ```python
-    raise ExportVerificationError("onnx/random: embeddings differ by 0.3 > tolerance 1.1e-4")
-    ```
-    """
 
 
 def tolerance(reference: np.ndarray) -> float:

@@ -8,7 +8,7 @@ import keras
 from byol_keras.errors import TrainingDiverged
 from byol_keras.training.steps import batches_done
 
-log = logging.getLogger("byol_keras")
+log = logging.getLogger(__name__)
 
 COLLAPSE_CAUSES = (
     "learning rate too high",

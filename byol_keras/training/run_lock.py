@@ -10,7 +10,7 @@ from pathlib import Path
 
 from byol_keras.errors import UsageError
 
-log = logging.getLogger("byol_keras")
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
