@@ -11,6 +11,7 @@ any Keras backbone, including ones built elsewhere.
 
 import keras
 
+from byol_keras.config import Config
 from byol_keras.errors import UsageError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -54,6 +55,28 @@ def build_backbone(name: str, image_size: int, stem: str = "auto", width: int = 
             "resnet50, tiny, or a keras.applications model name)"
         )
     return _application_backbone(application, name, image_size)
+
+
+def backbone_from_config(config: Config) -> keras.Model:
+    """The backbone that `config.model` names, at `config.data.image_size`.
+
+    Args:
+        config: a `Config`; `model.backbone`, `model.stem` and `model.width` choose
+            the network, `data.image_size` its input size.
+
+    Returns:
+        A new, untrained `keras.Model` from `build_backbone`.
+
+    ```python
+    backbone = backbone_from_config(load_config("configs/quickstart.yaml"))
+    ```
+    """
+    return build_backbone(
+        config.model.backbone,
+        image_size=config.data.image_size,
+        stem=config.model.stem,
+        width=config.model.width,
+    )
 
 
 def _standardized_input(image_size: int) -> tuple:

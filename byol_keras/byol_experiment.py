@@ -15,9 +15,9 @@ import keras
 import tensorflow as tf
 
 from byol_keras.augment.pipelines import image_batches, make_augmenter, pair_dataset
-from byol_keras.backbones import build_backbone, synchronize_batchnorm
+from byol_keras.backbones import backbone_from_config, synchronize_batchnorm
 from byol_keras.config import Config
-from byol_keras.data import ImageSource, load_source
+from byol_keras.data import ImageSource, source_from_config
 from byol_keras.errors import UsageError
 from byol_keras.evaluation.monitor import KnnMonitor
 from byol_keras.model import BYOL
@@ -53,14 +53,7 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
     keras.mixed_precision.set_dtype_policy(config.train.precision)
 
     # 1. Data: a source of (uint8 image, label) examples.
-    source = load_source(
-        config.data.source,
-        split=config.data.split,
-        image_size=config.data.image_size,
-        data_dir=config.data.data_dir,
-        max_file_mb=config.data.max_file_mb,
-        max_image_pixels=config.data.max_image_pixels,
-    )
+    source = source_from_config(config, config.data.source, config.data.split)
     log.info("training data: %s", source.description)
     steps_per_epoch = _steps_per_epoch(config, source)
 
@@ -191,12 +184,7 @@ def build_model(config: Config, total_steps: int, augmenter=None) -> BYOL:
     the heads' BatchNorm, and the backbone's is synchronised too when
     `model.sync_batchnorm_backbone` is set.
     """
-    backbone = build_backbone(
-        config.model.backbone,
-        image_size=config.data.image_size,
-        stem=config.model.stem,
-        width=config.model.width,
-    )
+    backbone = backbone_from_config(config)
     if config.model.sync_batchnorm_backbone:
         backbone = synchronize_batchnorm(backbone)
     return BYOL(
@@ -215,14 +203,7 @@ def _knn_monitor(config: Config, run: RunDirectory) -> list[KnnMonitor]:
     if not config.eval.knn_every_epochs or not config.data.val_source:
         return []
     bank, queries = (
-        load_source(
-            config.data.val_source,
-            split=split,
-            image_size=config.data.image_size,
-            data_dir=config.data.data_dir,
-            max_file_mb=config.data.max_file_mb,
-            max_image_pixels=config.data.max_image_pixels,
-        )
+        source_from_config(config, config.data.val_source, split)
         for split in (config.eval.train_split, config.data.val_split)
     )
     if not (bank.has_labels and queries.has_labels):

@@ -15,14 +15,14 @@ print(source.description)  # folder:/home/me/photos (1234 images, unlabelled, 2 
 | `npz:<path>` | `x_train`, `y_train`, `x_test`, `y_test` arrays as in keras.datasets |
 """
 
-from byol_keras.config import DataConfig
+from byol_keras.config import Config, DataConfig
 from byol_keras.data.arrays import load_digits_source, load_npz_source
 from byol_keras.data.folder import IMAGE_EXTENSIONS, FileLimits, load_folder_source
 from byol_keras.data.source import ImageSource
 from byol_keras.data.tfds_source import load_tfds_source
 from byol_keras.errors import UsageError
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageSource", "load_source"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageSource", "load_source", "source_from_config"]
 
 _PREFIXES = ("tfds", "folder", "npz")
 
@@ -74,3 +74,30 @@ def load_source(
             rest, split, image_size, FileLimits(max_file_mb, max_image_pixels)
         )
     return load_npz_source(rest, split, image_size)
+
+
+def source_from_config(config: Config, spec: str, split: str) -> ImageSource:
+    """`load_source(spec, split=split)` with the image size, data_dir and file limits of `config`.
+
+    Args:
+        config: the run's `Config`; its `data` section gives the image size,
+            the tensorflow-datasets `data_dir` and the file limits.
+        spec: the source, e.g. `config.data.source` or `config.data.val_source`.
+        split: the split to open, e.g. `config.data.split`.
+
+    Returns:
+        The `ImageSource`, as `load_source` returns it.
+
+    ```python
+    source = source_from_config(config, config.data.val_source, config.data.val_split)
+    ```
+    """
+    data = config.data
+    return load_source(
+        spec,
+        split=split,
+        image_size=data.image_size,
+        data_dir=data.data_dir,
+        max_file_mb=data.max_file_mb,
+        max_image_pixels=data.max_image_pixels,
+    )

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from byol_keras.config import load_config
-from byol_keras.data import load_source
+from byol_keras.data import source_from_config
 from byol_keras.data.labelled import check_disjoint
 from byol_keras.errors import UsageError
 from byol_keras.evaluation.embeddings import Embedder, source_arrays
@@ -80,14 +80,7 @@ def _picture_inputs(run: RunDirectory, data: str | None) -> dict:
         raise UsageError(f"--data: run '{run.root}' has no data.val_source; pass --data SOURCE")
 
     def load(split):
-        return load_source(
-            spec,
-            split=split,
-            image_size=config.data.image_size,
-            data_dir=config.data.data_dir,
-            max_file_mb=config.data.max_file_mb,
-            max_image_pixels=config.data.max_image_pixels,
-        )
+        return source_from_config(config, spec, split)
 
     test = load(config.data.val_split)
     backbone = keras.saving.load_model(run.backbone_path, compile=False)

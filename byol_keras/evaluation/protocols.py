@@ -24,9 +24,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from byol_keras.backbones import build_backbone
+from byol_keras.backbones import backbone_from_config
 from byol_keras.config import Config, load_config
-from byol_keras.data import ImageSource, load_source
+from byol_keras.data import ImageSource, source_from_config
 from byol_keras.data.labelled import check_classes, check_disjoint
 from byol_keras.errors import UsageError
 from byol_keras.evaluation.embeddings import Embedder, source_arrays
@@ -166,14 +166,7 @@ class _LabelledSplit:
 def _labelled_sets(config: Config, spec: str):
     """The train and test splits as `_LabelledSplit`s, and the class names."""
     sources = [
-        load_source(
-            spec,
-            split=split,
-            image_size=config.data.image_size,
-            data_dir=config.data.data_dir,
-            max_file_mb=config.data.max_file_mb,
-            max_image_pixels=config.data.max_image_pixels,
-        )
+        source_from_config(config, spec, split)
         for split in (config.eval.train_split, config.data.val_split)
     ]
     train_source, test_source = sources
@@ -198,12 +191,7 @@ def _backbone(run: RunDirectory, config: Config, random_init: bool) -> keras.Mod
     if not random_init:
         return keras.saving.load_model(run.backbone_path, compile=False)
     keras.utils.set_random_seed(config.train.seed)
-    return build_backbone(
-        config.model.backbone,
-        image_size=config.data.image_size,
-        stem=config.model.stem,
-        width=config.model.width,
-    )
+    return backbone_from_config(config)
 
 
 def _linear(backbone, config, train_set, test_set, num_classes, _fraction):

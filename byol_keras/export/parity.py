@@ -101,7 +101,7 @@ def verification_inputs(config: Config, seed: int = 0) -> tuple[dict, dict]:
 
 def _real_images(config: Config) -> tuple[np.ndarray | None, str]:
     """Up to REAL_IMAGES images of the training source, else of the validation source."""
-    from byol_keras.data import load_source
+    from byol_keras.data import source_from_config
 
     data = config.data
     candidates = [(data.source, data.split)]
@@ -110,14 +110,7 @@ def _real_images(config: Config) -> tuple[np.ndarray | None, str]:
     reasons = []
     for spec, split in candidates:
         try:
-            source = load_source(
-                spec,
-                split=split,
-                image_size=data.image_size,
-                data_dir=data.data_dir,
-                max_file_mb=data.max_file_mb,
-                max_image_pixels=data.max_image_pixels,
-            )
+            source = source_from_config(config, spec, split)
             images = [image.numpy() for image, _ in source.dataset.take(REAL_IMAGES)]
         except UsageError as error:
             reasons.append(str(error))
