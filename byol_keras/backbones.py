@@ -242,14 +242,19 @@ def synchronize_batchnorm(model: keras.Model) -> keras.Model:
     backbone = synchronize_batchnorm(build_backbone("resnet50", image_size=224))
     ```
     """
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.synchronized = True
     return model
 
 
-def _all_layers(model: keras.Model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
+def all_layers(layer: keras.layers.Layer):
+    """Every layer inside `layer`, depth first, through nested models.
+
+    ```python
+    norms = [x for x in all_layers(backbone) if isinstance(x, keras.layers.BatchNormalization)]
+    ```
+    """
+    for child in getattr(layer, "layers", []):
+        yield child
+        yield from all_layers(child)

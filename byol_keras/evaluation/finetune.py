@@ -30,6 +30,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from byol_keras.backbones import all_layers
+
 MIN_STEPS_PER_EPOCH = 10
 MIN_BATCH = 8
 RECALIBRATION_IMAGES = 1024
@@ -101,7 +103,7 @@ def finetune_classifier(
 def _recalibrate_batchnorm(model: keras.Model, images: np.ndarray, seed: int) -> None:
     """Sets every BatchNorm layer's moving statistics to those of one large unaugmented batch."""
     layers = [
-        layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)
+        layer for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)
     ]
     if not layers:
         return
@@ -115,12 +117,6 @@ def _recalibrate_batchnorm(model: keras.Model, images: np.ndarray, seed: int) ->
     finally:
         for layer, momentum in zip(layers, momenta, strict=True):
             layer.momentum = momentum
-
-
-def _all_layers(layer):
-    for child in getattr(layer, "layers", []):
-        yield child
-        yield from _all_layers(child)
 
 
 def finetune_batch_size(count: int, batch_size: int) -> int:
