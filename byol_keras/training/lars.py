@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
+# Biases and BatchNorm parameters (gamma, beta), matched as parts of variable paths.
 DEFAULT_EXCLUDED = ("bias", "gamma", "beta")
 
 

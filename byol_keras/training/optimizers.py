@@ -3,11 +3,12 @@
 import keras
 
 from byol_keras.config import OptimizerConfig
+from byol_keras.training.lars import DEFAULT_EXCLUDED, LARS
 from byol_keras.training.schedules import PerUpdateSchedule, WarmupCosine
 
 # Biases and BatchNorm parameters get no weight decay (and, under LARS, no
-# trust-ratio scaling), as in the paper.
-NO_DECAY_NAME_PARTS = ("bias", "gamma", "beta")
+# trust-ratio scaling), as in the paper: one list, LARS's default.
+NO_DECAY_NAME_PARTS = DEFAULT_EXCLUDED
 
 
 def peak_learning_rate(config: OptimizerConfig, batch_size: int) -> float:
@@ -50,8 +51,6 @@ def build_optimizer(
         # Keras evaluates schedules in batches, ours are written in updates.
         schedule = PerUpdateSchedule(schedule, accumulation_steps)
     if config.name == "lars":
-        from byol_keras.training.lars import LARS
-
         return LARS(
             learning_rate=schedule,
             momentum=config.momentum,
