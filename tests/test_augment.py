@@ -140,7 +140,9 @@ def test_views_differ_from_each_other_and_between_calls():
 def test_brightness_adds_a_per_sample_delta():
     # Official BYOL semantics: x + U[-b, b] (torchvision would multiply by U[1-b, 1+b]).
     grey = tf.fill([300, 8, 8, 3], 0.5)
-    params = plain(jitter_prob=1.0, brightness=0.4, contrast=0.0, saturation=0.0, hue=0.0)
+    params = plain(
+        jitter_prob=1.0, color="byol", brightness=0.4, contrast=0.0, saturation=0.0, hue=0.0
+    )
     view, _ = BYOLAugmenter(8, params, PLAIN)(grey, seed=SEED)
     delta = view.numpy()[:, 0, 0, 0] - 0.5
     assert delta.min() >= -0.4 - 1e-6 and delta.max() <= 0.4 + 1e-6
@@ -150,7 +152,9 @@ def test_brightness_adds_a_per_sample_delta():
 
 def test_contrast_scales_about_each_channel_mean():
     x = images(300, 8)
-    params = plain(jitter_prob=1.0, brightness=0.0, contrast=0.4, saturation=0.0, hue=0.0)
+    params = plain(
+        jitter_prob=1.0, color="byol", brightness=0.0, contrast=0.4, saturation=0.0, hue=0.0
+    )
     view, _ = BYOLAugmenter(8, params, PLAIN)(x * 0.5 + 0.25, seed=SEED)
     before = (x * 0.5 + 0.25).numpy()
     centred = before - before.mean(axis=(1, 2), keepdims=True)
@@ -163,13 +167,17 @@ def test_contrast_scales_about_each_channel_mean():
 def test_saturation_and_hue_follow_the_paper_ranges():
     colour = tf.constant([[[[0.8, 0.4, 0.4]]]], tf.float32)  # H 0, S 0.5, V 0.8
     batch = tf.tile(colour, [300, 4, 4, 1])
-    saturation = plain(jitter_prob=1.0, brightness=0.0, contrast=0.0, saturation=0.2, hue=0.0)
+    saturation = plain(
+        jitter_prob=1.0, color="byol", brightness=0.0, contrast=0.0, saturation=0.2, hue=0.0
+    )
     view, _ = BYOLAugmenter(4, saturation, PLAIN)(batch, seed=SEED)
     ratio = hsv(view)[:, 0, 0, 1] / 0.5
     assert ratio.min() >= 0.8 - 1e-4 and ratio.max() <= 1.2 + 1e-4
     assert ratio.min() < 0.82 and ratio.max() > 1.18
 
-    hue = plain(jitter_prob=1.0, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.1)
+    hue = plain(
+        jitter_prob=1.0, color="byol", brightness=0.0, contrast=0.0, saturation=0.0, hue=0.1
+    )
     view, _ = BYOLAugmenter(4, hue, PLAIN)(batch, seed=SEED)
     shift = hsv(view)[:, 0, 0, 0]
     shift = np.where(shift > 0.5, shift - 1.0, shift)

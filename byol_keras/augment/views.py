@@ -37,7 +37,10 @@ class ViewParams:
     blur_prob: float = 1.0
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_prob: float = 0.0
-    color: str = "byol"
+    # torchvision's reading of the jitter strengths learned the better CIFAR-10
+    # representation (benchmarks/RESULTS.md, "Representation quality"); "byol"
+    # is the official code's.
+    color: str = "torchvision"
 
 
 _PAPER = ViewParams(blur_prob=1.0, solarize_prob=0.0), ViewParams(blur_prob=0.1, solarize_prob=0.2)
