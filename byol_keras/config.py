@@ -26,6 +26,9 @@ _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxtuple = 3, 4, 4, 4
 _REPR.maxstring = _REPR.maxother = _QUOTE_CHARS
 
+# The tf.distribute strategies `train.distribution` may name; training/distribute.py makes them.
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker", "tpu")
+
 
 def _spec(default, *, low=None, high=None, choices=None, open_low=False, ordered=False):
     metadata = {
@@ -122,7 +125,7 @@ class TrainConfig:
     accumulation_steps: int = _spec(1, low=1)
     precision: str = _spec("float32", choices=("float32", "mixed_bfloat16", "mixed_float16"))
     jit_compile: bool = False
-    distribution: str = _spec("none", choices=("none", "mirrored", "multi_worker", "tpu"))
+    distribution: str = _spec("none", choices=DISTRIBUTIONS)
     checkpoint_every_steps: int | None = _spec(None, low=1)
     keep_checkpoints: int = _spec(2, low=1)
     collapse_threshold: float = _spec(0.05, low=0.0)

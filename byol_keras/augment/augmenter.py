@@ -65,6 +65,7 @@ from byol_keras.augment.layers import (
     fold_seed,
 )
 from byol_keras.augment.views import ViewParams, as_view_params
+from byol_keras.data.source import to_unit_range
 from byol_keras.errors import UsageError
 
 
@@ -136,7 +137,7 @@ class BYOLAugmenter(keras.layers.Layer):
     def call(self, images, training=True, seed=None):
         images = tf.convert_to_tensor(images)
         if images.dtype.is_integer:
-            images = tf.cast(images, tf.float32) / 255.0
+            images = to_unit_range(images)
         images = tf.cast(images, tf.float32)
         if not training:
             plain = tf.image.resize(images, [self.image_size, self.image_size])

@@ -14,6 +14,7 @@ import tensorflow as tf
 from byol_keras.augment.augmenter import BYOLAugmenter
 from byol_keras.augment.views import view_params
 from byol_keras.data import ImageSource
+from byol_keras.data.source import to_unit_range
 from byol_keras.errors import UsageError
 
 
@@ -65,10 +66,8 @@ def image_batches(
     if repeat:
         images = images.repeat()
     batches = images.batch(batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
-    return batches.map(
-        lambda batch: tf.image.convert_image_dtype(batch, tf.float32),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    ).prefetch(tf.data.AUTOTUNE)
+    unit = batches.map(to_unit_range, num_parallel_calls=tf.data.AUTOTUNE)
+    return unit.prefetch(tf.data.AUTOTUNE)
 
 
 def pair_dataset(

@@ -126,6 +126,29 @@ def to_rgb(image: tf.Tensor) -> tf.Tensor:
     return rgb
 
 
+def to_unit_range(images: tf.Tensor) -> tf.Tensor:
+    """Scales uint8 images to float32 in [0, 1], the input every backbone here is trained on.
+
+    Training, evaluation and the exported serving signature all call this, so
+    that the pixels a backbone sees never depend on who feeds it.
+
+    ```python
+    to_unit_range(tf.constant([0, 51, 255], tf.uint8))  # [0.0, 0.2, 1.0]
+    ```
+    """
+    return tf.cast(images, tf.float32) / 255.0
+
+
+def keep_labelled(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Keeps the `(image, label)` examples that have a class label (unlabelled ones are -1).
+
+    ```python
+    labelled = keep_labelled(source.dataset)  # e.g. drops loose files of a folder source
+    ```
+    """
+    return dataset.filter(lambda image, label: label >= 0)
+
+
 def resize_uint8(image: tf.Tensor, image_size: int) -> tf.Tensor:
     """Resizes a uint8 RGB image to `image_size` x `image_size` (bilinear, antialiased).
 
