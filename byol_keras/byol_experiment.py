@@ -41,6 +41,16 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
     accepts a different one (see `resume.check_config_change`). Nothing is
     written before the config, the data and the model have been built.
 
+    Args:
+        config: The run's `Config` (see `load_config`).
+        output_dir: The run directory, created or resumed.
+        resume_with_changes: Whether to resume a run whose recorded config
+            differs from `config`.
+
+    Returns:
+        The summary also written to `<output_dir>/summary.json`: final loss,
+        collapse and τ, steps, images per second, and how the run resumed.
+
     ```python
     summary = train(load_config("configs/quickstart.yaml"), "runs/quickstart")
     summary["final_loss"], summary["images_per_second"]

@@ -153,6 +153,25 @@ class EvalConfig:
 
 @dataclass
 class Config:
+    """A whole run's settings, one section per stage of the training story.
+
+    Build it with `load_config`, which validates every key; `to_dict()` gives
+    the plain dict written to a run's `config.yaml`.
+
+    Args:
+        data: Where the images come from and their size (`DataConfig`).
+        augment: The two views (`AugmentConfig`).
+        model: The backbone and heads, and τ (`ModelConfig`).
+        optimizer: The update rule and learning-rate schedule (`OptimizerConfig`).
+        train: Epochs, batch size, precision, distribution, checkpoints (`TrainConfig`).
+        eval: The kNN monitor and evaluation protocols (`EvalConfig`).
+
+    ```python
+    config = load_config(overrides=["train.epochs=3"])
+    config.train.epochs, config.to_dict()["data"]["image_size"]
+    ```
+    """
+
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -168,6 +187,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Reads a YAML config, applies `KEY=VALUE` overrides, and validates it.
 
     Without a path the schema's defaults apply.
+
+    Args:
+        path: A YAML file; `None` uses the defaults.
+        overrides: `SECTION.KEY=VALUE` strings, applied in order.
+
+    Returns:
+        A validated `Config`. Bad input raises `UsageError` naming the key.
 
     ```python
     config = load_config("configs/quickstart.yaml", ["train.epochs=3"])

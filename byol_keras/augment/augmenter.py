@@ -81,6 +81,14 @@ class BYOLAugmenter(keras.layers.Layer):
     without it the layer advances its own `keras.random.SeedGenerator`, which
     is what happens inside a compiled `train_step`.
 
+    Args:
+        image_size: Side `S` of the square views.
+        view1: The first view's `ViewParams` (or a dict of its fields).
+        view2: The second view's; BYOL's two views are augmented differently.
+        seed: Seed of the layer's own generator, used when no `seed` is passed
+            at call time.
+        **kwargs: Passed to `keras.layers.Layer`.
+
     ```python
     augmenter = BYOLAugmenter(32, *view_params("byol"), seed=0)
     view1, view2 = augmenter(tf.random.uniform([8, 32, 32, 3]))

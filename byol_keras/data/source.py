@@ -35,6 +35,18 @@ class ImageSource:
     each example (a 64-bit hash of its file path, or of its array and index),
     so that two sources can be checked for shared examples.
 
+    Args:
+        keys: A dataset of keys, one per example.
+        decode: Turns a key into `(uint8 image, int32 label)`.
+        num_examples: The number of examples.
+        num_classes: The number of classes; `None` when unlabelled.
+        class_names: A name per class; `None` when unlabelled.
+        skipped_files: Files the loader could not use, for the run summary.
+        description: One line for logs, e.g. `digits:train (1437 images, 10 classes)`.
+        example_ids: A uint64 id per example, in `dataset` order.
+        shuffle_keys: Whether `shuffled` reorders the keys; when `False` it
+            returns `dataset` as is.
+
     ```python
     source = load_source("folder:photos/", image_size=64)
     source.num_examples, source.skipped_files, source.has_labels

@@ -57,6 +57,20 @@ def evaluate_run(
     `overrides` are `SECTION.KEY=VALUE` strings applied to the run's config
     (e.g. `eval.knn_k=20`). Bad input raises `UsageError`.
 
+    Args:
+        run_dir: A finished run directory.
+        protocol: `"linear"`, `"knn"` or `"finetune"`.
+        data: A labelled source spec; default: the run's `data.val_source`.
+        label_fraction: For `finetune`, the fraction of labelled training
+            examples to use, in (0, 1] (default 1).
+        baseline: `"random"` evaluates an untrained copy of the architecture.
+        overrides: `SECTION.KEY=VALUE` strings applied to the run's config.
+
+    Returns:
+        The result written to `<run>/eval/`: `top1` (and `top5` from five
+        classes on), `per_class_top1`, the data and sizes used, `parameters`
+        and `summary_line`.
+
     ```python
     evaluate_run("runs/mnist", "finetune", label_fraction=0.01, baseline="random")
     ```
