@@ -34,6 +34,16 @@ def build_backbone(name: str, image_size: int, stem: str = "auto", width: int = 
     the standard 7x7 stem with max-pool from 96 px up. keras.applications
     models start from random weights: pretraining is what this library is for.
 
+    Args:
+        name: The backbone's name, as above.
+        image_size: Side of the square input images.
+        stem: `"auto"`, `"cifar"` or `"imagenet"` (ResNets only).
+        width: Channels of the first stage (`resnet*`, `tiny`).
+
+    Returns:
+        A `keras.Model` from `[batch, image_size, image_size, 3]` images in
+        [0, 1] to `[batch, features]`.
+
     ```python
     backbone = build_backbone("resnet18", image_size=32)
     features = backbone(images)  # [batch, 512]
@@ -129,6 +139,17 @@ def resnet(
 ) -> keras.Model:
     """A ResNet v1 (He et al. 2016) with a CIFAR or ImageNet stem.
 
+    Args:
+        image_size: Side of the square input images.
+        block: `"basic"` (ResNet-18/34) or `"bottleneck"` (ResNet-50).
+        depths: The number of blocks in each of the four stages.
+        stem: `"cifar"` (3x3 conv, no max-pool) or `"imagenet"` (7x7, max-pool).
+        width: Channels of the first stage; each stage doubles them.
+        name: The model's name.
+
+    Returns:
+        A `keras.Model` from images to globally average-pooled features.
+
     ```python
     backbone = resnet(32, "basic", (2, 2, 2, 2), stem="cifar")  # ResNet-18
     ```
@@ -150,6 +171,13 @@ def resnet(
 
 def tiny_cnn(image_size: int, width: int = 32) -> keras.Model:
     """A four-layer CNN for tests and the quickstart; not a research backbone.
+
+    Args:
+        image_size: Side of the square input images.
+        width: Channels of the first layer.
+
+    Returns:
+        A `keras.Model` from images to `4 * width` features.
 
     ```python
     backbone = tiny_cnn(32, width=16)  # features: [batch, 4 * width]

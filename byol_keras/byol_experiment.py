@@ -41,6 +41,16 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
     accepts a different one (see `resume.check_config_change`). Nothing is
     written before the config, the data and the model have been built.
 
+    Args:
+        config: The run's `Config` (see `load_config`).
+        output_dir: The run directory, created or resumed.
+        resume_with_changes: Whether to resume a run whose recorded config
+            differs from `config`.
+
+    Returns:
+        The summary also written to `<output_dir>/summary.json`: final loss,
+        collapse and τ, steps, images per second, and how the run resumed.
+
     ```python
     summary = train(load_config("configs/quickstart.yaml"), "runs/quickstart")
     summary["final_loss"], summary["images_per_second"]
@@ -58,6 +68,59 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
     steps_per_epoch = _steps_per_epoch(config, source)
 
     # 2. Views: BYOL's two asymmetric augmentations, in tf.data or on the device.
+    augmenter, batches = _views(config, source)
+
+    # 3. Networks and update rule: one update every `accumulation_steps` batches.
+    updates_per_epoch = max(steps_per_epoch // config.train.accumulation_steps, 1)
+    total_updates = updates_per_epoch * config.train.epochs
+    model = _compiled_model(config, strategy, augmenter, total_updates, updates_per_epoch)
+    shared = RunDirectory(output_dir)  # the chief's: every worker restores its checkpoints
+    run = RunDirectory(writable_run_dir(output_dir, strategy))
+    monitor = _knn_monitor(config, run)  # opens data.val_source before anything is written
+
+    # 4. The run directory, held by this process alone from here on.
+    with run_lock(run.lock_path):
+        checkpoints = Checkpoints(
+            model,
+            run.checkpoints_dir,
+            every_steps=config.train.checkpoint_every_steps,
+            keep=config.train.keep_checkpoints,
+            restore_from=shared.checkpoints_dir,
+        )
+        steps_done = _start_or_resume(
+            config, model, strategy, run, shared, checkpoints, total_updates, resume_with_changes
+        )
+
+        # 5. Training: the rest of an interrupted epoch, then the whole epochs left.
+        callbacks = _Callbacks(config, run, checkpoints, monitor, resumed=steps_done > 0)
+        history = _fit(model, batches, callbacks, config, steps_done, steps_per_epoch)
+
+        # 6. The run directory: final model, standalone backbone, and last, the summary.
+        model.save(run.model_path)
+        model.online_backbone.save(run.backbone_path)
+        last = {key: values[-1] for key, values in history.items() if values}
+        return run.finish(
+            {
+                "epochs": config.train.epochs,
+                "steps": int(model.optimizer.iterations.numpy()),
+                "final_loss": last.get("loss"),
+                "final_collapse": last.get("collapse"),
+                "final_tau": last.get("tau"),
+                "final_knn_top1": last.get("knn_top1"),
+                "images_per_second": callbacks.throughput.images_per_second,
+                "skipped_files": source.skipped_files,
+                "train_examples": source.num_examples,
+                "wall_time_seconds": time.perf_counter() - started,
+                "resumed_from_epoch": steps_done // steps_per_epoch,
+                "resumed_from_step": steps_done,
+                "warnings": callbacks.collapse.warnings,
+                "replicas": strategy.num_replicas_in_sync,
+            }
+        )
+
+
+def _views(config: Config, source: ImageSource):
+    """The augmenter and the batches: view pairs, or uint8 images that the model augments."""
     augmenter = make_augmenter(
         config.augment.preset,
         image_size=config.data.image_size,
@@ -72,10 +135,13 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
         seed=config.train.seed,
         cache=config.data.cache,
     )
+    return augmenter, batches
 
-    # 3. Networks and update rule.
-    updates_per_epoch = max(steps_per_epoch // config.train.accumulation_steps, 1)
-    total_updates = updates_per_epoch * config.train.epochs
+
+def _compiled_model(
+    config: Config, strategy, augmenter, total_updates: int, updates_per_epoch: int
+) -> BYOL:
+    """The compiled BYOL model; the augmenter goes into it only when views are made on device."""
     # Variables made in the scope are mirrored; fit splits each global batch across replicas.
     with strategy.scope():
         model = build_model(config, total_updates, augmenter if config.augment.on_device else None)
@@ -89,92 +155,96 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
             ),
             jit_compile=config.train.jit_compile,
         )
-    shared = RunDirectory(output_dir)  # the chief's: every worker restores its checkpoints
-    run = RunDirectory(writable_run_dir(output_dir, strategy))
-    monitor = _knn_monitor(config, run)  # opens data.val_source before anything is written
+    return model
 
-    # 4. The run directory, held by this process alone from here on.
-    with run_lock(run.lock_path):
-        checkpoints = Checkpoints(
-            model,
-            run.checkpoints_dir,
-            every_steps=config.train.checkpoint_every_steps,
-            keep=config.train.keep_checkpoints,
-            restore_from=shared.checkpoints_dir,
+
+def _start_or_resume(
+    config: Config,
+    model: BYOL,
+    strategy,
+    run: RunDirectory,
+    shared: RunDirectory,
+    checkpoints: Checkpoints,
+    total_updates: int,
+    resume_with_changes: bool,
+) -> int:
+    """Checks a resumed run's config, marks the run unfinished, restores; returns the steps done."""
+    if checkpoints.latest_to_restore is not None:
+        changed = check_config_change(
+            shared.read_config_dict(), config, resume_with_changes, where=str(shared.root)
         )
-        if checkpoints.latest_to_restore is not None:
-            changed = check_config_change(
-                shared.read_config_dict(), config, resume_with_changes, where=str(shared.root)
-            )
-            if changed:
-                log.info("resuming with changed config keys: %s", ", ".join(changed))
-        run.mark_unfinished()
-        run.write_config(config)
-        with strategy.scope():  # restoring builds the optimizer's slots, which must be mirrored
-            steps_done = checkpoints.restore()
-            # The checkpoint holds the τ schedule's length it was trained with; a run
-            # given more epochs must follow the new length, as its learning rate does.
-            model.total_steps.assign(total_updates)
-        if steps_done:
-            log.info("resuming from %s after %d steps", checkpoints.latest_to_restore, steps_done)
+        if changed:
+            log.info("resuming with changed config keys: %s", ", ".join(changed))
+    run.mark_unfinished()
+    run.write_config(config)
+    with strategy.scope():  # restoring builds the optimizer's slots, which must be mirrored
+        steps_done = checkpoints.restore()
+        # The checkpoint holds the τ schedule's length it was trained with; a run
+        # given more epochs must follow the new length, as its learning rate does.
+        model.total_steps.assign(total_updates)
+    if steps_done:
+        log.info("resuming from %s after %d steps", checkpoints.latest_to_restore, steps_done)
+    return steps_done
 
-        # 5. Training: the rest of an interrupted epoch, then the whole epochs left.
-        throughput = Throughput(config.train.batch_size)
-        collapse = CollapseWarning(config.train.collapse_threshold, config.train.collapse_patience)
-        metrics_csv = keras.callbacks.CSVLogger(str(run.metrics_path), append=steps_done > 0)
+
+class _Callbacks:
+    """What runs around each training step, in `ordered`, the order it must run in."""
+
+    def __init__(
+        self,
+        config: Config,
+        run: RunDirectory,
+        checkpoints: Checkpoints,
+        monitor: list[KnnMonitor],
+        resumed: bool,
+    ):
+        self.throughput = Throughput(config.train.batch_size)
+        self.collapse = CollapseWarning(
+            config.train.collapse_threshold, config.train.collapse_patience
+        )
+        self.metrics_csv = keras.callbacks.CSVLogger(str(run.metrics_path), append=resumed)
         # Ctrl-C and SIGTERM save a checkpoint at the next update and raise TrainingInterrupted.
-        stop_on_signal = StopOnSignal(checkpoints)
-        callbacks = [
+        self.stop_on_signal = StopOnSignal(checkpoints)
+        self.ordered = [
             StopOnNonFiniteLoss(),  # before Checkpoints, so that a diverged step is never saved
             checkpoints,
-            stop_on_signal,  # saves through Checkpoints, after the loss was found finite
-            throughput,
-            collapse,
+            self.stop_on_signal,  # saves through Checkpoints, after the loss was found finite
+            self.throughput,
+            self.collapse,
             keras.callbacks.TensorBoard(str(run.logs_dir), update_freq="epoch"),
             # Before CSVLogger, which takes its columns from the logs it is handed.
             *monitor,
-            metrics_csv,
+            self.metrics_csv,
         ]
-        history: dict[str, list] = {}
-        with stop_on_signal:
-            for call in remaining_fit_calls(steps_done, steps_per_epoch, config.train.epochs):
-                result = model.fit(
-                    batches,
-                    epochs=call.epochs,
-                    steps_per_epoch=call.steps_per_epoch,
-                    initial_epoch=call.initial_epoch,
-                    callbacks=callbacks,
-                    verbose=config.train.verbose,
-                    shuffle=False,  # the data shuffles itself; Keras warns it ignores shuffle=True
-                )
-                metrics_csv.append = True  # the next call continues the same file
-                for key, values in result.history.items():
-                    history.setdefault(key, []).extend(values)
-            if stop_on_signal.received is not None:  # arrived after the last batch ended
-                stop_on_signal.stop()
 
-        # 6. The run directory: final model, standalone backbone, and last, the summary.
-        model.save(run.model_path)
-        model.online_backbone.save(run.backbone_path)
-        last = {key: values[-1] for key, values in history.items() if values}
-        return run.finish(
-            {
-                "epochs": config.train.epochs,
-                "steps": int(model.optimizer.iterations.numpy()),
-                "final_loss": last.get("loss"),
-                "final_collapse": last.get("collapse"),
-                "final_tau": last.get("tau"),
-                "final_knn_top1": last.get("knn_top1"),
-                "images_per_second": throughput.images_per_second,
-                "skipped_files": source.skipped_files,
-                "train_examples": source.num_examples,
-                "wall_time_seconds": time.perf_counter() - started,
-                "resumed_from_epoch": steps_done // steps_per_epoch,
-                "resumed_from_step": steps_done,
-                "warnings": collapse.warnings,
-                "replicas": strategy.num_replicas_in_sync,
-            }
-        )
+
+def _fit(
+    model: BYOL,
+    batches,
+    callbacks: _Callbacks,
+    config: Config,
+    steps_done: int,
+    steps_per_epoch: int,
+) -> dict[str, list]:
+    """Runs the `fit` calls left after `steps_done` and returns their joined history."""
+    history: dict[str, list] = {}
+    with callbacks.stop_on_signal:
+        for call in remaining_fit_calls(steps_done, steps_per_epoch, config.train.epochs):
+            result = model.fit(
+                batches,
+                epochs=call.epochs,
+                steps_per_epoch=call.steps_per_epoch,
+                initial_epoch=call.initial_epoch,
+                callbacks=callbacks.ordered,
+                verbose=config.train.verbose,
+                shuffle=False,  # the data shuffles itself; Keras warns it ignores shuffle=True
+            )
+            callbacks.metrics_csv.append = True  # the next call continues the same file
+            for key, values in result.history.items():
+                history.setdefault(key, []).extend(values)
+        if callbacks.stop_on_signal.received is not None:  # arrived after the last batch ended
+            callbacks.stop_on_signal.stop()
+    return history
 
 
 def build_model(config: Config, total_steps: int, augmenter=None) -> BYOL:

@@ -26,6 +26,9 @@ _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxtuple = 3, 4, 4, 4
 _REPR.maxstring = _REPR.maxother = _QUOTE_CHARS
 
+# The tf.distribute strategies `train.distribution` may name; training/distribute.py makes them.
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker", "tpu")
+
 
 def _spec(default, *, low=None, high=None, choices=None, open_low=False, ordered=False):
     metadata = {
@@ -122,7 +125,7 @@ class TrainConfig:
     accumulation_steps: int = _spec(1, low=1)
     precision: str = _spec("float32", choices=("float32", "mixed_bfloat16", "mixed_float16"))
     jit_compile: bool = False
-    distribution: str = _spec("none", choices=("none", "mirrored", "multi_worker", "tpu"))
+    distribution: str = _spec("none", choices=DISTRIBUTIONS)
     checkpoint_every_steps: int | None = _spec(None, low=1)
     keep_checkpoints: int = _spec(2, low=1)
     collapse_threshold: float = _spec(0.05, low=0.0)
@@ -150,6 +153,25 @@ class EvalConfig:
 
 @dataclass
 class Config:
+    """A whole run's settings, one section per stage of the training story.
+
+    Build it with `load_config`, which validates every key; `to_dict()` gives
+    the plain dict written to a run's `config.yaml`.
+
+    Args:
+        data: Where the images come from and their size (`DataConfig`).
+        augment: The two views (`AugmentConfig`).
+        model: The backbone and heads, and τ (`ModelConfig`).
+        optimizer: The update rule and learning-rate schedule (`OptimizerConfig`).
+        train: Epochs, batch size, precision, distribution, checkpoints (`TrainConfig`).
+        eval: The kNN monitor and evaluation protocols (`EvalConfig`).
+
+    ```python
+    config = load_config(overrides=["train.epochs=3"])
+    config.train.epochs, config.to_dict()["data"]["image_size"]
+    ```
+    """
+
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -165,6 +187,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Reads a YAML config, applies `KEY=VALUE` overrides, and validates it.
 
     Without a path the schema's defaults apply.
+
+    Args:
+        path: A YAML file; `None` uses the defaults.
+        overrides: `SECTION.KEY=VALUE` strings, applied in order.
+
+    Returns:
+        A validated `Config`. Bad input raises `UsageError` naming the key.
 
     ```python
     config = load_config("configs/quickstart.yaml", ["train.epochs=3"])

@@ -17,6 +17,16 @@ def mlp_head(
     `sync_batchnorm` makes the statistics span all replicas under
     `tf.distribute`, as the paper's large-batch runs do.
 
+    Args:
+        input_dim: Size of the input features.
+        hidden_dim: Units of the hidden layer.
+        output_dim: Units of the output.
+        name: The model's name (`"projector"` or `"predictor"`).
+        sync_batchnorm: Whether the hidden BatchNorm spans all replicas.
+
+    Returns:
+        A `keras.Model` from `[batch, input_dim]` to `[batch, output_dim]`.
+
     ```python
     projector = mlp_head(input_dim=512, hidden_dim=4096, output_dim=256)
     z = projector(features)

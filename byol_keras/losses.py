@@ -9,6 +9,13 @@ def normalized_mse(prediction, target):
     This equals the squared distance between the l2-normalised vectors, so it
     lies in [0, 4]. Callers stop the gradient through `target` themselves.
 
+    Args:
+        prediction: The online network's predictions, `[batch, dim]`.
+        target: The target network's projections, `[batch, dim]`.
+
+    Returns:
+        A `[batch]` tensor of losses.
+
     ```python
     loss = normalized_mse(q_online_view1, z_target_view2)  # shape [batch]
     ```
@@ -26,6 +33,15 @@ def symmetric_byol_loss(q1, q2, z1_target, z2_target):
     projection of view 2; the first term regresses view 1 onto view 2 and the
     second the reverse. Summing (not averaging) the directions is what the
     paper does; averaging halves the gradients (lightly's bug #1037).
+
+    Args:
+        q1: Online predictions for view 1, `[batch, dim]`.
+        q2: Online predictions for view 2.
+        z1_target: Target projections of view 1.
+        z2_target: Target projections of view 2.
+
+    Returns:
+        A scalar tensor, in [0, 8].
 
     ```python
     loss = symmetric_byol_loss(q1, q2, ops.stop_gradient(z1_t), ops.stop_gradient(z2_t))
@@ -46,6 +62,12 @@ def collapse_indicator(projections):
 
     It is about 1 for embeddings spread evenly over the sphere and falls to 0
     when every input maps to the same point (representation collapse).
+
+    Args:
+        projections: A `[batch, dim]` tensor.
+
+    Returns:
+        A scalar tensor.
     """
     normalized = l2_normalize(ops.cast(projections, "float32"))
     dim = ops.cast(ops.shape(normalized)[-1], "float32")

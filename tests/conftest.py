@@ -47,3 +47,23 @@ def cifar10_folder(shared_data, tmp_path_factory) -> Path:
             safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
             bundle.extractall(root, **safe)
     return root
+
+
+@pytest.fixture
+def tiny_byol():
+    """Builds the tiny seeded BYOL the unit tests share: `tiny_byol(image_size=16, **byol_kwargs)`.
+
+    A `tiny` backbone of width 4 and heads of 8/16/16 units train in milliseconds a step;
+    keyword arguments other than `image_size`, `width` and `seed` go to `BYOL(...)`.
+    """
+    import keras
+
+    from byol_keras.backbones import build_backbone
+    from byol_keras.model import BYOL
+
+    def build(image_size: int = 16, width: int = 4, seed: int = 0, **byol_kwargs) -> BYOL:
+        keras.utils.set_random_seed(seed)
+        heads = {"projection_dim": 8, "projector_hidden_dim": 16, "predictor_hidden_dim": 16}
+        return BYOL(build_backbone("tiny", image_size, width=width), **{**heads, **byol_kwargs})
+
+    return build

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from test_model import ema_pairs, tiny_byol, view_pair
+from test_model import ema_pairs, view_pair
 
 from byol_keras.config import OptimizerConfig
 from byol_keras.model import _TotalStepsFromFit
@@ -11,7 +11,7 @@ from byol_keras.training.optimizers import build_optimizer
 from byol_keras.training.schedules import WarmupCosine, cosine_tau
 
 
-def _model_with_accumulation(steps=2, tau_base=0.9, total_steps=10):
+def _model_with_accumulation(tiny_byol, steps=2, tau_base=0.9, total_steps=10):
     model = tiny_byol(tau_base=tau_base, total_steps=total_steps)
     model.compile(optimizer=keras.optimizers.SGD(0.5, gradient_accumulation_steps=steps))
     # Make target differ from online so that any EMA mix shows in every weight.
@@ -25,8 +25,8 @@ def _snapshot(model):
     return [o.numpy() for o, _ in ema_pairs(model)], [t.numpy() for _, t in ema_pairs(model)]
 
 
-def test_target_moves_once_per_update_not_per_micro_step():
-    model = _model_with_accumulation(steps=2, tau_base=0.9, total_steps=10)
+def test_target_moves_once_per_update_not_per_micro_step(tiny_byol):
+    model = _model_with_accumulation(tiny_byol, steps=2, tau_base=0.9, total_steps=10)
     online_before, target_before = _snapshot(model)
 
     model.train_on_batch(*view_pair(seed=0))  # micro-step 1 of 2: no update yet
@@ -53,12 +53,12 @@ def test_target_moves_once_per_update_not_per_micro_step():
     assert float(model.current_tau()) == pytest.approx(float(cosine_tau(2, 10, 0.9)))
 
 
-def test_learning_rate_schedule_is_evaluated_in_updates():
+def test_learning_rate_schedule_is_evaluated_in_updates(tiny_byol):
     config = OptimizerConfig(name="sgd", base_lr=1.0, lr_scaling="none", warmup_epochs=0)
     optimizer = build_optimizer(
         config, batch_size=8, total_steps=10, steps_per_epoch=5, accumulation_steps=2
     )
-    model = tiny_byol()
+    model = tiny_byol(tau_base=0.9, total_steps=10)
     model.compile(optimizer=optimizer)
     optimizer.build(model.trainable_variables)
     plain = WarmupCosine(peak_lr=1.0, total_steps=10)
@@ -67,8 +67,8 @@ def test_learning_rate_schedule_is_evaluated_in_updates():
     assert float(optimizer.learning_rate) != pytest.approx(float(plain(7)))
 
 
-def test_schedule_length_from_fit_counts_updates():
-    model = tiny_byol(total_steps=None)
+def test_schedule_length_from_fit_counts_updates(tiny_byol):
+    model = tiny_byol(tau_base=0.9, total_steps=None)
     model.compile(optimizer=keras.optimizers.SGD(0.01, gradient_accumulation_steps=2))
     callback = _TotalStepsFromFit()
     callback.set_model(model)

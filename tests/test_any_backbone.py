@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers_export import save_as_run
+from helpers.export import save_as_run
 
 from byol_keras.errors import UsageError
 from byol_keras.export import export_run

@@ -34,6 +34,7 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None):
     )
 
 
+@pytest.mark.slow
 def test_train_starts_with_the_projects_own_lines_and_logs_the_current_tau(tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli(
@@ -77,6 +78,7 @@ def test_train_starts_with_the_projects_own_lines_and_logs_the_current_tau(tmp_p
     assert float(rows[-1]["tau"]) == pytest.approx(last_tau, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_errors_are_one_line_and_verbose_shows_tensorflows_messages(tmp_path):
     missing = str(tmp_path / "missing")
     quiet = run_cli("export", "--run", missing)

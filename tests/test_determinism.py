@@ -5,6 +5,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+# Two training processes: out of the quick `pytest -m "not slow"` loop.
+pytestmark = pytest.mark.slow
+
 OVERRIDES = [
     "model.width=4",
     "model.projection_dim=8",

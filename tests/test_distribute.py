@@ -1,6 +1,6 @@
 """tf.distribute: 2 replicas match 1 device, and a 2-process multi-worker run stays in sync.
 
-Both run in subprocesses (tests/helpers_distribute.py): logical devices and
+Both run in subprocesses (tests/helpers/distribute.py): logical devices and
 multi-worker collectives must be configured before TensorFlow starts.
 """
 
@@ -20,7 +20,7 @@ import tensorflow as tf
 from byol_keras.errors import UsageError
 from byol_keras.training.distribute import is_chief, make_strategy, writable_run_dir
 
-HELPER = Path(__file__).with_name("helpers_distribute.py")
+HELPER = Path(__file__).parent / "helpers" / "distribute.py"
 ROOT = HELPER.parents[1]
 
 
@@ -71,6 +71,7 @@ def mirrored_results(tmp_path_factory):
     return np.load(out)
 
 
+@pytest.mark.slow
 def test_two_mirrored_replicas_match_one_device_with_the_same_global_batch(mirrored_results):
     r = mirrored_results
     assert r["single_replicas"] == 1 and r["mirrored_replicas"] == 2
@@ -85,6 +86,7 @@ def test_two_mirrored_replicas_match_one_device_with_the_same_global_batch(mirro
     assert r["mirrored_unsynced_replica_spread"] > 0.0  # unsynced moving statistics drift apart
 
 
+@pytest.mark.slow
 def test_byol_with_default_arguments_in_a_mirrored_scope_matches_one_device(mirrored_results):
     # The Python API path: BYOL(...) built in strategy.scope(), no sync_batchnorm argument.
     r = mirrored_results

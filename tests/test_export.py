@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import tensorflow as tf
-from helpers_export import make_finished_run, serve_saved_model
+from helpers.export import make_finished_run, serve_saved_model
 from PIL import Image
 
 from byol_keras import cli
@@ -83,6 +83,7 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_export_writes_tf_serving_layout_and_a_manifest_of_measured_parity(run, exported):
     output = run.root / "export"
     version_dir = output / "byol_backbone" / "1"
@@ -128,6 +129,7 @@ def test_export_writes_tf_serving_layout_and_a_manifest_of_measured_parity(run, 
                 assert check["max_abs_reference"] > 0  # a real network, not all zeros
 
 
+@pytest.mark.slow
 def test_reloaded_artifacts_match_the_keras_backbone_at_any_size_and_batch(run, exported, backbone):
     signature = tf.saved_model.load(exported["version_dir"]).signatures["serving_default"]
     session = onnxruntime.InferenceSession(
@@ -145,6 +147,7 @@ def test_reloaded_artifacts_match_the_keras_backbone_at_any_size_and_batch(run, 
     assert_close(projections, projector(reference, training=False).numpy())
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_images_and_embeddings(exported):
     tool = Path(sys.executable).with_name("saved_model_cli")
     listing = subprocess.run(
@@ -171,6 +174,7 @@ def test_saved_model_cli_lists_images_and_embeddings(exported):
     assert "outputs['projections']" in listing
 
 
+@pytest.mark.slow
 def test_artifacts_reject_float_images_and_wrong_channel_counts(run, exported):
     signature = tf.saved_model.load(exported["version_dir"]).signatures["serving_default"]
     session = onnxruntime.InferenceSession(
@@ -185,6 +189,7 @@ def test_artifacts_reject_float_images_and_wrong_channel_counts(run, exported):
             session.run(None, {"images": bad})
 
 
+@pytest.mark.slow
 def test_versions_count_up_across_formats_and_are_never_overwritten(run, exported):
     output = run.root / "export"
     first_onnx = sha256(output / "onnx" / "byol_backbone-v1.onnx")
@@ -213,6 +218,7 @@ def test_parity_images_fall_back_to_the_validation_source(tmp_path):
     assert {"random", "random_large", "random_small"} <= set(inputs)
 
 
+@pytest.mark.slow
 def test_a_mixed_precision_run_is_exported_in_float32(tmp_path):
     # onnxruntime's CPU kernels reject the bfloat16 graph a mixed-precision backbone traces to.
     run = make_finished_run(tmp_path / "run", IMAGE_SIZE, precision="mixed_bfloat16")
@@ -267,6 +273,7 @@ def test_failed_verification_exits_1_with_one_line_and_leaves_no_version(
     assert list(output.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_export_helpers_do_not_import_from_the_working_directory(run, tmp_path, monkeypatch):
     working_dir = tmp_path / "cwd"
     working_dir.mkdir()
@@ -301,6 +308,7 @@ def test_bad_export_requests_exit_2_naming_the_problem(run, tmp_path, capsys, ar
     assert not (tmp_path / "o" / "byol_backbone").exists()
 
 
+@pytest.mark.slow
 def test_serving_client_gets_embeddings_from_a_tf_serving_rest_stand_in(
     exported, backbone, image_folder, tmp_path
 ):
@@ -350,6 +358,7 @@ def test_serving_client_gets_embeddings_from_a_tf_serving_rest_stand_in(
     assert wrong.returncode == 1 and "HTTP 404" in wrong.stderr
 
 
+@pytest.mark.slow
 def test_readme_curl_request_is_answered_as_documented(exported):
     readme = (ROOT / "export" / "README.md").read_text()
     body = re.search(r"-d '\n(\{.*?\})'", readme, re.S).group(1)
@@ -363,6 +372,7 @@ def test_readme_curl_request_is_answered_as_documented(exported):
     assert len(predictions[0]["embeddings"]) == 16
 
 
+@pytest.mark.slow
 def test_onnx_embed_script_embeds_a_folder_of_real_images(
     run, exported, backbone, image_folder, tmp_path
 ):

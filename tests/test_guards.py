@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_model import tiny_byol, view_pair
+from test_model import view_pair
 
 from byol_keras.cli import main
 from byol_keras.errors import TrainingDiverged
@@ -22,11 +22,11 @@ def _checkpoint_weights_finite(path: str) -> bool:
     return bool(names) and all(np.isfinite(reader.get_tensor(name)).all() for name in names)
 
 
-def test_nan_at_step_4_stops_training_and_keeps_step_3_as_latest(tmp_path):
+def test_nan_at_step_4_stops_training_and_keeps_step_3_as_latest(tiny_byol, tmp_path):
     view1, view2 = view_pair(batch=24)
     view1[12:16] = np.nan  # batch 4 of 6 (4 images each)
     data = tf.data.Dataset.from_tensor_slices((view1, view2)).batch(4)
-    model = tiny_byol()
+    model = tiny_byol(tau_base=0.9, total_steps=10)
     model.compile(optimizer=keras.optimizers.SGD(0.01))
     checkpoints = Checkpoints(model, tmp_path / "ckpt", every_steps=1, keep=10)
     with pytest.raises(TrainingDiverged, match=r"loss is nan at step 4 \(epoch 1\)") as caught:

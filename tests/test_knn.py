@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_keras.backbones import build_backbone
 from byol_keras.evaluation.embeddings import Embedder
 from byol_keras.evaluation.knn import knn_class_scores, knn_top1
 from byol_keras.evaluation.monitor import KnnMonitor
-from byol_keras.model import BYOL
 
 
 def brute_force_scores(bank, bank_labels, queries, num_classes, k, temperature):
@@ -62,18 +60,6 @@ def test_bad_bank_is_refused():
         knn_class_scores(np.ones([0, 2]), np.array([], int), np.ones([1, 2]), 3)
 
 
-def _tiny_byol():
-    keras.utils.set_random_seed(0)
-    model = BYOL(
-        build_backbone("tiny", 16, width=4),
-        projection_dim=8,
-        projector_hidden_dim=16,
-        predictor_hidden_dim=16,
-    )
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    return model
-
-
 def _labelled_images(count, seed):
     """Images whose class sets the brightness of one channel, so kNN can learn something."""
     rng = np.random.default_rng(seed)
@@ -83,8 +69,9 @@ def _labelled_images(count, seed):
     return images.astype(np.uint8), labels
 
 
-def test_monitor_writes_column_before_csv_logger(tmp_path):
-    model = _tiny_byol()
+def test_monitor_writes_column_before_csv_logger(tiny_byol, tmp_path):
+    model = tiny_byol()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
     bank_images, bank_labels = _labelled_images(64, 1)
     query_images, query_labels = _labelled_images(40, 2)
     monitor = KnnMonitor(

@@ -3,24 +3,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_keras.backbones import build_backbone
 from byol_keras.model import BYOL
 from byol_keras.training.schedules import cosine_tau
 
 SIZE = 16
-
-
-def tiny_byol(tau_base=0.9, total_steps=10, seed=0):
-    keras.utils.set_random_seed(seed)
-    backbone = build_backbone("tiny", SIZE, width=4)
-    return BYOL(
-        backbone,
-        projection_dim=8,
-        projector_hidden_dim=16,
-        predictor_hidden_dim=16,
-        tau_base=tau_base,
-        total_steps=total_steps,
-    )
 
 
 def view_pair(batch=8, seed=0):
@@ -36,8 +22,8 @@ def ema_pairs(model):
     return [(o, t) for o, t in zip(online, target, strict=True) if o.trainable]
 
 
-def test_target_starts_as_copy_and_is_invisible_to_optimizer():
-    model = tiny_byol()
+def test_target_starts_as_copy_and_is_invisible_to_optimizer(tiny_byol):
+    model = tiny_byol(tau_base=0.9, total_steps=10)
     for online, target in ema_pairs(model):
         np.testing.assert_array_equal(online.numpy(), target.numpy())
     target_ids = {id(v) for v in model.target_backbone.weights + model.target_projector.weights}
@@ -46,7 +32,7 @@ def test_target_starts_as_copy_and_is_invisible_to_optimizer():
     assert len(model.trainable_variables) == len(online) + len(model.predictor.trainable_weights)
 
 
-def test_one_step_applies_ema_with_scheduled_tau():
+def test_one_step_applies_ema_with_scheduled_tau(tiny_byol):
     model = tiny_byol(tau_base=0.9, total_steps=10)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5, momentum=0.9))
     # Make target differ from online so that the mix is visible in every weight.
@@ -70,9 +56,9 @@ def test_one_step_applies_ema_with_scheduled_tau():
     assert moved > 0, "the optimizer step changed no online weight"
 
 
-def test_target_gets_no_gradient_update():
+def test_target_gets_no_gradient_update(tiny_byol):
     # With tau = 1 the EMA keeps the target exactly; any optimizer update would show.
-    model = tiny_byol(tau_base=1.0)
+    model = tiny_byol(tau_base=1.0, total_steps=10)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0))
     target_before = [t.numpy() for _, t in ema_pairs(model)]
     for _ in range(3):
@@ -82,7 +68,7 @@ def test_target_gets_no_gradient_update():
     assert len(model.optimizer.variables) < 3 * len(model.trainable_variables) + 4
 
 
-def test_tau_schedule_reaches_one_when_training_ends():
+def test_tau_schedule_reaches_one_when_training_ends(tiny_byol):
     model = tiny_byol(tau_base=0.99, total_steps=None)
     model.compile(optimizer=keras.optimizers.SGD(0.01))
     view1, view2 = view_pair(batch=16)
@@ -94,7 +80,7 @@ def test_tau_schedule_reaches_one_when_training_ends():
     assert history.history["tau"][0] == pytest.approx(float(cosine_tau(3, 8, 0.99)), abs=1e-6)
 
 
-def test_logged_tau_is_the_current_value_not_the_epoch_mean():
+def test_logged_tau_is_the_current_value_not_the_epoch_mean(tiny_byol):
     # One epoch of 4 steps whose schedule ends at τ = 1.
     model = tiny_byol(tau_base=0.9, total_steps=None)
     model.compile(optimizer=keras.optimizers.SGD(0.01))
@@ -121,8 +107,8 @@ class _BatchTaus(keras.callbacks.Callback):
         self.taus.append(float(logs["tau"]))
 
 
-def test_save_load_round_trip_is_identical_and_trains_on_identically(tmp_path):
-    model = tiny_byol()
+def test_save_load_round_trip_is_identical_and_trains_on_identically(tiny_byol, tmp_path):
+    model = tiny_byol(tau_base=0.9, total_steps=10)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1, momentum=0.9))
     view1, view2 = view_pair()
     model.train_on_batch(view1, view2)
@@ -143,16 +129,16 @@ def test_save_load_round_trip_is_identical_and_trains_on_identically(tmp_path):
         np.testing.assert_allclose(original.numpy(), reloaded.numpy(), atol=1e-6)
 
 
-def test_backbone_is_standalone_model(tmp_path):
-    model = tiny_byol()
+def test_backbone_is_standalone_model(tiny_byol, tmp_path):
+    model = tiny_byol(tau_base=0.9, total_steps=10)
     view1, _ = view_pair()
     model.online_backbone.save(tmp_path / "backbone.keras")
     backbone = keras.models.load_model(tmp_path / "backbone.keras")
     np.testing.assert_array_equal(backbone(view1), model(view1))
 
 
-def test_test_step_reports_loss_without_changing_weights():
-    model = tiny_byol()
+def test_test_step_reports_loss_without_changing_weights(tiny_byol):
+    model = tiny_byol(tau_base=0.9, total_steps=10)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     before = [w.numpy() for w in model.weights]
     result = model.evaluate(*view_pair(), batch_size=8, verbose=0, return_dict=True)
@@ -161,8 +147,8 @@ def test_test_step_reports_loss_without_changing_weights():
         np.testing.assert_array_equal(weight.numpy(), old)
 
 
-def test_fit_without_pairs_or_augmenter_explains_itself():
-    model = tiny_byol()
+def test_fit_without_pairs_or_augmenter_explains_itself(tiny_byol):
+    model = tiny_byol(tau_base=0.9, total_steps=10)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     images = view_pair()[0]
     with pytest.raises(ValueError, match="view1, view2"):

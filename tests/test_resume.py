@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.python.checkpoint import checkpoint_management
-from test_model import tiny_byol
 
 from byol_keras.training.callbacks import Checkpoints
 from byol_keras.training.resume import FitCall, remaining_fit_calls
@@ -62,6 +61,7 @@ def test_remaining_fit_calls_finish_the_interrupted_epoch_first():
     assert remaining_fit_calls(40, 10, 4) == []
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_at_its_last_step_and_ends_on_time(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -109,15 +109,17 @@ def test_sigkilled_run_resumes_at_its_last_step_and_ends_on_time(tmp_path):
     assert any(not np.allclose(a, b) for a, b in zip(fresh, init, strict=True))
 
 
-def _compiled_tiny():
-    model = tiny_byol()
+def _compiled_tiny(tiny_byol):
+    model = tiny_byol(tau_base=0.9, total_steps=10)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     model.optimizer.build(model.trainable_variables)
     return model
 
 
-def test_kill_between_data_and_index_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
-    model = _compiled_tiny()
+def test_kill_between_data_and_index_write_keeps_previous_checkpoint(
+    tiny_byol, tmp_path, monkeypatch
+):
+    model = _compiled_tiny(tiny_byol)
     checkpoints = Checkpoints(model, tmp_path / "ckpt")
     kernel = model.online_backbone.trainable_weights[0]
     model.optimizer._iterations.assign(5)
@@ -136,6 +138,6 @@ def test_kill_between_data_and_index_write_keeps_previous_checkpoint(tmp_path, m
     monkeypatch.undo()
     assert (tmp_path / "ckpt" / "ckpt-10.index").exists()  # the half-finished save
 
-    restored = _compiled_tiny()
+    restored = _compiled_tiny(tiny_byol)
     assert Checkpoints(restored, tmp_path / "ckpt").restore() == 5
     np.testing.assert_array_equal(restored.online_backbone.trainable_weights[0].numpy(), good)

@@ -275,6 +275,7 @@ def _interrupted_step(process: subprocess.Popen, code: int) -> int:
     return int(line[len(prefix) :].split(";")[0])
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_at_the_next_step_and_the_rerun_ends_on_schedule(tmp_path):
     run, steps, epochs = tmp_path / "run", 40, 3
     overrides = (f"train.epochs={epochs}", f"train.steps_per_epoch={steps}")
@@ -296,6 +297,7 @@ def test_ctrl_c_saves_at_the_next_step_and_the_rerun_ends_on_schedule(tmp_path):
     assert float(row["tau"]) == pytest.approx(_mean_tau(left, epochs * steps), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_143_and_a_second_train_is_refused_meanwhile(tmp_path, capsys):
     run, steps = tmp_path / "run", 40
     overrides = ("train.epochs=50", f"train.steps_per_epoch={steps}")

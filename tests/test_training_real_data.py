@@ -49,6 +49,7 @@ def test_hundreds_of_steps_on_mnist_lower_the_loss_without_collapse(mnist_npz, t
     assert summary["final_collapse"] == pytest.approx(collapse[-1], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_train_writes_a_complete_run_directory(tmp_path):
     run = tmp_path / "run"
     args = ["train", "--output", str(run), "--set", "train.epochs=2"]

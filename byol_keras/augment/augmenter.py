@@ -65,6 +65,7 @@ from byol_keras.augment.layers import (
     fold_seed,
 )
 from byol_keras.augment.views import ViewParams, as_view_params
+from byol_keras.data.source import to_unit_range
 from byol_keras.errors import UsageError
 
 
@@ -79,6 +80,14 @@ class BYOLAugmenter(keras.layers.Layer):
     keys all random numbers (what `pair_dataset` passes, one per batch);
     without it the layer advances its own `keras.random.SeedGenerator`, which
     is what happens inside a compiled `train_step`.
+
+    Args:
+        image_size: Side `S` of the square views.
+        view1: The first view's `ViewParams` (or a dict of its fields).
+        view2: The second view's; BYOL's two views are augmented differently.
+        seed: Seed of the layer's own generator, used when no `seed` is passed
+            at call time.
+        **kwargs: Passed to `keras.layers.Layer`.
 
     ```python
     augmenter = BYOLAugmenter(32, *view_params("byol"), seed=0)
@@ -136,7 +145,7 @@ class BYOLAugmenter(keras.layers.Layer):
     def call(self, images, training=True, seed=None):
         images = tf.convert_to_tensor(images)
         if images.dtype.is_integer:
-            images = tf.cast(images, tf.float32) / 255.0
+            images = to_unit_range(images)
         images = tf.cast(images, tf.float32)
         if not training:
             plain = tf.image.resize(images, [self.image_size, self.image_size])

@@ -1,10 +1,10 @@
 """Vectorised crop and blur layers for BYOL's views, with per-sample stateless randomness.
 
-Why not KerasCV 0.9's layers (timed in a `tf.function` on 256 32x32 images,
-2 shared CPU cores): `RandomCropAndResize` maps a per-image crop over the
-batch with `tf.vectorized_map` (30 ms against 10 ms here; ~0.6 s per 128
-images when run eagerly) and cannot fold in the flip. `RandomGaussianBlur`
-is vectorised the same way and as fast (12 ms), but it has no probability
+Why not KerasCV 0.9's layers (timings: benchmarks/RESULTS.md): `RandomCropAndResize`
+maps a per-image crop over the batch with `tf.vectorized_map`, slower than
+the one batched crop here and much slower still when run eagerly, and
+cannot fold in the flip. `RandomGaussianBlur` is vectorised the same way
+and about as fast, but it has no probability
 (it needs `RandomApply` around it), pads with zeros, and, like every KerasCV
 layer, draws its sigmas from a stateful generator that cannot be keyed per
 batch. Core Keras's `RandomGaussianBlur` draws one sigma per

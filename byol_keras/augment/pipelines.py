@@ -14,6 +14,7 @@ import tensorflow as tf
 from byol_keras.augment.augmenter import BYOLAugmenter
 from byol_keras.augment.views import view_params
 from byol_keras.data import ImageSource
+from byol_keras.data.source import to_unit_range
 from byol_keras.errors import UsageError
 
 
@@ -21,6 +22,16 @@ def make_augmenter(
     preset: str = "byol", image_size: int = 32, seed: int | None = None, **overrides
 ) -> BYOLAugmenter:
     """A `BYOLAugmenter` for a preset (`"byol"`, `"cifar"`, `"digits"`) with overrides.
+
+    Args:
+        preset: `"byol"`, `"cifar"` or `"digits"`.
+        image_size: Side of the square views.
+        seed: Seed of the augmenter's generator.
+        **overrides: `augment` config keys; a value applies to both views,
+            `blur_prob` and `solarize_prob` take a `(view1, view2)` pair.
+
+    Returns:
+        A `BYOLAugmenter`.
 
     ```python
     augmenter = make_augmenter("cifar", image_size=32, seed=0, solarize_prob=(0.0, 0.1))
@@ -47,6 +58,18 @@ def image_batches(
     once, before the first decode, and each later pass goes through the
     buffer again; without it a new order is drawn every pass.
 
+    Args:
+        images: An `ImageSource` or a dataset of `(uint8 image, label)` examples.
+        batch_size: Images per batch; the last partial batch is dropped.
+        shuffle_buffer: Size of the shuffle buffer; 1 or less does not shuffle.
+        seed: Seed of the order; `None` draws a random one.
+        repeat: Whether to repeat the data forever (`fit` then needs
+            `steps_per_epoch`).
+        cache: Whether to keep the decoded uint8 images in memory.
+
+    Returns:
+        A `tf.data.Dataset` of float32 `[batch_size, S, S, 3]` batches.
+
     ```python
     model = BYOL(..., augmenter=make_augmenter("cifar"))
     model.fit(image_batches(source, 256, seed=0), steps_per_epoch=195)
@@ -65,10 +88,8 @@ def image_batches(
     if repeat:
         images = images.repeat()
     batches = images.batch(batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
-    return batches.map(
-        lambda batch: tf.image.convert_image_dtype(batch, tf.float32),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    ).prefetch(tf.data.AUTOTUNE)
+    unit = batches.map(to_unit_range, num_parallel_calls=tf.data.AUTOTUNE)
+    return unit.prefetch(tf.data.AUTOTUNE)
 
 
 def pair_dataset(
@@ -88,6 +109,18 @@ def pair_dataset(
     with the stateless seed `(seed, i)` (`seed` falls back to the augmenter's,
     then to a random one), so equal seeds give equal pairs however many calls
     run at once. Shuffling is `image_batches`'s.
+
+    Args:
+        images: An `ImageSource` or a dataset of `(uint8 image, label)` examples.
+        augmenter: The `BYOLAugmenter` that makes the two views.
+        batch_size: Pairs per batch; the last partial batch is dropped.
+        shuffle_buffer: Size of the shuffle buffer; 1 or less does not shuffle.
+        seed: Seed of the order and the augmentations (see above).
+        repeat: Whether to repeat the data forever.
+        cache: Whether to keep the decoded uint8 images in memory.
+
+    Returns:
+        A `tf.data.Dataset` of `(view1, view2)` float32 batches.
 
     ```python
     pairs = pair_dataset(source, make_augmenter("cifar", seed=0), 256, seed=0)

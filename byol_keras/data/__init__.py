@@ -44,6 +44,17 @@ def load_source(
     logged; user mistakes (unknown spec, missing path, bad split, no images)
     raise `UsageError`. `data_dir` is where tensorflow-datasets keeps its data.
 
+    Args:
+        spec: `digits`, `tfds:<name>`, `folder:<path>` or `npz:<path>`.
+        split: The split to read (see the table above).
+        image_size: Side of the square uint8 images it yields.
+        data_dir: tensorflow-datasets' data folder.
+        max_file_mb: Larger files are skipped.
+        max_image_pixels: Images whose header states more pixels are skipped.
+
+    Returns:
+        An `ImageSource`.
+
     ```python
     source = load_source("tfds:cifar10", split="train[:10%]", image_size=32)
     for image, label in source.dataset.take(1):

@@ -35,6 +35,18 @@ class ImageSource:
     each example (a 64-bit hash of its file path, or of its array and index),
     so that two sources can be checked for shared examples.
 
+    Args:
+        keys: A dataset of keys, one per example.
+        decode: Turns a key into `(uint8 image, int32 label)`.
+        num_examples: The number of examples.
+        num_classes: The number of classes; `None` when unlabelled.
+        class_names: A name per class; `None` when unlabelled.
+        skipped_files: Files the loader could not use, for the run summary.
+        description: One line for logs, e.g. `digits:train (1437 images, 10 classes)`.
+        example_ids: A uint64 id per example, in `dataset` order.
+        shuffle_keys: Whether `shuffled` reorders the keys; when `False` it
+            returns `dataset` as is.
+
     ```python
     source = load_source("folder:photos/", image_size=64)
     source.num_examples, source.skipped_files, source.has_labels
@@ -124,6 +136,29 @@ def to_rgb(image: tf.Tensor) -> tf.Tensor:
     rgb = tf.gather(image, tf.constant(_RGB_CHANNELS)[channels - 1], axis=-1)
     rgb.set_shape([None, None, 3])
     return rgb
+
+
+def to_unit_range(images: tf.Tensor) -> tf.Tensor:
+    """Scales uint8 images to float32 in [0, 1], the input every backbone here is trained on.
+
+    Training, evaluation and the exported serving signature all call this, so
+    that the pixels a backbone sees never depend on who feeds it.
+
+    ```python
+    to_unit_range(tf.constant([0, 51, 255], tf.uint8))  # [0.0, 0.2, 1.0]
+    ```
+    """
+    return tf.cast(images, tf.float32) / 255.0
+
+
+def keep_labelled(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Keeps the `(image, label)` examples that have a class label (unlabelled ones are -1).
+
+    ```python
+    labelled = keep_labelled(source.dataset)  # e.g. drops loose files of a folder source
+    ```
+    """
+    return dataset.filter(lambda image, label: label >= 0)
 
 
 def resize_uint8(image: tf.Tensor, image_size: int) -> tf.Tensor:

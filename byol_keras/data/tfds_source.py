@@ -19,43 +19,9 @@ def load_tfds_source(
     source.num_examples, source.class_names[0]  # 5000, 'airplane'
     ```
     """
-    import tensorflow_datasets as tfds
-
-    where = f"data_dir '{data_dir}'" if data_dir else "the default data_dir"
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.DatasetNotFoundError as error:
-        raise UsageError(f"data.source: tensorflow-datasets has no dataset '{name}'") from error
-    except (ValueError, KeyError) as error:
-        raise UsageError(f"data.source: cannot open tfds dataset '{name}': {error}") from error
-    if not builder.is_prepared():
-        try:
-            builder.download_and_prepare()
-        except Exception as error:  # no network, no disk space, missing extras...
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise UsageError(
-                f"data.source: tfds dataset '{name}' is not prepared in {where} "
-                f"({builder.data_dir}) and could not be downloaded: {reason}"
-            ) from error
-
-    features = builder.info.features
-    if "image" not in features:
-        keys = ", ".join(features.keys())
-        raise UsageError(f"data.source: tfds dataset '{name}' has no 'image' feature ({keys})")
-    # A "label" that is not a class index (e.g. a bounding box) is ignored.
-    label = dict(features.items()).get("label")  # FeaturesDict has no .get
-    if not isinstance(label, tfds.features.ClassLabel):
-        label = None
-
-    num_examples = None
-    if builder.info.splits:
-        try:
-            num_examples = builder.info.splits[split].num_examples
-        except (KeyError, ValueError) as error:
-            available = ", ".join(sorted(builder.info.splits.keys()))
-            raise UsageError(
-                f"data.split: tfds dataset '{name}' has no split '{split}' (available: {available})"
-            ) from error
+    builder = _prepared_builder(name, data_dir)
+    label = _class_label(builder, name)
+    num_examples = _split_size(builder, name, split)
     try:
         raw = builder.as_dataset(split=split, shuffle_files=False)
     except (KeyError, ValueError) as error:
@@ -86,6 +52,58 @@ def load_tfds_source(
         example_ids=example_ids(_example_names(builder, name, split, num_examples)),
         shuffle_keys=False,
     )
+
+
+def _prepared_builder(name: str, data_dir: str | None):
+    """The tfds builder of `name`, downloaded and prepared first when it is not yet."""
+    import tensorflow_datasets as tfds
+
+    where = f"data_dir '{data_dir}'" if data_dir else "the default data_dir"
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.DatasetNotFoundError as error:
+        raise UsageError(f"data.source: tensorflow-datasets has no dataset '{name}'") from error
+    except (ValueError, KeyError) as error:
+        raise UsageError(f"data.source: cannot open tfds dataset '{name}': {error}") from error
+    if not builder.is_prepared():
+        try:
+            builder.download_and_prepare()
+        except Exception as error:  # no network, no disk space, missing extras...
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise UsageError(
+                f"data.source: tfds dataset '{name}' is not prepared in {where} "
+                f"({builder.data_dir}) and could not be downloaded: {reason}"
+            ) from error
+    return builder
+
+
+def _class_label(builder, name: str):
+    """The "label" feature when it is a class index, else None; refuses data without images."""
+    import tensorflow_datasets as tfds
+
+    features = builder.info.features
+    if "image" not in features:
+        keys = ", ".join(features.keys())
+        raise UsageError(f"data.source: tfds dataset '{name}' has no 'image' feature ({keys})")
+    # A "label" that is not a class index (e.g. a bounding box) is ignored.
+    label = dict(features.items()).get("label")  # FeaturesDict has no .get
+    if not isinstance(label, tfds.features.ClassLabel):
+        label = None
+    return label
+
+
+def _split_size(builder, name: str, split: str) -> int | None:
+    """The number of examples in `split`, or None when the builder does not know its splits."""
+    num_examples = None
+    if builder.info.splits:
+        try:
+            num_examples = builder.info.splits[split].num_examples
+        except (KeyError, ValueError) as error:
+            available = ", ".join(sorted(builder.info.splits.keys()))
+            raise UsageError(
+                f"data.split: tfds dataset '{name}' has no split '{split}' (available: {available})"
+            ) from error
+    return num_examples
 
 
 def _example_names(builder, name: str, split: str, num_examples: int) -> list[str]:

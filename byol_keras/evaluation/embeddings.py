@@ -13,6 +13,8 @@ features = Embedder(backbone).embed(images)  # float32 [n, feature_dim]
 import numpy as np
 import tensorflow as tf
 
+from byol_keras.data.source import keep_labelled, to_unit_range
+
 
 def source_arrays(
     source, max_examples: int | None = None, seed: int = 0, labelled_only: bool = False
@@ -63,7 +65,7 @@ def _selected(source, max_examples: int | None, seed: int, labelled_only: bool):
         )
         capacity = max_examples
     if labelled_only:
-        dataset = dataset.filter(lambda image, label: label >= 0)
+        dataset = keep_labelled(dataset)
     return dataset, capacity
 
 
@@ -104,8 +106,7 @@ class Embedder:
         )
 
     def _features(self, images):
-        scaled = tf.cast(images, tf.float32) / 255.0
-        return tf.cast(self.backbone(scaled, training=False), tf.float32)
+        return tf.cast(self.backbone(to_unit_range(images), training=False), tf.float32)
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         """Features of uint8 images [n, S, S, 3] as float32 [n, feature_dim]."""

@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from byol_keras.backbones import all_layers
+from byol_keras.data.source import to_unit_range
 
 MIN_STEPS_PER_EPOCH = 10
 MIN_BATCH = 8
@@ -73,7 +74,7 @@ def finetune_classifier(
 
     ```python
     classifier = finetune_classifier(backbone, images[subset], labels[subset], 10, epochs=20)
-    probabilities = classifier.predict(test_images / 255.0)
+    probabilities = classifier.predict(to_unit_range(test_images))
     ```
     """
     keras.utils.set_random_seed(seed)
@@ -113,7 +114,7 @@ def _recalibrate_batchnorm(model: keras.Model, images: np.ndarray, seed: int) ->
     for layer in layers:
         layer.momentum = 0.0  # the moving statistics become this batch's statistics
     try:
-        model(_to_unit_range(sample), training=True)
+        model(to_unit_range(sample), training=True)
     finally:
         for layer, momentum in zip(layers, momenta, strict=True):
             layer.momentum = momentum
@@ -133,12 +134,8 @@ def finetune_batch_size(count: int, batch_size: int) -> int:
 
 def predict_scores(classifier: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
     """Class probabilities [n, classes] of uint8 images, without augmentation."""
-    dataset = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(_to_unit_range)
+    dataset = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(to_unit_range)
     return classifier.predict(dataset, verbose=0)
-
-
-def _to_unit_range(images):
-    return tf.cast(images, tf.float32) / 255.0
 
 
 def _augmented_batches(images, labels, batch_size: int, seed: int) -> tf.data.Dataset:
@@ -146,7 +143,7 @@ def _augmented_batches(images, labels, batch_size: int, seed: int) -> tf.data.Da
     pad = max(1, size // 8)
 
     def augment(image, label, pair):
-        image = _to_unit_range(image)
+        image = to_unit_range(image)
         padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
         image = tf.image.stateless_random_crop(padded, [size, size, 3], seed=pair)
         image = tf.image.stateless_random_flip_left_right(image, seed=pair[::-1])

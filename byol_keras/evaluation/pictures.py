@@ -45,6 +45,15 @@ def visualize_run(run_dir, kind: str, data: str | None = None, output=None) -> l
 
     `output` is a `.png` file or a folder (default: `<run>/pictures`).
 
+    Args:
+        run_dir: A finished run directory.
+        kind: `"tsne"`, `"retrieval"`, `"occlusion"` or `"curves"`.
+        data: A labelled source spec; default: the run's `data.val_source`.
+        output: A `.png` file or a folder.
+
+    Returns:
+        The paths of the PNG files written.
+
     ```python
     visualize_run("runs/quickstart", "curves", output="curves.png")
     ```

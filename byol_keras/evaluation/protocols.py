@@ -57,21 +57,26 @@ def evaluate_run(
     `overrides` are `SECTION.KEY=VALUE` strings applied to the run's config
     (e.g. `eval.knn_k=20`). Bad input raises `UsageError`.
 
+    Args:
+        run_dir: A finished run directory.
+        protocol: `"linear"`, `"knn"` or `"finetune"`.
+        data: A labelled source spec; default: the run's `data.val_source`.
+        label_fraction: For `finetune`, the fraction of labelled training
+            examples to use, in (0, 1] (default 1).
+        baseline: `"random"` evaluates an untrained copy of the architecture.
+        overrides: `SECTION.KEY=VALUE` strings applied to the run's config.
+
+    Returns:
+        The result written to `<run>/eval/`: `top1` (and `top5` from five
+        classes on), `per_class_top1`, the data and sizes used, `parameters`
+        and `summary_line`.
+
     ```python
     evaluate_run("runs/mnist", "finetune", label_fraction=0.01, baseline="random")
     ```
     """
     started = time.perf_counter()
-    if protocol not in PROTOCOLS:
-        raise UsageError(f"--protocol: expected one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-    if baseline not in (None, "random"):
-        raise UsageError(f"--baseline: the only baseline is 'random', got {baseline!r}")
-    if label_fraction is not None and protocol != "finetune":
-        raise UsageError("--label-fraction: applies to --protocol finetune only")
-    if protocol == "finetune":
-        label_fraction = 1.0 if label_fraction is None else label_fraction
-        if not 0.0 < label_fraction <= 1.0:
-            raise UsageError(f"--label-fraction: must lie in (0, 1], got {label_fraction}")
+    label_fraction = _checked_request(protocol, label_fraction, baseline)
     run = RunDirectory(run_dir).require_finished()
     config = load_config(run.config_path, list(overrides))
     spec = data or config.data.val_source
@@ -101,18 +106,41 @@ def evaluate_run(
         "image_size": config.data.image_size,
         "n_train": int(len(train_labels)),
         "max_train": config.eval.max_train,
-        "n_test": int(len(test_labels)),
-        "num_classes": len(class_names),
-        "top1": top_k_accuracy(scores, test_labels, 1),
-        "per_class_top1": per_class_accuracy(scores.argmax(axis=1), test_labels, class_names),
+        **_accuracies(scores, test_labels, class_names),
         "parameters": parameters,
     }
-    if len(class_names) >= 5:
-        result["top5"] = top_k_accuracy(scores, test_labels, 5)
     result["wall_time_seconds"] = time.perf_counter() - started
     result["summary_line"] = _summary_line(result, path)
     run.eval_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(result, indent=2))
+    return result
+
+
+def _checked_request(protocol: str, label_fraction: float | None, baseline: str | None):
+    """Refuses a bad protocol, baseline or label fraction; returns the fraction to use."""
+    if protocol not in PROTOCOLS:
+        raise UsageError(f"--protocol: expected one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if baseline not in (None, "random"):
+        raise UsageError(f"--baseline: the only baseline is 'random', got {baseline!r}")
+    if label_fraction is not None and protocol != "finetune":
+        raise UsageError("--label-fraction: applies to --protocol finetune only")
+    if protocol == "finetune":
+        label_fraction = 1.0 if label_fraction is None else label_fraction
+        if not 0.0 < label_fraction <= 1.0:
+            raise UsageError(f"--label-fraction: must lie in (0, 1], got {label_fraction}")
+    return label_fraction
+
+
+def _accuracies(scores: np.ndarray, test_labels: np.ndarray, class_names: list[str]) -> dict:
+    """Test-set size, class count, top-1 overall and per class, and top-5 from 5 classes on."""
+    result = {
+        "n_test": int(len(test_labels)),
+        "num_classes": len(class_names),
+        "top1": top_k_accuracy(scores, test_labels, 1),
+        "per_class_top1": per_class_accuracy(scores.argmax(axis=1), test_labels, class_names),
+    }
+    if len(class_names) >= 5:
+        result["top5"] = top_k_accuracy(scores, test_labels, 5)
     return result
 
 

@@ -80,6 +80,18 @@ def export_run(
     reloaded artifact disagrees with the Keras backbone beyond the tolerance;
     `ExportError` when tf2onnx cannot convert the model.
 
+    Args:
+        run_dir: A finished run directory.
+        formats: Any of `"saved_model"` and `"onnx"`.
+        output: The export root; default: `<run>/export`.
+        name: The model name in the TF Serving layout.
+        version: The version folder; default: one above the highest present.
+        opset: The ONNX opset, from 17 to the newest the installed tf2onnx knows.
+
+    Returns:
+        The manifest written beside the artifacts: their paths, the measured
+        parity and the verification process.
+
     ```python
     manifest = export_run("runs/cifar", formats=("onnx",), version=3, opset=18)
     manifest["artifacts"]["onnx"]["path"]   # onnx/byol_backbone-v3.onnx

@@ -24,6 +24,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from byol_keras.data.source import to_unit_range
+
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "images"
 INPUT_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME)
@@ -33,7 +35,7 @@ PROJECTIONS = "projections"
 
 def preprocess(images, image_size: int):
     """Turns uint8 RGB images of any size into the backbone's float [0, 1] input."""
-    pixels = tf.cast(images, tf.float32) / 255.0
+    pixels = to_unit_range(images)
     # An equal-size bilinear resize with half-pixel centres is the identity, so
     # images already at the training size pass through unchanged.
     return tf.image.resize(pixels, (image_size, image_size), method="bilinear")

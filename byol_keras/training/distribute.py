@@ -26,9 +26,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from byol_keras.config import DISTRIBUTIONS
 from byol_keras.errors import UsageError
 
-DISTRIBUTIONS = ("none", "mirrored", "multi_worker", "tpu")
 _STRATEGIES: dict[str, tf.distribute.Strategy] = {}
 
 

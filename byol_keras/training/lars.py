@@ -28,6 +28,16 @@ class LARS(keras.optimizers.Optimizer):
     A variable is excluded from the weight decay and the adaptation when its
     name contains one of `exclude_from_adaptation`.
 
+    Args:
+        learning_rate: A float or a `keras.optimizers.schedules.LearningRateSchedule`.
+        momentum: Momentum of the SGD update.
+        weight_decay: λ, the decay added to the gradient before the update.
+        trust_coefficient: η, which scales the per-layer trust ratio ‖w‖/‖g + λw‖.
+        exclude_from_adaptation: Name fragments of the variables (biases,
+            BatchNorm) left without weight decay and adaptation.
+        name: The optimizer's name.
+        **kwargs: Passed to `keras.optimizers.Optimizer`.
+
     ```python
     optimizer = LARS(learning_rate=4.8, weight_decay=1.5e-6, trust_coefficient=1e-3)
     model.compile(optimizer=optimizer)

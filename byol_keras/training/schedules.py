@@ -12,6 +12,14 @@ def cosine_tau(step, total_steps, tau_base: float = 0.996):
     It starts at `tau_base` at step 0 and reaches exactly 1.0 at step K.
     Steps past K are clipped to K.
 
+    Args:
+        step: The update step `k`, a number or a tensor.
+        total_steps: `K`, the number of updates of the whole training.
+        tau_base: τ at step 0.
+
+    Returns:
+        τ at step `k`, a float32 scalar tensor.
+
     ```python
     tau = cosine_tau(step=0, total_steps=1000)  # 0.996
     ```
@@ -26,6 +34,12 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up to `peak_lr`, then cosine decay to `final_lr`.
 
     BYOL's schedule: `peak_lr` is usually `base_lr * batch_size / 256`.
+
+    Args:
+        peak_lr: The learning rate at the end of the warm-up.
+        total_steps: Steps of the whole schedule, warm-up included.
+        warmup_steps: Steps of the linear warm-up from 0.
+        final_lr: The learning rate at `total_steps` and after.
 
     ```python
     schedule = WarmupCosine(peak_lr=0.4, total_steps=10_000, warmup_steps=500)

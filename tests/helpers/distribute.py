@@ -1,9 +1,9 @@
 """Subprocess entry points for tests/test_distribute.py (devices must be set before TF starts).
 
-`python tests/helpers_distribute.py mirrored OUT.npz` trains the same tiny BYOL
+`python tests/helpers/distribute.py mirrored OUT.npz` trains the same tiny BYOL
 on one device and under a 2-replica MirroredStrategy and writes both results;
 likewise a BYOL with default arguments (`default_*`).
-`python tests/helpers_distribute.py worker RUN_DIR OUT.npz [STEPS [EVERY]]` runs
+`python tests/helpers/distribute.py worker RUN_DIR OUT.npz [STEPS [EVERY]]` runs
 `train()` as one worker of the cluster in TF_CONFIG and writes its final weights.
 """
 
