@@ -71,8 +71,9 @@ def _metrics(run: Path) -> list[dict]:
         return list(csv.DictReader(stream))
 
 
-def _mean_tau(steps, total: int) -> float:
-    return float(np.mean([float(cosine_tau(k, total, TAU_BASE)) for k in steps]))
+def _tau(step: int, total: int) -> float:
+    """τ of the update at optimizer step `step` of `total`: what the metrics log after it."""
+    return float(cosine_tau(step, total, TAU_BASE))
 
 
 @pytest.fixture(scope="module")
@@ -138,10 +139,11 @@ def test_more_epochs_with_the_option_extend_both_schedules(finished, capsys):
     assert summary["steps"] == 12 and summary["resumed_from_step"] == 4
     rows = _metrics(finished)
     assert [int(row["epoch"]) for row in rows] == [0, 1, 2]
-    # τ follows the schedule over the new 12 steps, not the 4 of the checkpoint (τ = 1 after).
-    assert float(rows[0]["tau"]) == pytest.approx(_mean_tau(range(0, 4), 4), abs=1e-6)
+    # The logged τ is that of each epoch's last step, on the schedule over the new 12
+    # steps, not the 4 of the checkpoint (after which τ would stay 1).
+    assert float(rows[0]["tau"]) == pytest.approx(_tau(3, 4), abs=1e-6)
     for epoch in (1, 2):
-        expected = _mean_tau(range(4 * epoch, 4 * epoch + 4), 12)
+        expected = _tau(4 * epoch + 3, 12)
         assert float(rows[epoch]["tau"]) == pytest.approx(expected, abs=1e-6)
         assert expected < 1.0
     model = keras.models.load_model(finished / "model.keras")
@@ -290,11 +292,11 @@ def test_ctrl_c_saves_at_the_next_step_and_the_rerun_ends_on_schedule(tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == epochs * steps and summary["resumed_from_step"] == step
-    # The resumed epoch's mean τ is the schedule's over exactly the steps left in it.
+    # The resumed epoch ends on the schedule: its last step logs that step's τ.
     epoch = step // steps
     row = [row for row in _metrics(run) if int(row["epoch"]) == epoch][-1]
-    left = range(step, (epoch + 1) * steps)
-    assert float(row["tau"]) == pytest.approx(_mean_tau(left, epochs * steps), abs=1e-6)
+    last = (epoch + 1) * steps - 1
+    assert float(row["tau"]) == pytest.approx(_tau(last, epochs * steps), abs=1e-6)
 
 
 @pytest.mark.slow
