@@ -63,9 +63,10 @@ def knn_class_scores(
     k = min(k, len(bank_labels))
     scores = []
     for start in range(0, len(queries), query_chunk):
-        similarity, neighbour_labels = _top_k_neighbours(
-            tf.constant(queries[start : start + query_chunk]), bank, labels, k, bank_chunk
+        similarity, index = top_k_neighbours(
+            tf.constant(queries[start : start + query_chunk]), bank, k, bank_chunk
         )
+        neighbour_labels = tf.gather(labels, index)
         weights = tf.exp(similarity / temperature)
         votes = tf.one_hot(neighbour_labels, num_classes, dtype=tf.float32)
         scores.append(tf.einsum("qk,qkc->qc", weights, votes).numpy())
@@ -74,22 +75,61 @@ def knn_class_scores(
     return np.concatenate(scores)
 
 
-def _top_k_neighbours(queries, bank, labels, k: int, bank_chunk: int):
-    """The k largest similarities of each query and their labels, one bank chunk at a time."""
-    best_similarity = best_labels = None
+def nearest_neighbours(
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    k: int,
+    query_chunk: int = 1024,
+    gallery_chunk: int = 8192,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The `k` gallery rows most similar (cosine) to each query: similarities and indices.
+
+    Both arrays are [n_query, min(k, n_gallery)], most similar first; equal
+    similarities rank the lower gallery index first, whatever the chunk sizes.
+    Memory holds the normalised gallery and, per query chunk, at most
+    query_chunk × (k + gallery_chunk) similarities.
+
+    ```python
+    similarity, index = nearest_neighbours(test_features, train_features, k=5)
+    ```
+    """
+    if len(gallery) == 0:
+        raise ValueError("the gallery is empty")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    bank = tf.constant(l2_normalize_rows(gallery))
+    queries = l2_normalize_rows(queries)
+    k = min(k, len(gallery))
+    similarities = np.empty([len(queries), k], np.float32)
+    indices = np.empty([len(queries), k], np.int64)
+    for start in range(0, len(queries), query_chunk):
+        chunk = tf.constant(queries[start : start + query_chunk])
+        similarity, index = top_k_neighbours(chunk, bank, k, gallery_chunk)
+        similarities[start : start + len(chunk)] = similarity.numpy()
+        indices[start : start + len(chunk)] = index.numpy()
+    return similarities, indices
+
+
+def top_k_neighbours(queries: tf.Tensor, bank: tf.Tensor, k: int, bank_chunk: int):
+    """The k largest dot products of each query row with the bank rows, and their bank indices.
+
+    One bank chunk at a time, keeping a running top-k, so memory holds
+    queries × (k + bank_chunk) values. Rows should be L2-normalised.
+    """
+    best_similarity = best_index = None
     for start in range(0, int(bank.shape[0]), bank_chunk):
         block = tf.matmul(queries, bank[start : start + bank_chunk], transpose_b=True)
-        block_labels = labels[start : start + bank_chunk]
         similarity, index = tf.math.top_k(block, k=min(k, int(block.shape[1])))
-        block_labels = tf.gather(block_labels, index)
+        index = tf.cast(index, tf.int64) + start
         if best_similarity is not None:
-            # Merging two top-k lists and keeping the top k gives the top k of the union.
+            # Merging two top-k lists and keeping the top k gives the top k of the union;
+            # top_k ranks the earlier position first among equals, and earlier is lower.
             similarity = tf.concat([best_similarity, similarity], axis=1)
-            block_labels = tf.concat([best_labels, block_labels], axis=1)
-            similarity, index = tf.math.top_k(similarity, k=min(k, int(similarity.shape[1])))
-            block_labels = tf.gather(block_labels, index, batch_dims=1)
-        best_similarity, best_labels = similarity, block_labels
-    return best_similarity, best_labels
+            index = tf.concat([best_index, index], axis=1)
+            similarity, position = tf.math.top_k(similarity, k=min(k, int(similarity.shape[1])))
+            index = tf.gather(index, position, batch_dims=1)
+        best_similarity, best_index = similarity, index
+    return best_similarity, best_index
 
 
 def knn_top1(

@@ -30,7 +30,7 @@ from byol_keras.data import source_from_config
 from byol_keras.data.labelled import check_disjoint
 from byol_keras.errors import UsageError
 from byol_keras.evaluation.embeddings import Embedder, source_arrays
-from byol_keras.evaluation.knn import l2_normalize_rows
+from byol_keras.evaluation.knn import l2_normalize_rows, nearest_neighbours
 from byol_keras.training.run_dir import RunDirectory
 
 KINDS = ("tsne", "retrieval", "occlusion", "curves")
@@ -151,11 +151,10 @@ def _retrieval_figure(parts) -> Figure:
     check_disjoint(bank_source, test, "--data")  # else each query finds itself first
     query_images, query_labels = source_arrays(test, RETRIEVAL_QUERIES, parts["seed"])
     bank_images, bank_labels = source_arrays(bank_source, RETRIEVAL_BANK, parts["seed"])
-    similarity = (
-        l2_normalize_rows(embedder.embed(query_images))
-        @ l2_normalize_rows(embedder.embed(bank_images)).T
+    # The search of the retrieval protocol: cosine similarity, ties to the lower index.
+    similarity, neighbours = nearest_neighbours(
+        embedder.embed(query_images), embedder.embed(bank_images), RETRIEVAL_NEIGHBOURS
     )
-    neighbours = np.argsort(-similarity, axis=1)[:, :RETRIEVAL_NEIGHBOURS]
     rows, columns = len(query_images), neighbours.shape[1] + 1
     figure = Figure(figsize=(1.3 * columns, 1.45 * rows), layout="constrained")
     grid = figure.subplots(rows, columns, squeeze=False)
@@ -165,7 +164,7 @@ def _retrieval_figure(parts) -> Figure:
         for column, index in enumerate(neighbours[row], start=1):
             label = int(bank_labels[index])
             colour = "green" if label == query_label and label >= 0 else "red"
-            text = f"{_label_text(bank_source, label)} {similarity[row, index]:.2f}"
+            text = f"{_label_text(bank_source, label)} {similarity[row, column - 1]:.2f}"
             _show(grid[row, column], bank_images[index], text, colour)
     figure.suptitle(
         f"Nearest neighbours (cosine) among {len(bank_images)} train images; "

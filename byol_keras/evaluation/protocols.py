@@ -1,9 +1,11 @@
-"""Evaluation of a finished run: linear probe, weighted kNN and fine-tuning, each on labelled data.
+"""Evaluation of a finished run: linear probe, weighted kNN, fine-tuning and retrieval.
 
 Which data: `--data` (default: the run's `data.val_source`) gives both sets;
 the classifier is fitted on its `eval.train_split` split ("train") and
 reported on its `data.val_split` split ("test"), at the run's image size and
-without augmentation. Accuracies are fractions in [0, 1]. Each protocol
+without augmentation. `retrieval` instead ranks the training split (the
+gallery) for each test image (a query) and reports Recall@1, Recall@5 and
+mAP@R (`retrieval.py`). Figures are fractions in [0, 1]. Each protocol
 writes `<run>/eval/<protocol>[-<fraction>pct][-random][@<data>].json`; `-random`
 is the same protocol on the same architecture, untrained (`--baseline random`),
 and `@<data>` names a `--data` other than the run's `data.val_source`.
@@ -39,9 +41,10 @@ from byol_keras.evaluation.finetune import (
 from byol_keras.evaluation.knn import knn_class_scores
 from byol_keras.evaluation.linear import fit_linear_probe
 from byol_keras.evaluation.metrics import per_class_accuracy, top_k_accuracy
+from byol_keras.evaluation.retrieval import retrieval_figures, retrieval_per_query
 from byol_keras.training.run_dir import RunDirectory, atomic_write_text
 
-PROTOCOLS = ("linear", "knn", "finetune")
+PROTOCOLS = ("linear", "knn", "finetune", "retrieval")
 
 
 def evaluate_run(
@@ -59,7 +62,7 @@ def evaluate_run(
 
     Args:
         run_dir: A finished run directory.
-        protocol: `"linear"`, `"knn"` or `"finetune"`.
+        protocol: `"linear"`, `"knn"`, `"finetune"` or `"retrieval"`.
         data: A labelled source spec; default: the run's `data.val_source`.
         label_fraction: For `finetune`, the fraction of labelled training
             examples to use, in (0, 1] (default 1).
@@ -68,8 +71,9 @@ def evaluate_run(
 
     Returns:
         The result written to `<run>/eval/`: `top1` (and `top5` from five
-        classes on), `per_class_top1`, the data and sizes used, `parameters`
-        and `summary_line`.
+        classes on) and `per_class_top1`, or for retrieval `recall_at_1`,
+        `recall_at_5`, `map_at_r` and `per_class`; the data and sizes used,
+        `parameters` and `summary_line`.
 
     ```python
     evaluate_run("runs/mnist", "finetune", label_fraction=0.01, baseline="random")
@@ -92,7 +96,7 @@ def evaluate_run(
     train_set, test_set, class_names = _labelled_sets(config, spec)
     backbone = _backbone(run, config, random_init=baseline == "random")
 
-    parameters, scores, train_labels, test_labels = _PROTOCOL_RUNNERS[protocol](
+    parameters, figures, train_labels, test_labels = _PROTOCOL_RUNNERS[protocol](
         backbone, config, train_set, test_set, len(class_names), label_fraction
     )
     check_classes(train_labels, test_labels, class_names, "--data")
@@ -106,7 +110,9 @@ def evaluate_run(
         "image_size": config.data.image_size,
         "n_train": int(len(train_labels)),
         "max_train": config.eval.max_train,
-        **_accuracies(scores, test_labels, class_names),
+        "n_test": int(len(test_labels)),
+        "num_classes": len(class_names),
+        **figures(class_names),
         "parameters": parameters,
     }
     result["wall_time_seconds"] = time.perf_counter() - started
@@ -131,17 +137,19 @@ def _checked_request(protocol: str, label_fraction: float | None, baseline: str 
     return label_fraction
 
 
-def _accuracies(scores: np.ndarray, test_labels: np.ndarray, class_names: list[str]) -> dict:
-    """Test-set size, class count, top-1 overall and per class, and top-5 from 5 classes on."""
-    result = {
-        "n_test": int(len(test_labels)),
-        "num_classes": len(class_names),
-        "top1": top_k_accuracy(scores, test_labels, 1),
-        "per_class_top1": per_class_accuracy(scores.argmax(axis=1), test_labels, class_names),
-    }
-    if len(class_names) >= 5:
-        result["top5"] = top_k_accuracy(scores, test_labels, 5)
-    return result
+def _accuracies(scores: np.ndarray, test_labels: np.ndarray):
+    """A classifier's figures, given the class names: top-1 overall and per class, top-5 from 5."""
+
+    def figures(class_names: list[str]) -> dict:
+        result = {
+            "top1": top_k_accuracy(scores, test_labels, 1),
+            "per_class_top1": per_class_accuracy(scores.argmax(axis=1), test_labels, class_names),
+        }
+        if len(class_names) >= 5:
+            result["top5"] = top_k_accuracy(scores, test_labels, 5)
+        return result
+
+    return figures
 
 
 def compare_with_random_init(run_dir) -> dict:
@@ -243,7 +251,8 @@ def _linear(backbone, config, train_set, test_set, num_classes, _fraction):
         "augmentation": "none (resize only)",
     }
     test_features, test_labels = test_set.features(embedder)
-    return parameters, probe.scores(test_features), train_labels, test_labels
+    scores = probe.scores(test_features)
+    return parameters, _accuracies(scores, test_labels), train_labels, test_labels
 
 
 def _knn(backbone, config, train_set, test_set, num_classes, _fraction):
@@ -265,7 +274,7 @@ def _knn(backbone, config, train_set, test_set, num_classes, _fraction):
         "weighting": "exp(similarity / temperature), summed per class",
         "augmentation": "none (resize only)",
     }
-    return parameters, scores, train_labels, test_labels
+    return parameters, _accuracies(scores, test_labels), train_labels, test_labels
 
 
 def _finetune(backbone, config, train_set, test_set, num_classes, fraction):
@@ -294,10 +303,37 @@ def _finetune(backbone, config, train_set, test_set, num_classes, fraction):
     }
     test_images, test_labels = test_set.images()
     scores = predict_scores(classifier, test_images, config.eval.batch_size)
-    return parameters, scores, train_labels, test_labels
+    return parameters, _accuracies(scores, test_labels), train_labels, test_labels
 
 
-_PROTOCOL_RUNNERS = {"linear": _linear, "knn": _knn, "finetune": _finetune}
+def _retrieval(backbone, config, train_set, test_set, _num_classes, _fraction):
+    embedder = Embedder(backbone, config.eval.batch_size)
+    gallery_features, gallery_labels = train_set.features(embedder)
+    query_features, query_labels = test_set.features(embedder)
+
+    def figures(class_names: list[str]) -> dict:  # after check_classes: every R is >= 1
+        per_query = retrieval_per_query(
+            query_features, query_labels, gallery_features, gallery_labels
+        )
+        return retrieval_figures(per_query, query_labels, class_names)
+
+    parameters = {
+        "queries": "the test split; gallery: the train split",
+        "similarity": "cosine",
+        "recall_at_k": "1 when one of the k nearest gallery items has the query's class",
+        "map_at_r": "Musgrave, Belongie, Lim, A Metric Learning Reality Check, ECCV 2020",
+        "ties": "the lower gallery index ranks first",
+        "augmentation": "none (resize only)",
+    }
+    return parameters, figures, gallery_labels, query_labels
+
+
+_PROTOCOL_RUNNERS = {
+    "linear": _linear,
+    "knn": _knn,
+    "finetune": _finetune,
+    "retrieval": _retrieval,
+}
 
 
 def _result_name(protocol: str, fraction: float | None, baseline: str | None) -> str:
@@ -327,10 +363,17 @@ def _refuse_other_data(path: Path, spec: str) -> None:
 
 
 def _summary_line(result: dict, path: Path) -> str:
-    top5 = f", top-5 {result['top5']:.2%}" if "top5" in result else ""
+    if result["protocol"] == "retrieval":
+        figures = (
+            f"Recall@1 {result['recall_at_1']:.2%}, Recall@5 {result['recall_at_5']:.2%}, "
+            f"mAP@R {result['map_at_r']:.2%}"
+        )
+    else:
+        top5 = f", top-5 {result['top5']:.2%}" if "top5" in result else ""
+        figures = f"top-1 {result['top1']:.2%}{top5}"
     return (
         f"{result['protocol']} ({result['backbone']}) on {result['data']}:{result['test_split']}: "
-        f"top-1 {result['top1']:.2%}{top5} (n_train={result['n_train']}, "
+        f"{figures} (n_train={result['n_train']}, "
         f"n_test={result['n_test']}, {result['wall_time_seconds']:.0f} s) -> {path}"
     )
 
