@@ -1,4 +1,4 @@
-"""The `byol-keras` command line: train, evaluate, visualize and export.
+"""The `byol-keras` command line: train, evaluate, visualize, embed and export.
 
 Usage and config errors print one line, `byol-keras: error: ...`, and exit
 with code 2; a diverged training run prints the same kind of line and exits 1.
@@ -59,6 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
     visualize.add_argument("--data", help="labelled source (default: the run's data.val_source)")
     visualize.add_argument("--output", help="PNG file or folder (default: <run>/pictures)")
 
+    embed = commands.add_parser("embed", help="embeddings of every image of a source, to a file")
+    embed.add_argument("--run", required=True, help="run directory of a finished training")
+    embed.add_argument(
+        "--data", required=True, help="source: folder:PATH, npz:PATH, tfds:NAME, digits"
+    )
+    embed.add_argument("--output", required=True, help=".npy (and a .csv beside it) or .parquet")
+    embed.add_argument("--batch-size", type=int, default=256, help="images per batch (256)")
+    embed.add_argument("--what", default="backbone", choices=("backbone", "projection"))
+    embed.add_argument(
+        "--split",
+        dest="splits",
+        action="append",
+        help="split to embed (repeatable; default: all of the source's splits)",
+    )
+
     export = commands.add_parser("export", help="SavedModel (TF Serving) and ONNX export")
     export.add_argument("--run", required=True, help="run directory of a finished training")
     export.add_argument("--format", default="all", choices=("saved_model", "onnx", "all"))
@@ -66,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--name", default="byol_backbone", help="model name for TF Serving")
     export.add_argument("--version", type=int, help="version number (default: next free)")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
-    for command in (train, evaluate, visualize, export):
+    for command in (train, evaluate, visualize, embed, export):
         command.add_argument(
             "--verbose",
             action="store_true",
@@ -138,6 +153,25 @@ def run_visualize(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_embed(args: argparse.Namespace) -> int:
+    from byol_keras.evaluation.embed import embed_run
+
+    result = embed_run(
+        args.run,
+        args.data,
+        args.output,
+        batch_size=args.batch_size,
+        what=args.what,
+        splits=args.splits,
+    )
+    listing = "" if result["listing"] == result["output"] else f" and {result['listing']}"
+    print(
+        f"embedded {result['rows']} images ({result['what']}, {result['dim']} floats each, "
+        f"{result['skipped_files']} skipped) -> {result['output']}{listing}"
+    )
+    return 0
+
+
 def run_export(args: argparse.Namespace) -> int:
     from byol_keras.export.run import export_run
 
@@ -158,6 +192,7 @@ HANDLERS = {
     "train": run_train,
     "evaluate": run_evaluate,
     "visualize": run_visualize,
+    "embed": run_embed,
     "export": run_export,
 }
 

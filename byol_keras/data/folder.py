@@ -112,7 +112,12 @@ def load_folder_source(path: str, split: str, image_size: int, limits: FileLimit
         skipped_files=len(skipped),
         description=f"folder:{root} ({len(good)} images, {labelled}, {len(skipped)} skipped)",
         example_ids=example_ids(os.path.realpath(paths[i]) for i in good),
+        key_path=_key_path,
     )
+
+
+def _key_path(path, *_label_and_flag):
+    return path
 
 
 def _class_names(base: str, root: str, files: list[str]) -> list[str] | None:

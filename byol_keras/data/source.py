@@ -46,6 +46,9 @@ class ImageSource:
         example_ids: A uint64 id per example, in `dataset` order.
         shuffle_keys: Whether `shuffled` reorders the keys; when `False` it
             returns `dataset` as is.
+        key_path: Turns a key into its file path (a string tensor), for
+            listings such as `byol-keras embed`'s; `None` when examples are
+            not files.
 
     ```python
     source = load_source("folder:photos/", image_size=64)
@@ -66,6 +69,7 @@ class ImageSource:
     # tfds writes its records in a hashed, class-mixed order, and shuffling its
     # examples in full would hold the whole data set in memory.
     shuffle_keys: bool = True
+    key_path: Callable | None = None
 
     @property
     def has_labels(self) -> bool:

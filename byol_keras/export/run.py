@@ -56,6 +56,7 @@ __all__ = [
     "convert_to_onnx",
     "existing_versions",
     "export_run",
+    "load_networks",
 ]
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def export_run(
         "onnx": output / "onnx" / f"{name}-v{version}.onnx",
     }
 
-    backbone, projector = _load_networks(run)
+    backbone, projector = load_networks(run)
     staging = Path(tempfile.mkdtemp(dir=output, prefix=f".staging-{name}-v{version}-"))
     try:
         staged = {"saved_model": staging / "saved_model", "onnx": staging / "model.onnx"}
@@ -214,11 +215,16 @@ def _choose_version(output: Path, name: str, version: int | None) -> int:
     return version
 
 
-def _load_networks(run: RunDirectory) -> tuple[keras.Model, keras.Model]:
+def load_networks(run: RunDirectory) -> tuple[keras.Model, keras.Model]:
     """The online backbone from backbone.keras and the online projector from model.keras.
 
     Both compute in float32 even when the run trained in mixed precision; the
-    parity check then compares the artifacts with these float32 networks.
+    parity check then compares the artifacts with these float32 networks, and
+    `byol-keras embed` computes what the artifacts compute.
+
+    ```python
+    backbone, projector = load_networks(RunDirectory("runs/quickstart").require_finished())
+    ```
     """
     import byol_keras.model  # noqa: F401  registers BYOL for load_model
 
