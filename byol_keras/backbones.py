@@ -26,19 +26,23 @@ RESNET_LAYOUTS = {
 }
 
 
-def build_backbone(name: str, image_size: int, stem: str = "auto", width: int = 64) -> keras.Model:
+def build_backbone(
+    name: str, image_size: int, stem: str = "auto", width: int = 64, weights: str | None = None
+) -> keras.Model:
     """Builds a backbone by name: `resnet18`, `resnet34`, `resnet50`, `tiny`, or a
     `keras.applications` model name such as `MobileNetV3Small`.
 
     `stem="auto"` picks the CIFAR stem (3x3 conv, no max-pool) below 96 px and
     the standard 7x7 stem with max-pool from 96 px up. keras.applications
-    models start from random weights: pretraining is what this library is for.
+    models start from random weights, or with `weights="imagenet"` from
+    Keras's ImageNet weights, which are downloaded.
 
     Args:
         name: The backbone's name, as above.
         image_size: Side of the square input images.
         stem: `"auto"`, `"cifar"` or `"imagenet"` (ResNets only).
         width: Channels of the first stage (`resnet*`, `tiny`).
+        weights: `None`, or `"imagenet"` for a `keras.applications` model.
 
     Returns:
         A `keras.Model` from `[batch, image_size, image_size, 3]` images in
@@ -53,29 +57,35 @@ def build_backbone(name: str, image_size: int, stem: str = "auto", width: int = 
         raise UsageError(f"model.stem: expected auto, cifar or imagenet, got {stem!r}")
     if stem == "auto":
         stem = "cifar" if image_size <= CIFAR_STEM_MAX_SIZE else "imagenet"
+    application = getattr(keras.applications, name, None)
+    if weights is not None and (name in RESNET_LAYOUTS or not callable(application)):
+        raise UsageError(
+            f"model.init_weights: {weights} weights exist for keras.applications backbones "
+            f"only, not {name!r}; give a .keras or .weights.h5 file instead"
+        )
     if name in RESNET_LAYOUTS:
         block, depths = RESNET_LAYOUTS[name]
         return resnet(image_size, block, depths, stem=stem, width=width, name=name)
     if name == "tiny":
         return tiny_cnn(image_size, width=width)
-    application = getattr(keras.applications, name, None)
     if application is None or not callable(application):
         raise UsageError(
             f"model.backbone: unknown backbone {name!r} (use resnet18, resnet34, "
             "resnet50, tiny, or a keras.applications model name)"
         )
-    return _application_backbone(application, name, image_size)
+    return _application_backbone(application, name, image_size, weights)
 
 
-def backbone_from_config(config: Config) -> keras.Model:
+def backbone_from_config(config: Config, weights: str | None = None) -> keras.Model:
     """The backbone that `config.model` names, at `config.data.image_size`.
 
     Args:
         config: a `Config`; `model.backbone`, `model.stem` and `model.width` choose
             the network, `data.image_size` its input size.
+        weights: `None` (random), or `"imagenet"` for a `keras.applications` model.
 
     Returns:
-        A new, untrained `keras.Model` from `build_backbone`.
+        A new `keras.Model` from `build_backbone`, untrained unless `weights` is given.
 
     ```python
     backbone = backbone_from_config(load_config("configs/quickstart.yaml"))
@@ -86,6 +96,7 @@ def backbone_from_config(config: Config) -> keras.Model:
         image_size=config.data.image_size,
         stem=config.model.stem,
         width=config.model.width,
+        weights=weights,
     )
 
 
@@ -191,12 +202,14 @@ def tiny_cnn(image_size: int, width: int = 32) -> keras.Model:
     return keras.Model(inputs, outputs, name="tiny")
 
 
-def _application_backbone(application, name: str, image_size: int) -> keras.Model:
+def _application_backbone(
+    application, name: str, image_size: int, weights: str | None = None
+) -> keras.Model:
     inputs, x = _standardized_input(image_size)
     try:
         base = application(
             include_top=False,
-            weights=None,
+            weights=weights,
             input_shape=(image_size, image_size, 3),
             pooling="avg",
         )

@@ -20,6 +20,7 @@ from byol_keras.config import Config
 from byol_keras.data import ImageSource, source_from_config
 from byol_keras.errors import UsageError
 from byol_keras.evaluation.monitor import KnnMonitor
+from byol_keras.init_weights import IMAGENET, load_init_weights
 from byol_keras.model import BYOL
 from byol_keras.training.callbacks import Checkpoints, Throughput
 from byol_keras.training.distribute import make_strategy, writable_run_dir
@@ -73,8 +74,12 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
     # 3. Networks and update rule: one update every `accumulation_steps` batches.
     updates_per_epoch = max(steps_per_epoch // config.train.accumulation_steps, 1)
     total_updates = updates_per_epoch * config.train.epochs
-    model = _compiled_model(config, strategy, augmenter, total_updates, updates_per_epoch)
     shared = RunDirectory(output_dir)  # the chief's: every worker restores its checkpoints
+    # A resumed run's checkpoint holds its weights: model.init_weights is not read again.
+    resuming = tf.train.latest_checkpoint(str(shared.checkpoints_dir)) is not None
+    model = _compiled_model(
+        config, strategy, augmenter, total_updates, updates_per_epoch, init_weights=not resuming
+    )
     run = RunDirectory(writable_run_dir(output_dir, strategy))
     monitor = _knn_monitor(config, run)  # opens data.val_source before anything is written
 
@@ -115,6 +120,7 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
                 "resumed_from_step": steps_done,
                 "warnings": callbacks.collapse.warnings,
                 "replicas": strategy.num_replicas_in_sync,
+                "init_weights": _init_weights_record(config.model.init_weights),
             }
         )
 
@@ -139,12 +145,22 @@ def _views(config: Config, source: ImageSource):
 
 
 def _compiled_model(
-    config: Config, strategy, augmenter, total_updates: int, updates_per_epoch: int
+    config: Config,
+    strategy,
+    augmenter,
+    total_updates: int,
+    updates_per_epoch: int,
+    init_weights: bool = True,
 ) -> BYOL:
     """The compiled BYOL model; the augmenter goes into it only when views are made on device."""
     # Variables made in the scope are mirrored; fit splits each global batch across replicas.
     with strategy.scope():
-        model = build_model(config, total_updates, augmenter if config.augment.on_device else None)
+        model = build_model(
+            config,
+            total_updates,
+            augmenter if config.augment.on_device else None,
+            init_weights=init_weights,
+        )
         model.compile(
             optimizer=build_optimizer(
                 config.optimizer,
@@ -247,14 +263,20 @@ def _fit(
     return history
 
 
-def build_model(config: Config, total_steps: int, augmenter=None) -> BYOL:
+def build_model(
+    config: Config, total_steps: int, augmenter=None, init_weights: bool = True
+) -> BYOL:
     """The BYOL model the config describes, with the τ schedule over `total_steps`.
 
     Build it inside `strategy.scope()`: with more than one replica BYOL synchronises
     the heads' BatchNorm, and the backbone's is synchronised too when
-    `model.sync_batchnorm_backbone` is set.
+    `model.sync_batchnorm_backbone` is set. With `init_weights`, the backbone
+    starts from `model.init_weights` (when set), and BYOL's target copies it.
     """
-    backbone = backbone_from_config(config)
+    start_from = config.model.init_weights if init_weights else None
+    backbone = backbone_from_config(config, weights=IMAGENET if start_from == IMAGENET else None)
+    if start_from not in (None, IMAGENET):
+        load_init_weights(backbone, start_from)
     if config.model.sync_batchnorm_backbone:
         backbone = synchronize_batchnorm(backbone)
     return BYOL(
@@ -266,6 +288,13 @@ def build_model(config: Config, total_steps: int, augmenter=None) -> BYOL:
         total_steps=total_steps,
         augmenter=augmenter,
     )
+
+
+def _init_weights_record(spec: str | None) -> str | None:
+    """`model.init_weights` for the summary: a file as an absolute path."""
+    if spec in (None, IMAGENET):
+        return spec
+    return str(Path(spec).expanduser().resolve())
 
 
 def _knn_monitor(config: Config, run: RunDirectory) -> list[KnnMonitor]:

@@ -99,6 +99,8 @@ class ModelConfig:
     tau_base: float = _spec(0.996, low=0.0, high=1.0)
     # The heads' BatchNorm is always synchronised across replicas; this adds the backbone's.
     sync_batchnorm_backbone: bool = False
+    # Backbone weights to start from: a .keras or .weights.h5 file, or imagenet (init_weights.py).
+    init_weights: str | None = None
 
 
 @dataclass
