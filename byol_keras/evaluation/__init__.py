@@ -1,7 +1,10 @@
 """Evaluation of a run's backbone: the protocols and the tools they share.
 
-- `protocols.py`: `evaluate_run` (linear, k-NN, fine-tune) and `compare_with_random_init`.
-- `linear.py`, `finetune.py`, `knn.py`: the three protocols' training and scoring.
+- `protocols.py`: `evaluate_run` (linear, k-NN, fine-tune, retrieval) and
+  `compare_with_random_init`.
+- `linear.py`, `finetune.py`, `knn.py`, `retrieval.py`: the protocols' training and scoring;
+  `knn.py` also holds the bounded-memory neighbour search that retrieval shares.
+- `embed.py`: `embed_run`, every image of a source embedded into a `.npy` or `.parquet` file.
 - `embeddings.py`: `Embedder`, batched backbone features of a source.
 - `monitor.py`: `KnnMonitor`, the k-NN accuracy logged during training.
 - `pictures.py`: `visualize_run` (t-SNE, nearest neighbours, occlusion maps).
