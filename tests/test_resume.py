@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.checkpoint import checkpoint_management
 
+import byol_keras.model  # noqa: F401  registers BYOL, which load_model needs
 from byol_keras.training.callbacks import Checkpoints
 from byol_keras.training.resume import FitCall, remaining_fit_calls
 from byol_keras.training.schedules import cosine_tau
