@@ -248,7 +248,7 @@ def _fit(
 
 
 def build_model(config: Config, total_steps: int, augmenter=None) -> BYOL:
-    """The BYOL model the config describes, with the τ schedule over `total_steps`.
+    """The model the config describes (BYOL or `model.method`), τ scheduled over `total_steps`.
 
     Build it inside `strategy.scope()`: with more than one replica BYOL synchronises
     the heads' BatchNorm, and the backbone's is synchronised too when
@@ -265,6 +265,10 @@ def build_model(config: Config, total_steps: int, augmenter=None) -> BYOL:
         tau_base=config.model.tau_base,
         total_steps=total_steps,
         augmenter=augmenter,
+        method=config.model.method,
+        use_predictor=config.model.predictor,
+        tau_schedule=config.model.tau_schedule,
+        temperature=config.model.temperature,
     )
 
 
