@@ -8,7 +8,9 @@ Three sections, every cell trained by `byol-keras train` and evaluated by
   full-BYOL run); full BYOL again with each `--noise-seeds` seed, to show noise.
 - `batch`: BYOL and SimCLR at each `--batch-sizes`, for the same epochs (with
   `--steps-per-epoch`, the cap is scaled so that every batch size sees the same
-  images); each method's drop from its best batch size.
+  images); each method's drop from its best batch size. The learning rate
+  follows the config's `optimizer.lr_scaling` (`none` in cifar10_cpu.yaml:
+  the same rate at every batch size).
 - `augment`: BYOL and SimCLR with the full recipe, without colour (no jitter,
   no grayscale), and with crop + flip only (also no blur, no solarisation);
   each method's drop from its best.
@@ -25,6 +27,10 @@ A cell whose training fails (e.g. diverges) is recorded as failed; delete its
 python benchmarks/study.py --config configs/cifar10_cpu.yaml --data /tmp/cifar10 \
     --output runs/study --seeds 0 --noise-seeds 1
 ```
+
+The tables cover the sections of the last invocation: run sections separately
+(`--only ablations`, then `--only batch augment`) into one `--output`, then the
+whole command once more, which trains nothing and writes all three tables.
 """
 
 import argparse
@@ -234,6 +240,8 @@ def markdown(args: argparse.Namespace, tables: dict, command: str) -> str:
             if args.steps_per_epoch
             else ""
         )
+        + f", {config.optimizer.name} at base lr {config.optimizer.base_lr:g} "
+        + f"(lr_scaling {config.optimizer.lr_scaling})"
         + f"; seeds {', '.join(map(str, args.seeds))}"
         + (
             f" (full BYOL also seeds {', '.join(map(str, args.noise_seeds))})"

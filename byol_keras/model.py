@@ -52,8 +52,9 @@ class BYOL(MultiWorkerWorkarounds, keras.Model):
     loss between the two views; neither has a target network nor pays for
     an EMA. `use_predictor=False` drops the predictor, and
     `tau_schedule="constant"` keeps τ at `tau_base` for the whole run (0:
-    the target is the online network of the step before; 1: it stays at
-    its initialisation). The collapse indicator is logged for every method.
+    the target takes the online weights after every update, a stop-gradient
+    copy of the online network; 1: it stays at its initialisation). The
+    collapse indicator is logged for every method.
 
     Args:
         backbone: the `keras.Model` to pretrain.
@@ -166,7 +167,7 @@ class BYOL(MultiWorkerWorkarounds, keras.Model):
     @property
     def metrics(self) -> list:
         trackers = [self.loss_tracker, self.collapse_tracker]
-        return trackers + [self.tau_tracker] if self._ema_pairs else trackers
+        return trackers + [self.tau_tracker] if self.target_backbone is not None else trackers
 
     def call(self, images, training: bool = False):
         """Embeds `images` with the online backbone (what evaluation and export use)."""
@@ -237,7 +238,7 @@ class BYOL(MultiWorkerWorkarounds, keras.Model):
         tau = self.current_tau()
         updates = completes_update(self.optimizer)
         self.optimizer.apply_gradients(zip(gradients, online_variables, strict=True))
-        if self._ema_pairs:
+        if self.target_backbone is not None:
             if accumulation_steps(self.optimizer) > 1:
                 # The online weights only move on the batch that ends an
                 # accumulation, and the target follows only those moves.
