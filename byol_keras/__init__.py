@@ -38,6 +38,7 @@ _LAZY = {
     "make_augmenter": "byol_keras.augment.pipelines",
     "mlp_head": "byol_keras.heads",
     "normalized_mse": "byol_keras.losses",
+    "nt_xent_loss": "byol_keras.losses",
     "pair_dataset": "byol_keras.augment.pipelines",
     "resnet": "byol_keras.backbones",
     "symmetric_byol_loss": "byol_keras.losses",

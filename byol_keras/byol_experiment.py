@@ -266,7 +266,7 @@ def _fit(
 def build_model(
     config: Config, total_steps: int, augmenter=None, init_weights: bool = True
 ) -> BYOL:
-    """The BYOL model the config describes, with the τ schedule over `total_steps`.
+    """The model the config describes (BYOL or `model.method`), τ scheduled over `total_steps`.
 
     Build it inside `strategy.scope()`: with more than one replica BYOL synchronises
     the heads' BatchNorm, and the backbone's is synchronised too when
@@ -287,6 +287,10 @@ def build_model(
         tau_base=config.model.tau_base,
         total_steps=total_steps,
         augmenter=augmenter,
+        method=config.model.method,
+        use_predictor=config.model.predictor,
+        tau_schedule=config.model.tau_schedule,
+        temperature=config.model.temperature,
     )
 
 

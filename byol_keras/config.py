@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from byol_keras.errors import UsageError
+from byol_keras.methods import METHODS, TAU_SCHEDULES
 
 # A number as users write it, e.g. 1e-4, which YAML 1.1 leaves a string; not nan or inf.
 _DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -97,6 +98,11 @@ class ModelConfig:
     projector_hidden_dim: int = _spec(4096, low=1)
     predictor_hidden_dim: int = _spec(4096, low=1)
     tau_base: float = _spec(0.996, low=0.0, high=1.0)
+    # byol_keras/methods.py: what each method takes as targets and which loss it uses.
+    method: str = _spec("byol", choices=tuple(METHODS))
+    predictor: bool | None = None  # null: the method's own (byol, simsiam yes; simclr no)
+    tau_schedule: str = _spec("cosine", choices=TAU_SCHEDULES)  # constant: τ = tau_base
+    temperature: float = _spec(0.2, low=0.0, open_low=True)  # NT-Xent's, simclr only
     # The heads' BatchNorm is always synchronised across replicas; this adds the backbone's.
     sync_batchnorm_backbone: bool = False
     # Backbone weights to start from: a .keras or .weights.h5 file, or imagenet (init_weights.py).

@@ -1,6 +1,10 @@
-"""BYOL's regression loss between online predictions and target projections."""
+"""The losses: BYOL's regression onto targets, SimCLR's NT-Xent, and the collapse indicator."""
 
+import tensorflow as tf
 from keras import ops
+
+# Added to an anchor's similarity with itself, which the softmax must leave out.
+_EXCLUDED = -1e9
 
 
 def normalized_mse(prediction, target):
@@ -49,6 +53,58 @@ def symmetric_byol_loss(q1, q2, z1_target, z2_target):
     """
     per_example = normalized_mse(q1, z2_target) + normalized_mse(q2, z1_target)
     return ops.mean(per_example)
+
+
+def nt_xent_loss(z1, z2, temperature: float = 0.2):
+    """SimCLR's NT-Xent (InfoNCE) loss over the 2N views of a batch of N images.
+
+    Each of the 2N l2-normalised views in `concat([z1, z2])` is an anchor.
+    Its positive is the other view of the same image, N rows away; its
+    negatives are the other 2N - 2 views. The loss is the cross-entropy of
+    the softmax over the anchor's 2N - 1 cosine similarities divided by
+    `temperature`, averaged over the 2N anchors.
+
+    Under a `tf.distribute` strategy with more than one replica, each
+    replica's anchors are compared with the views of the whole global
+    batch, gathered with the replica context's `all_gather` (whose gradient
+    flows back to the replica that computed each view). Each replica then
+    returns the mean over its own anchors; their mean is the loss of the
+    global batch, which needs equal per-replica batches.
+
+    Args:
+        z1: Outputs for view 1, `[batch, dim]`.
+        z2: Outputs for view 2, `[batch, dim]`, row i the same image as in `z1`.
+        temperature: Divides the cosine similarities; lower is sharper.
+
+    Returns:
+        A scalar float32 tensor, at least 0; log(2N - 1) when all views are alike.
+
+    ```python
+    loss = nt_xent_loss(projection_view1, projection_view2, temperature=0.2)
+    ```
+    """
+    z1 = l2_normalize(ops.cast(z1, "float32"))
+    z2 = l2_normalize(ops.cast(z2, "float32"))
+    all_z1, all_z2, first = _whole_batch(z1, z2)
+    anchors = ops.concatenate([z1, z2], axis=0)
+    candidates = ops.concatenate([all_z1, all_z2], axis=0)
+    logits = ops.matmul(anchors, ops.transpose(candidates)) / temperature
+    images = ops.shape(all_z1)[0]
+    rows = first + ops.arange(ops.shape(z1)[0], dtype="int32")
+    itself = ops.concatenate([rows, rows + images], axis=0)
+    positive = ops.concatenate([rows + images, rows], axis=0)
+    logits = logits + _EXCLUDED * ops.one_hot(itself, 2 * images, dtype="float32")
+    positive_logits = ops.take_along_axis(logits, positive[:, None], axis=1)[:, 0]
+    return ops.mean(ops.logsumexp(logits, axis=1) - positive_logits)
+
+
+def _whole_batch(z1, z2):
+    """Every replica's `z1` and `z2`, in replica order, and the first row of this replica's."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return z1, z2, 0
+    first = ops.cast(context.replica_id_in_sync_group, "int32") * ops.shape(z1)[0]
+    return context.all_gather(z1, axis=0), context.all_gather(z2, axis=0), first
 
 
 def l2_normalize(x, epsilon: float = 1e-12):

@@ -9,7 +9,8 @@ from keras import ops
 from byol_keras.backbones import feature_size, input_image_shape
 from byol_keras.errors import UsageError
 from byol_keras.heads import mlp_head
-from byol_keras.losses import collapse_indicator, symmetric_byol_loss
+from byol_keras.losses import collapse_indicator, nt_xent_loss, symmetric_byol_loss
+from byol_keras.methods import TAU_SCHEDULES, get_method
 from byol_keras.target import frozen_copy, variable_pairs
 from byol_keras.training.distribute import MultiWorkerWorkarounds
 from byol_keras.training.schedules import cosine_tau
@@ -45,6 +46,16 @@ class BYOL(MultiWorkerWorkarounds, keras.Model):
     a backbone class registered with
     `@keras.saving.register_keras_serializable()` and a working `get_config`.
 
+    The same trainer runs BYOL's ablations and two other methods, chosen by
+    `method` (see `byol_keras.methods`): `"simsiam"` regresses onto the
+    online projections with stop-gradient, and `"simclr"` uses the NT-Xent
+    loss between the two views; neither has a target network nor pays for
+    an EMA. `use_predictor=False` drops the predictor, and
+    `tau_schedule="constant"` keeps τ at `tau_base` for the whole run (0:
+    the target takes the online weights after every update, a stop-gradient
+    copy of the online network; 1: it stays at its initialisation). The
+    collapse indicator is logged for every method.
+
     Args:
         backbone: the `keras.Model` to pretrain.
         projection_dim: output size of the projector and predictor.
@@ -66,6 +77,7 @@ class BYOL(MultiWorkerWorkarounds, keras.Model):
     model.fit(pair_dataset(source, make_augmenter("cifar"), 256), epochs=10,
               steps_per_epoch=195)
     features = model.online_backbone(images)
+    simclr = BYOL(build_backbone("resnet18", image_size=32), method="simclr")
     ```
     """
 
@@ -80,11 +92,24 @@ class BYOL(MultiWorkerWorkarounds, keras.Model):
         augmenter: keras.layers.Layer | None = None,
         sync_batchnorm: bool | None = None,
         input_shape: Sequence[int | None] | None = None,
+        method: str = "byol",
+        use_predictor: bool | None = None,
+        tau_schedule: str = "cosine",
+        temperature: float = 0.2,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if not 0.0 <= tau_base <= 1.0:
             raise UsageError(f"model.tau_base: must lie in [0, 1], got {tau_base}")
+        if tau_schedule not in TAU_SCHEDULES:
+            choices = ", ".join(TAU_SCHEDULES)
+            raise UsageError(f"model.tau_schedule: must be one of {choices}; got {tau_schedule!r}")
+        if not temperature > 0.0:
+            raise UsageError(f"model.temperature: must be > 0, got {temperature}")
+        self.method = get_method(method)
+        self.use_predictor = self.method.predictor if use_predictor is None else bool(use_predictor)
+        self.tau_schedule = tau_schedule
+        self.temperature = float(temperature)
         self.projection_dim = projection_dim
         self.projector_hidden_dim = projector_hidden_dim
         self.predictor_hidden_dim = predictor_hidden_dim
@@ -101,23 +126,33 @@ class BYOL(MultiWorkerWorkarounds, keras.Model):
         self.online_projector = mlp_head(
             feature_dim, projector_hidden_dim, projection_dim, "projector", sync_batchnorm
         )
-        self.predictor = mlp_head(
-            projection_dim, predictor_hidden_dim, projection_dim, "predictor", sync_batchnorm
-        )
-        self.target_backbone = frozen_copy(backbone, "target_backbone", self.backbone_input_shape)
-        self.target_projector = frozen_copy(self.online_projector, "target_projector")
-        # Pairs (online, target) for the EMA: only what the optimizer trains.
-        # BatchNorm moving statistics of the target follow its own forward
-        # passes, as in DeepMind's implementation.
-        self._ema_pairs = [
-            (online, target)
-            for net, copy in (
-                (self.online_backbone, self.target_backbone),
-                (self.online_projector, self.target_projector),
+        self.predictor = (
+            mlp_head(
+                projection_dim, predictor_hidden_dim, projection_dim, "predictor", sync_batchnorm
             )
-            for online, target in variable_pairs(net, copy)
-            if online.trainable
-        ]
+            if self.use_predictor
+            else None
+        )
+        # Only BYOL keeps a target network; the other methods hold no copy and pay no EMA.
+        self.target_backbone = self.target_projector = None
+        self._ema_pairs = []
+        if self.method.targets == "ema":
+            self.target_backbone = frozen_copy(
+                backbone, "target_backbone", self.backbone_input_shape
+            )
+            self.target_projector = frozen_copy(self.online_projector, "target_projector")
+            # Pairs (online, target) for the EMA: only what the optimizer trains.
+            # BatchNorm moving statistics of the target follow its own forward
+            # passes, as in DeepMind's implementation.
+            self._ema_pairs = [
+                (online, target)
+                for net, copy in (
+                    (self.online_backbone, self.target_backbone),
+                    (self.online_projector, self.target_projector),
+                )
+                for online, target in variable_pairs(net, copy)
+                if online.trainable
+            ]
         self.total_steps = self.add_weight(
             shape=(), initializer="zeros", dtype="int64", trainable=False, name="total_steps"
         )
@@ -131,7 +166,8 @@ class BYOL(MultiWorkerWorkarounds, keras.Model):
 
     @property
     def metrics(self) -> list:
-        return [self.loss_tracker, self.collapse_tracker, self.tau_tracker]
+        trackers = [self.loss_tracker, self.collapse_tracker]
+        return trackers + [self.tau_tracker] if self.target_backbone is not None else trackers
 
     def call(self, images, training: bool = False):
         """Embeds `images` with the online backbone (what evaluation and export use)."""
@@ -139,6 +175,8 @@ class BYOL(MultiWorkerWorkarounds, keras.Model):
 
     def current_tau(self):
         """τ for the optimizer step about to be taken."""
+        if self.tau_schedule == "constant":
+            return ops.convert_to_tensor(self.tau_base, dtype="float32")
         return cosine_tau(self.optimizer.iterations, self.total_steps, self.tau_base)
 
     def _views(self, data):
@@ -152,31 +190,46 @@ class BYOL(MultiWorkerWorkarounds, keras.Model):
         return first, second
 
     def _online_predictions(self, view, training: bool):
+        """The online projection of `view` and what the loss compares: the prediction, if any."""
         projection = self.online_projector(
             self.online_backbone(view, training=training), training=training
         )
+        if self.predictor is None:
+            return projection, projection
         return projection, self.predictor(projection, training=training)
 
     def _target_projection(self, view, training: bool):
         features = self.target_backbone(view, training=training)
         return ops.stop_gradient(self.target_projector(features, training=training))
 
-    def _loss_and_projection(self, view1, view2, training: bool):
-        z1, q1 = self._online_predictions(view1, training)
-        _, q2 = self._online_predictions(view2, training)
-        return symmetric_byol_loss(q1, q2, *self._target_pair(view1, view2, training)), z1
-
     def _target_pair(self, view1, view2, training: bool):
+        """The EMA target network's projections of both views; None for the other methods."""
+        if self.method.targets != "ema":
+            return None
         return self._target_projection(view1, training), self._target_projection(view2, training)
+
+    def _loss_and_projection(self, view1, view2, training: bool, targets=None):
+        """The method's loss and the online projection of view 1 (for the collapse indicator).
+
+        `targets` are the EMA target's projections when the caller computed
+        them already (outside the gradient tape).
+        """
+        z1, out1 = self._online_predictions(view1, training)
+        z2, out2 = self._online_predictions(view2, training)
+        if self.method.loss == "nt_xent":
+            return nt_xent_loss(out1, out2, self.temperature), z1
+        if self.method.targets == "online":
+            targets = (ops.stop_gradient(z1), ops.stop_gradient(z2))
+        elif targets is None:
+            targets = self._target_pair(view1, view2, training)
+        return symmetric_byol_loss(out1, out2, *targets), z1
 
     def train_step(self, data):
         view1, view2 = self._views(data)
-        z1_target, z2_target = self._target_pair(view1, view2, training=True)
+        targets = self._target_pair(view1, view2, training=True)
         online_variables = self.trainable_variables
         with tf.GradientTape() as tape:
-            z1, q1 = self._online_predictions(view1, training=True)
-            _, q2 = self._online_predictions(view2, training=True)
-            loss = symmetric_byol_loss(q1, q2, z1_target, z2_target)
+            loss, z1 = self._loss_and_projection(view1, view2, training=True, targets=targets)
             # Gradients are summed across replicas, so each replica's share
             # of the global-batch mean is loss / replicas.
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -185,15 +238,16 @@ class BYOL(MultiWorkerWorkarounds, keras.Model):
         tau = self.current_tau()
         updates = completes_update(self.optimizer)
         self.optimizer.apply_gradients(zip(gradients, online_variables, strict=True))
-        if accumulation_steps(self.optimizer) > 1:
-            # The online weights only move on the batch that ends an
-            # accumulation, and the target follows only those moves.
-            ops.cond(updates, lambda: self._update_target(tau), lambda: None)
-        else:
-            self._update_target(tau)
+        if self.target_backbone is not None:
+            if accumulation_steps(self.optimizer) > 1:
+                # The online weights only move on the batch that ends an
+                # accumulation, and the target follows only those moves.
+                ops.cond(updates, lambda: self._update_target(tau), lambda: None)
+            else:
+                self._update_target(tau)
+            self.tau_tracker.update_state(tau)
         self.loss_tracker.update_state(loss)
         self.collapse_tracker.update_state(collapse_indicator(z1))
-        self.tau_tracker.update_state(tau)
         return {m.name: m.result() for m in self.metrics}
 
     def _update_target(self, tau) -> None:
@@ -227,6 +281,10 @@ class BYOL(MultiWorkerWorkarounds, keras.Model):
             else None,
             sync_batchnorm=self.sync_batchnorm,
             input_shape=list(self.backbone_input_shape),
+            method=self.method.name,
+            use_predictor=self.use_predictor,
+            tau_schedule=self.tau_schedule,
+            temperature=self.temperature,
         )
         return config
 

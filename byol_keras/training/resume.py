@@ -18,6 +18,8 @@ STRUCTURAL_KEYS = (
     "model.projection_dim",
     "model.projector_hidden_dim",
     "model.predictor_hidden_dim",
+    "model.method",
+    "model.predictor",
     "optimizer.name",
     "train.accumulation_steps",
     "train.precision",

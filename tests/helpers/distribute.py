@@ -2,7 +2,7 @@
 
 `python tests/helpers/distribute.py mirrored OUT.npz` trains the same tiny BYOL
 on one device and under a 2-replica MirroredStrategy and writes both results;
-likewise a BYOL with default arguments (`default_*`).
+likewise a BYOL with default arguments (`default_*`), and `methods` SimCLR and SimSiam.
 `python tests/helpers/distribute.py worker RUN_DIR OUT.npz [STEPS [EVERY]]` runs
 `train()` as one worker of the cluster in TF_CONFIG and writes its final weights.
 """
@@ -68,7 +68,7 @@ def mirrored(out_path: str) -> None:
     np.savez(out_path, **results)
 
 
-def _tiny_byol(sync: bool):
+def _tiny_byol(sync: bool, **method):
     import keras
 
     from byol_keras.backbones import build_backbone, synchronize_batchnorm
@@ -84,7 +84,38 @@ def _tiny_byol(sync: bool):
         tau_base=0.9,
         total_steps=10,
         sync_batchnorm=sync,
+        **method,
     )
+
+
+def methods(out_path: str) -> None:
+    """SimCLR and SimSiam on one device and on 2 mirrored replicas, from equal weights."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+
+    rng = np.random.default_rng(0)
+    view1 = rng.uniform(size=(GLOBAL_BATCH * STEPS, SIZE, SIZE, 3)).astype("float32")
+    view2 = np.clip(view1 + rng.normal(scale=0.1, size=view1.shape), 0, 1).astype("float32")
+    pairs = tf.data.Dataset.from_tensor_slices((view1, view2)).batch(GLOBAL_BATCH)
+    mirrored_strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    results = {}
+    for method in ("simclr", "simsiam"):
+        initial = None
+        for name, strategy in (("single", tf.distribute.get_strategy()), ("mirrored", None)):
+            strategy = strategy or mirrored_strategy
+            with strategy.scope():
+                model = _tiny_byol(True, method=method)
+                initial = initial or model.get_weights()
+                model.set_weights(initial)
+                model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5))
+            history = model.fit(pairs, epochs=1, steps_per_epoch=STEPS, verbose=0)
+            results[f"{method}_{name}_replicas"] = strategy.num_replicas_in_sync
+            results[f"{method}_{name}_loss"] = history.history["loss"][-1]
+            results[f"{method}_{name}_online"] = _flat(model.trainable_variables)
+    np.savez(out_path, **results)
 
 
 def _default_byol(sync):
@@ -166,4 +197,4 @@ def worker(run_dir: str, out_path: str, steps: str = "3", every_steps: str = "nu
 
 
 if __name__ == "__main__":
-    {"mirrored": mirrored, "worker": worker}[sys.argv[1]](*sys.argv[2:])
+    {"mirrored": mirrored, "methods": methods, "worker": worker}[sys.argv[1]](*sys.argv[2:])
