@@ -43,9 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="linear probe, kNN or fine-tuning")
     evaluate.add_argument("--run", required=True, help="run directory of a finished training")
-    evaluate.add_argument("--protocol", required=True, choices=("linear", "knn", "finetune"))
+    evaluate.add_argument(
+        "--protocol", required=True, choices=("linear", "knn", "finetune", "segment")
+    )
     evaluate.add_argument("--data", help="labelled source (default: the run's data.val_source)")
-    evaluate.add_argument("--label-fraction", type=float, help="finetune: 0.01, 0.1 or 1.0")
+    evaluate.add_argument(
+        "--label-fraction", type=float, help="finetune, segment: 0.01, 0.1 or 1.0"
+    )
     evaluate.add_argument("--baseline", choices=("random",), help="evaluate an untrained copy")
     _add_overrides(evaluate)
 
