@@ -56,10 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     visualize = commands.add_parser("visualize", help="pictures of the representation")
     visualize.add_argument("--run", required=True, help="run directory of a finished training")
     visualize.add_argument(
-        "--kind", required=True, choices=("tsne", "retrieval", "occlusion", "curves")
+        "--kind",
+        required=True,
+        choices=("tsne", "retrieval", "occlusion", "curves", "segmentation"),
     )
     visualize.add_argument("--data", help="labelled source (default: the run's data.val_source)")
     visualize.add_argument("--output", help="PNG file or folder (default: <run>/pictures)")
+    visualize.add_argument(
+        "--segmenter",
+        help="segmentation: the result to draw, e.g. segment-10pct (default: segment)",
+    )
 
     export = commands.add_parser("export", help="SavedModel (TF Serving) and ONNX export")
     export.add_argument("--run", required=True, help="run directory of a finished training")
@@ -135,7 +141,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_visualize(args: argparse.Namespace) -> int:
     from byol_keras.evaluation.pictures import visualize_run
 
-    for path in visualize_run(args.run, kind=args.kind, data=args.data, output=args.output):
+    paths = visualize_run(
+        args.run, kind=args.kind, data=args.data, output=args.output, segmenter=args.segmenter
+    )
+    for path in paths:
         print(path)
     return 0
 

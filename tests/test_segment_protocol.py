@@ -1,4 +1,4 @@
-"""--protocol segment: the metric against a hand computation, the protocol end to end, its refusals."""
+"""--protocol segment: the metric against a hand computation, the protocol end to end, refusals."""
 
 import json
 
@@ -6,12 +6,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_evaluation import make_run
+from test_segmentation_data import VOID, _write_pair, make_segfolder
 
 from byol_keras.cli import main
 from byol_keras.evaluation import evaluate_run
 from byol_keras.evaluation.segmentation_metrics import confusion_matrix, segmentation_scores
-from test_evaluation import make_run
-from test_segmentation_data import VOID, _write_pair, make_segfolder
 
 SEGMENT = {
     "image_size": [16, 24],
@@ -79,8 +79,12 @@ def test_segment_protocol_writes_its_result_and_a_model_that_reproduces_it(segru
     model = keras.saving.load_model(run.eval_dir / "segment-50pct" / "model.keras")
     confusion = np.zeros((3, 3), np.int64)
     for name in ("test0", "test1", "test2"):
-        image = np.asarray(tf.io.decode_png(tf.io.read_file(str(root / "test/images" / f"{name}.png"))))
-        true = np.asarray(tf.io.decode_png(tf.io.read_file(str(root / "test/masks" / f"{name}.png"))))[..., 0]
+        image = np.asarray(
+            tf.io.decode_png(tf.io.read_file(str(root / "test/images" / f"{name}.png")))
+        )
+        true = np.asarray(
+            tf.io.decode_png(tf.io.read_file(str(root / "test/masks" / f"{name}.png")))
+        )[..., 0]
         pixels = tf.image.resize(image[None] / 255.0, (16, 24), method="bilinear")
         logits = tf.image.resize(model(pixels)[0], true.shape, method="bilinear")
         predicted = np.argmax(logits, axis=-1)
@@ -137,3 +141,28 @@ def test_reporting_on_pretraining_images_is_refused(tmp_path, capsys):
         ["evaluate", "--run", str(run.root), "--protocol", "segment", "--data", "digits"],
     )
     assert "needs a segfolder:<path> source" in line
+
+
+def test_segmentation_picture_shows_the_class_colours_of_the_true_masks(segrun, tmp_path):
+    from PIL import Image
+
+    from byol_keras.evaluation.pictures import visualize_run
+    from byol_keras.evaluation.segment_pictures import class_colours
+
+    run, root = segrun
+    evaluate_run(run.root, "segment", label_fraction=0.5)  # idempotent: same file, same model
+    (path,) = visualize_run(
+        run.root, "segmentation", output=tmp_path / "seg.png", segmenter="segment-50pct"
+    )
+    pixels = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3).astype(int)
+    mask = np.asarray(Image.open(root / "test/masks/test0.png"))
+    for index in np.unique(mask[mask != VOID]):
+        colour = np.round(class_colours(3)[index] * 255).astype(int)
+        assert (np.abs(pixels - colour).max(axis=1) <= 1).sum() > 50, f"class {index} not drawn"
+
+
+def test_segmentation_picture_without_a_result_names_what_to_run(tmp_path, capsys):
+    root = make_segfolder(tmp_path / "data", splits=("test",))
+    run = make_run(tmp_path / "run", _config(root))
+    argv = ["visualize", "--run", str(run.root), "--kind", "segmentation"]
+    assert "--protocol segment` first" in _error_line(capsys, argv)

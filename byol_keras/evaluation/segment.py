@@ -74,9 +74,11 @@ def evaluate_segmentation(
     path: Path,
     started: float,
 ) -> dict:
-    """Runs the protocol and writes its JSON to `path` and its model beside it; returns the result."""
+    """Runs the protocol, writes its JSON to `path` and its model beside it; returns the result."""
     if not spec.startswith(PREFIX) or not spec[len(PREFIX) :]:
-        raise UsageError(f"--data: --protocol segment needs a segfolder:<path> source, got {spec!r}")
+        raise UsageError(
+            f"--data: --protocol segment needs a segfolder:<path> source, got {spec!r}"
+        )
     seg = config.segment
     names = class_names(config)
     root = spec[len(PREFIX) :]
@@ -92,7 +94,9 @@ def evaluate_segmentation(
         _refuse_pretrained_test_images(config, test)
     subset = _seeded_subset(len(train), fraction, config.train.seed)
 
-    segmenter = build_segmenter(backbone, seg.num_classes, seg.decoder_channels, seg.freeze_backbone)
+    segmenter = build_segmenter(
+        backbone, seg.num_classes, seg.decoder_channels, seg.freeze_backbone
+    )
     crop = tuple(seg.crop_size or seg.image_size)
     augment = JointAugment(crop, tuple(seg.scale_range), seg.ignore_index, seg.jitter)
     training = finetune_segmenter(
@@ -117,13 +121,19 @@ def evaluate_segmentation(
         "backbone": "random_init" if baseline == "random" else "pretrained",
         "run": str(run.root),
         "data": spec,
-        "splits": {"train": config.eval.train_split, "val": VAL_SPLIT, "test": config.data.val_split},
+        "splits": {
+            "train": config.eval.train_split,
+            "val": VAL_SPLIT,
+            "test": config.data.val_split,
+        },
         "n_train": len(subset),
         "n_train_available": len(train),
         "n_val": len(val),
         "n_test": len(test),
         "skipped_files": {
-            "train": train.skipped_files, "val": val.skipped_files, "test": test.skipped_files
+            "train": train.skipped_files,
+            "val": val.skipped_files,
+            "test": test.skipped_files,
         },
         "num_classes": seg.num_classes,
         "ignore_index": seg.ignore_index,

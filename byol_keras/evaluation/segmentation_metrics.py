@@ -29,7 +29,9 @@ def confusion_matrix(
     """
     true, predicted = np.asarray(true).ravel(), np.asarray(predicted).ravel()
     if true.shape != predicted.shape:
-        raise ValueError(f"true and predicted masks differ in size: {true.size} != {predicted.size}")
+        raise ValueError(
+            f"true and predicted masks differ in size: {true.size} != {predicted.size}"
+        )
     keep = true != ignore_index if ignore_index is not None else np.ones(true.shape, bool)
     true, predicted = true[keep].astype(np.int64), predicted[keep].astype(np.int64)
     if true.size and (true.max() >= num_classes or predicted.max() >= num_classes):

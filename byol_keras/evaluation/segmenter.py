@@ -89,12 +89,16 @@ def build_segmenter(
     top_down = [laterals[-1]]
     for index in range(len(laterals) - 2, -1, -1):
         coarser = ResizeLike(name=f"upsample_{strides[index + 1]}")([top_down[0], laterals[index]])
-        top_down.insert(0, keras.layers.Add(name=f"top_down_{strides[index]}")([laterals[index], coarser]))
+        top_down.insert(
+            0, keras.layers.Add(name=f"top_down_{strides[index]}")([laterals[index], coarser])
+        )
     finest = top_down[0]
     fused = []
     for name, level in zip(strides, top_down, strict=True):
         level = _conv_bn_relu(level, decoder_channels, 3, f"smooth_{name}")
-        fused.append(level if level is finest else ResizeLike(name=f"to_finest_{name}")([level, finest]))
+        fused.append(
+            level if level is finest else ResizeLike(name=f"to_finest_{name}")([level, finest])
+        )
     x = keras.layers.Add(name="fuse")(fused) if len(fused) > 1 else fused[0]
     x = _conv_bn_relu(x, decoder_channels, 3, "head")
     logits = keras.layers.Conv2D(num_classes, 1, dtype="float32", name="classifier")(x)
@@ -121,7 +125,7 @@ def finetune_segmenter(
     ignore_index: int | None,
     seed: int = 0,
 ) -> dict:
-    """Trains `segmenter` on augmented (image, mask) pairs and keeps the weights of the best val mIoU.
+    """Trains `segmenter` on augmented (image, mask) pairs; keeps the weights of the best val mIoU.
 
     Cross-entropy on the logits, void pixels weighted 0; AdamW with cosine
     decay to 0; mean IoU on `val` after every epoch. `train` and `val` are
@@ -215,6 +219,8 @@ def predict_confusion(
     """One confusion matrix over all of `images` against `masks` (a list may hold any sizes)."""
     sizes = [mask.shape for mask in masks]
     confusion = np.zeros((num_classes, num_classes), np.int64)
-    for predicted, true in zip(predict_classes(segmenter, images, batch_size, sizes), masks, strict=True):
+    for predicted, true in zip(
+        predict_classes(segmenter, images, batch_size, sizes), masks, strict=True
+    ):
         confusion += confusion_matrix(true, predicted, num_classes, ignore_index)
     return confusion
