@@ -71,7 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--run", required=True, help="run directory of a finished training")
     export.add_argument("--format", default="all", choices=("saved_model", "onnx", "all"))
     export.add_argument("--output", help="export directory (default: <run>/export)")
-    export.add_argument("--name", default="byol_backbone", help="model name for TF Serving")
+    export.add_argument(
+        "--model",
+        default="backbone",
+        choices=("backbone", "segmenter"),
+        help="the backbone, or the segmenter kept by evaluate --protocol segment",
+    )
+    export.add_argument(
+        "--segmenter", help="segmenter: the result to export, e.g. segment-10pct (default: segment)"
+    )
+    export.add_argument(
+        "--name", help="model name for TF Serving (default: byol_backbone or byol_segmenter)"
+    )
     export.add_argument("--version", type=int, help="version number (default: next free)")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
     for command in (train, evaluate, visualize, export):
@@ -159,6 +170,8 @@ def run_export(args: argparse.Namespace) -> int:
         name=args.name,
         version=args.version,
         opset=args.opset,
+        model=args.model,
+        segmenter=args.segmenter,
     )
     print(json.dumps(manifest["verification"], indent=2))
     print(f"exported to {manifest['version_dir']}")

@@ -177,6 +177,28 @@ def evaluate_segmentation(
     return result
 
 
+def segment_result(run: RunDirectory, name: str | None) -> tuple[dict, Path]:
+    """The result JSON and model path of a segmentation evaluation of `run` (default `segment`).
+
+    ```python
+    result, model_path = segment_result(RunDirectory("runs/camvid"), "segment-10pct")
+    ```
+    """
+    found = (
+        sorted(p.stem for p in run.eval_dir.glob("segment*.json")) if run.eval_dir.is_dir() else []
+    )
+    name = name or ("segment" if "segment" in found or len(found) != 1 else found[0])
+    path = run.eval_dir / f"{name}.json"
+    model_path = run.eval_dir / name / "model.keras"
+    if not path.is_file() or not model_path.is_file():
+        have = ", ".join(found) or "none"
+        raise UsageError(
+            f"--segmenter: run '{run.root}' has no segmentation result {name!r} with its model "
+            f"(found: {have}); run `byol-keras evaluate --run {run.root} --protocol segment` first"
+        )
+    return json.loads(path.read_text()), model_path
+
+
 def _seeded_subset(count: int, fraction: float, seed: int) -> np.ndarray:
     size = min(count, max(1, round(fraction * count)))
     return np.sort(np.random.default_rng(seed).choice(count, size, replace=False))

@@ -10,7 +10,6 @@ path = segmentation_picture(RunDirectory("runs/camvid"), "segment-10pct", Path("
 ```
 """
 
-import json
 from pathlib import Path
 
 import keras
@@ -21,35 +20,12 @@ from matplotlib.patches import Patch
 
 from byol_keras.config import load_config
 from byol_keras.data.segfolder import load_segmentation_split
-from byol_keras.errors import UsageError
-from byol_keras.evaluation.segment import PREFIX
+from byol_keras.evaluation.segment import PREFIX, segment_result
 from byol_keras.evaluation.segmenter import predict_classes
 from byol_keras.training.run_dir import RunDirectory
 
 PICTURE_IMAGES = 4
 VOID_COLOUR = (0.0, 0.0, 0.0)
-
-
-def segment_result(run: RunDirectory, name: str | None) -> tuple[dict, Path]:
-    """The result JSON and model path of a segmentation evaluation of `run` (default `segment`).
-
-    ```python
-    result, model_path = segment_result(RunDirectory("runs/camvid"), "segment-10pct")
-    ```
-    """
-    found = (
-        sorted(p.stem for p in run.eval_dir.glob("segment*.json")) if run.eval_dir.is_dir() else []
-    )
-    name = name or ("segment" if "segment" in found or len(found) != 1 else found[0])
-    path = run.eval_dir / f"{name}.json"
-    model_path = run.eval_dir / name / "model.keras"
-    if not path.is_file() or not model_path.is_file():
-        have = ", ".join(found) or "none"
-        raise UsageError(
-            f"--segmenter: run '{run.root}' has no segmentation result {name!r} with its model "
-            f"(found: {have}); run `byol-keras evaluate --run {run.root} --protocol segment` first"
-        )
-    return json.loads(path.read_text()), model_path
 
 
 def class_colours(count: int) -> np.ndarray:
