@@ -166,3 +166,4 @@ def test_segmentation_picture_without_a_result_names_what_to_run(tmp_path, capsy
     run = make_run(tmp_path / "run", _config(root))
     argv = ["visualize", "--run", str(run.root), "--kind", "segmentation"]
     assert "--protocol segment` first" in _error_line(capsys, argv)
+    assert "--segmenter" in _error_line(capsys, [*argv, "--data", f"segfolder:{root}"])

@@ -70,6 +70,11 @@ def visualize_run(
     if kind == "segmentation":
         from byol_keras.evaluation.segment_pictures import segmentation_picture
 
+        if data is not None:
+            raise UsageError(
+                "--data: --kind segmentation draws the test split its segmenter was scored on; "
+                "choose the segmenter with --segmenter"
+            )
         return [segmentation_picture(run, segmenter, _output_path(run, kind, output))]
     if kind == "curves":
         if not run.metrics_path.is_file():
