@@ -44,20 +44,30 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="linear probe, kNN, fine-tuning or retrieval")
     evaluate.add_argument("--run", required=True, help="run directory of a finished training")
     evaluate.add_argument(
-        "--protocol", required=True, choices=("linear", "knn", "finetune", "retrieval")
+        "--protocol",
+        required=True,
+        choices=("linear", "knn", "finetune", "retrieval", "segment"),
     )
     evaluate.add_argument("--data", help="labelled source (default: the run's data.val_source)")
-    evaluate.add_argument("--label-fraction", type=float, help="finetune: 0.01, 0.1 or 1.0")
+    evaluate.add_argument(
+        "--label-fraction", type=float, help="finetune, segment: 0.01, 0.1 or 1.0"
+    )
     evaluate.add_argument("--baseline", choices=("random",), help="evaluate an untrained copy")
     _add_overrides(evaluate)
 
     visualize = commands.add_parser("visualize", help="pictures of the representation")
     visualize.add_argument("--run", required=True, help="run directory of a finished training")
     visualize.add_argument(
-        "--kind", required=True, choices=("tsne", "retrieval", "occlusion", "curves")
+        "--kind",
+        required=True,
+        choices=("tsne", "retrieval", "occlusion", "curves", "segmentation"),
     )
     visualize.add_argument("--data", help="labelled source (default: the run's data.val_source)")
     visualize.add_argument("--output", help="PNG file or folder (default: <run>/pictures)")
+    visualize.add_argument(
+        "--segmenter",
+        help="segmentation: the result to draw, e.g. segment-10pct (default: segment)",
+    )
 
     embed = commands.add_parser("embed", help="embeddings of every image of a source, to a file")
     embed.add_argument("--run", required=True, help="run directory of a finished training")
@@ -78,7 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--run", required=True, help="run directory of a finished training")
     export.add_argument("--format", default="all", choices=("saved_model", "onnx", "all"))
     export.add_argument("--output", help="export directory (default: <run>/export)")
-    export.add_argument("--name", default="byol_backbone", help="model name for TF Serving")
+    export.add_argument(
+        "--model",
+        default="backbone",
+        choices=("backbone", "segmenter"),
+        help="the backbone, or the segmenter kept by evaluate --protocol segment",
+    )
+    export.add_argument(
+        "--segmenter", help="segmenter: the result to export, e.g. segment-10pct (default: segment)"
+    )
+    export.add_argument(
+        "--name", help="model name for TF Serving (default: byol_backbone or byol_segmenter)"
+    )
     export.add_argument("--version", type=int, help="version number (default: next free)")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
     for command in (train, evaluate, visualize, embed, export):
@@ -148,7 +169,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_visualize(args: argparse.Namespace) -> int:
     from byol_keras.evaluation.pictures import visualize_run
 
-    for path in visualize_run(args.run, kind=args.kind, data=args.data, output=args.output):
+    paths = visualize_run(
+        args.run, kind=args.kind, data=args.data, output=args.output, segmenter=args.segmenter
+    )
+    for path in paths:
         print(path)
     return 0
 
@@ -182,6 +206,8 @@ def run_export(args: argparse.Namespace) -> int:
         name=args.name,
         version=args.version,
         opset=args.opset,
+        model=args.model,
+        segmenter=args.segmenter,
     )
     print(json.dumps(manifest["verification"], indent=2))
     print(f"exported to {manifest['version_dir']}")

@@ -160,6 +160,31 @@ class EvalConfig:
 
 
 @dataclass
+class SegmentConfig:
+    """`evaluate --protocol segment`: defaults for CamVid at a third of its size on a CPU.
+
+    image_size is [height, width], the working resolution every image and mask
+    is resized to; crop_size (null: image_size) is the training crop after the
+    random rescaling by a factor in scale_range. class_names is one
+    comma-separated string. CamVid: num_classes 11, ignore_index 11 (void).
+    """
+
+    num_classes: int = _spec(11, low=1, high=255)
+    ignore_index: int | None = _spec(11, low=0, high=255)
+    class_names: str | None = None
+    image_size: list[int] = _spec([120, 160], low=8, high=4096)
+    crop_size: list[int] | None = _spec(None, low=8, high=4096)
+    scale_range: list[float] = _spec([0.75, 1.5], low=0.0, open_low=True, ordered=True)
+    jitter: float = _spec(0.2, low=0.0, high=1.0)
+    epochs: int = _spec(30, low=1)
+    batch_size: int = _spec(8, low=1)
+    lr: float = _spec(1e-3, low=0.0, open_low=True)
+    weight_decay: float = _spec(1e-4, low=0.0)
+    decoder_channels: int = _spec(64, low=1)
+    freeze_backbone: bool = False
+
+
+@dataclass
 class Config:
     """A whole run's settings, one section per stage of the training story.
 
@@ -173,6 +198,7 @@ class Config:
         optimizer: The update rule and learning-rate schedule (`OptimizerConfig`).
         train: Epochs, batch size, precision, distribution, checkpoints (`TrainConfig`).
         eval: The kNN monitor and evaluation protocols (`EvalConfig`).
+        segment: The segmentation protocol (`SegmentConfig`).
 
     ```python
     config = load_config(overrides=["train.epochs=3"])
@@ -186,6 +212,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

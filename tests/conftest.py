@@ -49,6 +49,19 @@ def cifar10_folder(shared_data, tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def camvid_folder(shared_data, tmp_path_factory) -> Path:
+    """CamVid (11 classes, void 11), unpacked once per session: `<root>/<split>/{images,masks}`."""
+    archive = shared_data / "camvid-jpeg.tar.gz"
+    if not archive.is_file():
+        pytest.skip(f"{archive} is absent: real-data test skipped")
+    root = tmp_path_factory.mktemp("camvid-jpeg")
+    with tarfile.open(archive) as bundle:
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        bundle.extractall(root, **safe)
+    return root / "camvid"
+
+
 @pytest.fixture
 def tiny_byol():
     """Builds the tiny seeded BYOL the unit tests share: `tiny_byol(image_size=16, **byol_kwargs)`.

@@ -13,18 +13,20 @@ print(source.description)  # folder:/home/me/photos (1234 images, unlabelled, 2 
 | `tfds:<name>` | a tensorflow-datasets data set; `split` goes to tfds as is |
 | `folder:<path>` | image files; `<path>/<split>` when it exists; class sub-folders give labels |
 | `npz:<path>` | `x_train`, `y_train`, `x_test`, `y_test` arrays as in keras.datasets |
+| `segfolder:<path>` | `<split>/images`, `<split>/masks`; images unlabelled; `a+b` joins splits |
 """
 
 from byol_keras.config import Config, DataConfig
 from byol_keras.data.arrays import load_digits_source, load_npz_source
 from byol_keras.data.folder import IMAGE_EXTENSIONS, FileLimits, load_folder_source
+from byol_keras.data.segfolder import load_segfolder_source
 from byol_keras.data.source import ImageSource
 from byol_keras.data.tfds_source import load_tfds_source
 from byol_keras.errors import UsageError
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageSource", "load_source", "source_from_config"]
 
-_PREFIXES = ("tfds", "folder", "npz")
+_PREFIXES = ("tfds", "folder", "npz", "segfolder")
 
 
 def load_source(
@@ -45,7 +47,7 @@ def load_source(
     raise `UsageError`. `data_dir` is where tensorflow-datasets keeps its data.
 
     Args:
-        spec: `digits`, `tfds:<name>`, `folder:<path>` or `npz:<path>`.
+        spec: `digits`, `tfds:<name>`, `folder:<path>`, `npz:<path>` or `segfolder:<path>`.
         split: The split to read (see the table above).
         image_size: Side of the square uint8 images it yields.
         data_dir: tensorflow-datasets' data folder.
@@ -76,12 +78,16 @@ def load_source(
             raise UsageError(f"data.source: '{spec}' names no {prefix} after the colon")
         raise UsageError(
             f"data.source: unknown source '{spec}' "
-            "(expected digits, tfds:<name>, folder:<path> or npz:<path>)"
+            "(expected digits, tfds:<name>, folder:<path>, npz:<path> or segfolder:<path>)"
         )
     if prefix == "tfds":
         return load_tfds_source(rest, split, image_size, data_dir)
     if prefix == "folder":
         return load_folder_source(
+            rest, split, image_size, FileLimits(max_file_mb, max_image_pixels)
+        )
+    if prefix == "segfolder":
+        return load_segfolder_source(
             rest, split, image_size, FileLimits(max_file_mb, max_image_pixels)
         )
     return load_npz_source(rest, split, image_size)

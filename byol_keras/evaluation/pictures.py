@@ -6,7 +6,9 @@
 - `occlusion`: how far the embedding moves (1 − cosine similarity to the
   unoccluded image's) when each patch is hidden, overlaid on the image;
 - `curves`: loss, τ, the collapse indicator and kNN top-1 per epoch, from
-  metrics.csv.
+  metrics.csv;
+- `segmentation`: test images with their true and predicted masks, from the
+  segmenter that `evaluate --protocol segment` kept (`segment_pictures.py`).
 
 Images come from `--data` (default: the run's `data.val_source`): the test
 split is `data.val_split`, the retrieval bank `eval.train_split`.
@@ -33,14 +35,16 @@ from byol_keras.evaluation.embeddings import Embedder, source_arrays
 from byol_keras.evaluation.knn import l2_normalize_rows, nearest_neighbours
 from byol_keras.training.run_dir import RunDirectory
 
-KINDS = ("tsne", "retrieval", "occlusion", "curves")
+KINDS = ("tsne", "retrieval", "occlusion", "curves", "segmentation")
 TSNE_POINTS = 2000
 RETRIEVAL_QUERIES, RETRIEVAL_NEIGHBOURS, RETRIEVAL_BANK = 8, 8, 10_000
 OCCLUSION_IMAGES = 4
 CURVES = (("loss", "BYOL loss"), ("tau", "target EMA τ"), ("collapse", "collapse indicator"))
 
 
-def visualize_run(run_dir, kind: str, data: str | None = None, output=None) -> list[Path]:
+def visualize_run(
+    run_dir, kind: str, data: str | None = None, output=None, segmenter: str | None = None
+) -> list[Path]:
     """Draws one kind of picture for a run and returns the PNG paths it wrote.
 
     `output` is a `.png` file or a folder (default: `<run>/pictures`).
@@ -50,6 +54,8 @@ def visualize_run(run_dir, kind: str, data: str | None = None, output=None) -> l
         kind: `"tsne"`, `"retrieval"`, `"occlusion"` or `"curves"`.
         data: A labelled source spec; default: the run's `data.val_source`.
         output: A `.png` file or a folder.
+        segmenter: For `segmentation`, the result to draw, e.g. `"segment-10pct"`
+            (default: `segment`, or the only one there is).
 
     Returns:
         The paths of the PNG files written.
@@ -61,6 +67,15 @@ def visualize_run(run_dir, kind: str, data: str | None = None, output=None) -> l
     if kind not in KINDS:
         raise UsageError(f"--kind: expected one of {', '.join(KINDS)}, got {kind!r}")
     run = RunDirectory(run_dir)
+    if kind == "segmentation":
+        from byol_keras.evaluation.segment_pictures import segmentation_picture
+
+        if data is not None:
+            raise UsageError(
+                "--data: --kind segmentation draws the test split its segmenter was scored on; "
+                "choose the segmenter with --segmenter"
+            )
+        return [segmentation_picture(run, segmenter, _output_path(run, kind, output))]
     if kind == "curves":
         if not run.metrics_path.is_file():
             raise UsageError(f"--run: '{run.root}' has no {run.metrics_path.name} to plot")

@@ -42,9 +42,11 @@ from byol_keras.evaluation.knn import knn_class_scores
 from byol_keras.evaluation.linear import fit_linear_probe
 from byol_keras.evaluation.metrics import per_class_accuracy, top_k_accuracy
 from byol_keras.evaluation.retrieval import retrieval_figures, retrieval_per_query
+from byol_keras.evaluation.segment import default_segment_data, evaluate_segmentation
+from byol_keras.evaluation.segment import result_name as segment_result_name
 from byol_keras.training.run_dir import RunDirectory, atomic_write_text
 
-PROTOCOLS = ("linear", "knn", "finetune", "retrieval")
+PROTOCOLS = ("linear", "knn", "finetune", "retrieval", "segment")
 
 
 def evaluate_run(
@@ -62,10 +64,11 @@ def evaluate_run(
 
     Args:
         run_dir: A finished run directory.
-        protocol: `"linear"`, `"knn"`, `"finetune"` or `"retrieval"`.
+        protocol: `"linear"`, `"knn"`, `"finetune"`, `"retrieval"` or `"segment"`
+            (evaluation/segment.py).
         data: A labelled source spec; default: the run's `data.val_source`.
-        label_fraction: For `finetune`, the fraction of labelled training
-            examples to use, in (0, 1] (default 1).
+        label_fraction: For `finetune` and `segment`, the fraction of labelled
+            training examples to use, in (0, 1] (default 1).
         baseline: `"random"` evaluates an untrained copy of the architecture.
         overrides: `SECTION.KEY=VALUE` strings applied to the run's config.
 
@@ -83,6 +86,8 @@ def evaluate_run(
     label_fraction = _checked_request(protocol, label_fraction, baseline)
     run = RunDirectory(run_dir).require_finished()
     config = load_config(run.config_path, list(overrides))
+    if protocol == "segment":
+        return _segment(run, config, data, label_fraction, baseline, started)
     spec = data or config.data.val_source
     if not spec:
         raise UsageError(
@@ -128,13 +133,32 @@ def _checked_request(protocol: str, label_fraction: float | None, baseline: str 
         raise UsageError(f"--protocol: expected one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if baseline not in (None, "random"):
         raise UsageError(f"--baseline: the only baseline is 'random', got {baseline!r}")
-    if label_fraction is not None and protocol != "finetune":
-        raise UsageError("--label-fraction: applies to --protocol finetune only")
-    if protocol == "finetune":
+    if label_fraction is not None and protocol not in ("finetune", "segment"):
+        raise UsageError("--label-fraction: applies to --protocol finetune and segment only")
+    if protocol in ("finetune", "segment"):
         label_fraction = 1.0 if label_fraction is None else label_fraction
         if not 0.0 < label_fraction <= 1.0:
             raise UsageError(f"--label-fraction: must lie in (0, 1], got {label_fraction}")
     return label_fraction
+
+
+def _segment(run, config, data, fraction, baseline, started) -> dict:
+    """`--protocol segment` (evaluation/segment.py): a segfolder source, its own file names."""
+    default = default_segment_data(load_config(run.config_path))  # the run's own, not --set's
+    spec = data or default_segment_data(config)
+    if not spec:
+        raise UsageError(
+            f"--data: run '{run.root}' was not pretrained on a segfolder source; "
+            "pass --data segfolder:<path>"
+        )
+    name = segment_result_name(fraction, baseline)
+    if spec != default:
+        name += f"@{_slug(spec)}"
+    path = run.eval_dir / f"{name}.json"
+    _refuse_other_data(path, spec)
+    backbone = _backbone(run, config, random_init=baseline == "random")
+    run.eval_dir.mkdir(parents=True, exist_ok=True)
+    return evaluate_segmentation(run, config, spec, fraction, baseline, backbone, path, started)
 
 
 def _accuracies(scores: np.ndarray, test_labels: np.ndarray):

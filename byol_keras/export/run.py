@@ -70,9 +70,11 @@ def export_run(
     run_dir: str | Path,
     formats: tuple[str, ...] = FORMATS,
     output: str | Path | None = None,
-    name: str = "byol_backbone",
+    name: str | None = None,
     version: int | None = None,
     opset: int = MIN_OPSET,
+    model: str = "backbone",
+    segmenter: str | None = None,
 ) -> dict:
     """Exports the run's online backbone, verifies every artifact, and returns the manifest.
 
@@ -85,9 +87,14 @@ def export_run(
         run_dir: A finished run directory.
         formats: Any of `"saved_model"` and `"onnx"`.
         output: The export root; default: `<run>/export`.
-        name: The model name in the TF Serving layout.
+        name: The model name in the TF Serving layout; default `byol_backbone`,
+            or `byol_segmenter` for `model="segmenter"`.
         version: The version folder; default: one above the highest present.
         opset: The ONNX opset, from 17 to the newest the installed tf2onnx knows.
+        model: `"backbone"`, or `"segmenter"` for the segmenter that
+            `evaluate --protocol segment` kept (`segmenter.py`).
+        segmenter: Which segmentation result, e.g. `"segment-10pct"`
+            (default: `segment`, or the only one there is).
 
     Returns:
         The manifest written beside the artifacts: their paths, the measured
@@ -99,7 +106,15 @@ def export_run(
     ```
     """
     run = RunDirectory(run_dir).require_finished()
+    if model not in ("backbone", "segmenter"):
+        raise UsageError(f"--model: expected backbone or segmenter, got {model!r}")
+    if name is None:
+        name = "byol_segmenter" if model == "segmenter" else "byol_backbone"
     formats = _check_request(formats, name, version, opset)
+    if model == "segmenter":
+        from byol_keras.evaluation.segment import segment_result
+
+        segment_result(run, segmenter)  # refuse a missing result before writing anything
     config = load_config(run.config_path)
     image_size = config.data.image_size
     output = Path(output) if output is not None else run.root / "export"
@@ -107,6 +122,11 @@ def export_run(
         raise UsageError(f"--output: '{output}' exists and is not a directory")
     output.mkdir(parents=True, exist_ok=True)
     version = _choose_version(output, name, version)
+    if model == "segmenter":
+        from byol_keras.export.segmenter import export_segmenter
+
+        request = {"formats": formats, "output": output, "name": name, "version": version}
+        return export_segmenter(run, {**request, "opset": opset, "segmenter": segmenter})
     destinations = {
         "saved_model": output / name / str(version),
         "onnx": output / "onnx" / f"{name}-v{version}.onnx",

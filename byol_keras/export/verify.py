@@ -183,7 +183,8 @@ def _run_onnx(path: str, inputs: dict) -> tuple[dict, dict]:
 
 
 def _onnx_spec(node) -> dict:
-    dtype = {"tensor(uint8)": "uint8", "tensor(float)": "float32"}.get(node.type, node.type)
+    dtypes = {"tensor(uint8)": "uint8", "tensor(float)": "float32", "tensor(int32)": "int32"}
+    dtype = dtypes.get(node.type, node.type)
     return {"dtype": dtype, "shape": [d if isinstance(d, int) else None for d in node.shape]}
 
 

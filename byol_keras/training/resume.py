@@ -32,7 +32,7 @@ UNCHECKED_KEYS = (
     "train.collapse_threshold",
     "train.collapse_patience",
 )
-UNCHECKED_SECTIONS = ("eval",)
+UNCHECKED_SECTIONS = ("eval", "segment")
 
 
 def check_config_change(

@@ -1,0 +1,238 @@
+"""`--protocol segment`: fine-tune a segmenter on a run's backbone, select on val, report on test.
+
+Data: a `segfolder:` source (`--data`, default the run's `data.source` when it
+is one). The segmenter is fine-tuned on the `eval.train_split` split (all of
+it, or a seeded `--label-fraction` of its images), the weights of the best
+val mean IoU (split `val`) are kept, and the test split (`data.val_split`)
+is scored from one confusion matrix over all its pixels, each prediction
+upsampled to its mask's own size. Every image is resized to
+`segment.image_size` first, as the exported segmenter does. A test image
+that the run pretrained on is refused.
+
+Writes `<run>/eval/segment[-<N>pct][-random][@<data>].json` and keeps the
+fine-tuned model at `<run>/eval/segment[...]/model.keras`.
+
+```python
+result = evaluate_segmentation(run, config, "segfolder:camvid", 0.1, "random", started)
+result["mean_iou"], result["per_class_iou"]["road"]
+```
+"""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from byol_keras.augment.segmentation import JointAugment
+from byol_keras.config import Config
+from byol_keras.data.folder import FileLimits
+from byol_keras.data.segfolder import load_segmentation_split, split_image_ids
+from byol_keras.errors import UsageError
+from byol_keras.evaluation.segmentation_metrics import segmentation_scores
+from byol_keras.evaluation.segmenter import build_segmenter, finetune_segmenter, predict_confusion
+from byol_keras.training.run_dir import RunDirectory, atomic_write_text
+
+VAL_SPLIT = "val"
+PREFIX = "segfolder:"
+
+
+def default_segment_data(config: Config) -> str | None:
+    """The segfolder source a run's segmentation defaults to: its `data.source`, if one."""
+    source = config.data.source
+    return source if isinstance(source, str) and source.startswith(PREFIX) else None
+
+
+def result_name(fraction: float, baseline: str | None) -> str:
+    """`segment`, `segment-10pct`, `segment-random`, `segment-10pct-random`."""
+    name = "segment" if fraction == 1.0 else f"segment-{fraction * 100:g}pct"
+    return f"{name}-random" if baseline == "random" else name
+
+
+def class_names(config: Config) -> list[str]:
+    """`segment.class_names` split at commas, else the class indices as text."""
+    count = config.segment.num_classes
+    if not config.segment.class_names:
+        return [str(index) for index in range(count)]
+    names = [name.strip() for name in config.segment.class_names.split(",")]
+    if len(names) != count:
+        raise UsageError(
+            f"segment.class_names: {len(names)} names for segment.num_classes = {count}"
+        )
+    return names
+
+
+def evaluate_segmentation(
+    run: RunDirectory,
+    config: Config,
+    spec: str,
+    fraction: float,
+    baseline: str | None,
+    backbone: keras.Model,
+    path: Path,
+    started: float,
+) -> dict:
+    """Runs the protocol, writes its JSON to `path` and its model beside it; returns the result."""
+    if not spec.startswith(PREFIX) or not spec[len(PREFIX) :]:
+        raise UsageError(
+            f"--data: --protocol segment needs a segfolder:<path> source, got {spec!r}"
+        )
+    seg = config.segment
+    names = class_names(config)
+    root = spec[len(PREFIX) :]
+    size = tuple(seg.image_size)
+    limits = FileLimits(config.data.max_file_mb, config.data.max_image_pixels)
+
+    def load(split):
+        return load_segmentation_split(root, split, size, seg.num_classes, seg.ignore_index, limits)
+
+    train, val, test = load(config.eval.train_split), load(VAL_SPLIT), load(config.data.val_split)
+    _check_disjoint({"train": train, "val": val, "test": test})
+    if baseline != "random":
+        _refuse_pretrained_test_images(config, test)
+    subset = _seeded_subset(len(train), fraction, config.train.seed)
+
+    segmenter = build_segmenter(
+        backbone, seg.num_classes, seg.decoder_channels, seg.freeze_backbone
+    )
+    crop = tuple(seg.crop_size or seg.image_size)
+    augment = JointAugment(crop, tuple(seg.scale_range), seg.ignore_index, seg.jitter)
+    training = finetune_segmenter(
+        segmenter,
+        (train.images[subset], train.masks[subset]),
+        (val.images, val.masks),
+        augment,
+        epochs=seg.epochs,
+        batch_size=seg.batch_size,
+        learning_rate=seg.lr,
+        weight_decay=seg.weight_decay,
+        num_classes=seg.num_classes,
+        ignore_index=seg.ignore_index,
+        seed=config.train.seed,
+    )
+    confusion = predict_confusion(
+        segmenter, test.images, test.full_masks, seg.num_classes, seg.ignore_index, seg.batch_size
+    )
+    model_path = path.with_suffix("") / "model.keras"
+    result = {
+        "protocol": "segment",
+        "backbone": "random_init" if baseline == "random" else "pretrained",
+        "run": str(run.root),
+        "data": spec,
+        "splits": {
+            "train": config.eval.train_split,
+            "val": VAL_SPLIT,
+            "test": config.data.val_split,
+        },
+        "n_train": len(subset),
+        "n_train_available": len(train),
+        "n_val": len(val),
+        "n_test": len(test),
+        "skipped_files": {
+            "train": train.skipped_files,
+            "val": val.skipped_files,
+            "test": test.skipped_files,
+        },
+        "num_classes": seg.num_classes,
+        "ignore_index": seg.ignore_index,
+        "class_names": names,
+        **segmentation_scores(confusion, names),
+        "confusion_matrix": confusion.tolist(),
+        "metric": "one confusion matrix over all test pixels at each mask's own size; "
+        "void pixels excluded; mean IoU over classes present in truth or prediction",
+        "val_mean_iou": training["val_mean_iou"],
+        "best_epoch": training["best_epoch"],
+        "val_curve": training["val_curve"],
+        "parameters": {
+            "label_fraction": fraction,
+            "subset": "seeded random images of the train split (train.seed)",
+            "seed": config.train.seed,
+            **{key: getattr(seg, key) for key in vars(seg)},
+            "crop_size": list(crop),
+            "batch_size": training["batch_size"],
+            "steps": training["steps"],
+            "steps_per_epoch": training["steps_per_epoch"],
+            "optimizer": "AdamW, cosine decay to 0, no warm-up",
+            "loss": "softmax cross-entropy on logits, void pixels weighted 0",
+            "decoder": "FPN semantic head: 1x1 laterals, top-down upsample-add, 3x3 smooth, "
+            "sum at the finest level, 3x3 conv, 1x1 classifier, bilinear upsample",
+            "augmentation": "random scale in scale_range, crop to crop_size (padding void), "
+            "horizontal flip; brightness/contrast/saturation jitter on the image only",
+            "selection": f"weights of the best mean IoU on the {VAL_SPLIT} split, every epoch",
+            "input": "bilinear resize (no antialiasing) to image_size, scaled to [0, 1]",
+        },
+        "model": str(model_path),
+    }
+    _save_model(segmenter, model_path)
+    result["wall_time_seconds"] = time.perf_counter() - started
+    result["summary_line"] = (
+        f"segment ({result['backbone']}) on {spec}:{config.data.val_split}: "
+        f"mean IoU {result['mean_iou']:.2%}, pixel accuracy {result['pixel_accuracy']:.2%} "
+        f"(n_train={len(subset)}, n_test={len(test)}, {result['wall_time_seconds']:.0f} s) "
+        f"-> {path}"
+    )
+    atomic_write_text(path, json.dumps(result, indent=2))
+    return result
+
+
+def segment_result(run: RunDirectory, name: str | None) -> tuple[dict, Path]:
+    """The result JSON and model path of a segmentation evaluation of `run` (default `segment`).
+
+    ```python
+    result, model_path = segment_result(RunDirectory("runs/camvid"), "segment-10pct")
+    ```
+    """
+    found = (
+        sorted(p.stem for p in run.eval_dir.glob("segment*.json")) if run.eval_dir.is_dir() else []
+    )
+    name = name or ("segment" if "segment" in found or len(found) != 1 else found[0])
+    path = run.eval_dir / f"{name}.json"
+    model_path = run.eval_dir / name / "model.keras"
+    if not path.is_file() or not model_path.is_file():
+        have = ", ".join(found) or "none"
+        raise UsageError(
+            f"--segmenter: run '{run.root}' has no segmentation result {name!r} with its model "
+            f"(found: {have}); run `byol-keras evaluate --run {run.root} --protocol segment` first"
+        )
+    return json.loads(path.read_text()), model_path
+
+
+def _seeded_subset(count: int, fraction: float, seed: int) -> np.ndarray:
+    size = min(count, max(1, round(fraction * count)))
+    return np.sort(np.random.default_rng(seed).choice(count, size, replace=False))
+
+
+def _check_disjoint(splits: dict) -> None:
+    names = list(splits)
+    for index, first in enumerate(names):
+        for second in names[index + 1 :]:
+            shared = int(np.isin(splits[second].example_ids, splits[first].example_ids).sum())
+            if shared:
+                raise UsageError(
+                    f"--data: {shared} images of the {second} split are also in the {first} "
+                    "split; use separate splits"
+                )
+
+
+def _refuse_pretrained_test_images(config: Config, test) -> None:
+    """Never report on images the backbone was pretrained on."""
+    pretraining = default_segment_data(config)
+    if pretraining is None:
+        return
+    seen = split_image_ids(pretraining[len(PREFIX) :], config.data.split)
+    shared = int(np.isin(test.example_ids, seen).sum())
+    if shared:
+        raise UsageError(
+            f"--data: {shared} of the {len(test)} test images were pretraining images "
+            f"({pretraining} split {config.data.split}); report on a split the run never saw"
+        )
+
+
+def _save_model(segmenter: keras.Model, path: Path) -> None:
+    """Saves beside the destination and renames, so a crash never leaves half a model."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(".model-staging.keras")
+    segmenter.save(staged)
+    os.replace(staged, path)

@@ -1,0 +1,102 @@
+"""`visualize --kind segmentation`: test images beside their true and predicted masks.
+
+The segmenter is the one `evaluate --protocol segment` kept, `<run>/eval/<name>/model.keras`
+(`name` defaults to `segment`), on the data, splits and sizes its result records.
+Every class has a fixed colour (the same in every picture and run with as
+many classes), void is black, and a legend names them.
+
+```python
+path = segmentation_picture(RunDirectory("runs/camvid"), "segment-10pct", Path("seg.png"))
+```
+"""
+
+from pathlib import Path
+
+import keras
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from byol_keras.config import load_config
+from byol_keras.data.segfolder import load_segmentation_split
+from byol_keras.evaluation.segment import PREFIX, segment_result
+from byol_keras.evaluation.segmenter import predict_classes
+from byol_keras.training.run_dir import RunDirectory
+
+PICTURE_IMAGES = 4
+VOID_COLOUR = (0.0, 0.0, 0.0)
+
+
+def class_colours(count: int) -> np.ndarray:
+    """A fixed RGB colour per class index, float [count, 3]: tab20's ten strong colours, then
+    its ten light ones (tab20 pairs them, so neighbours would look alike), then hsv for more.
+
+    ```python
+    class_colours(11)[3]  # the colour of class 3 in every picture
+    ```
+    """
+    if count <= 20:
+        order = list(range(0, 20, 2)) + list(range(1, 20, 2))
+        return np.array([colormaps["tab20"](index)[:3] for index in order[:count]])
+    return np.array([colormaps["hsv"](index / count)[:3] for index in range(count)])
+
+
+def colour_mask(mask: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """An RGB picture of a class mask; values outside the classes (void) are black."""
+    picture = np.tile(np.array(VOID_COLOUR), (*mask.shape, 1))
+    known = mask < len(colours)
+    picture[known] = colours[mask[known]]
+    return picture
+
+
+def segmentation_picture(run: RunDirectory, name: str | None, path: Path) -> Path:
+    """Draws test images, true masks and predicted masks in a grid with a legend; returns `path`."""
+    run.require_finished()
+    result, model_path = segment_result(run, name)
+    config = load_config(run.config_path)
+    parameters = result["parameters"]
+    size = tuple(parameters["image_size"])
+    test = load_segmentation_split(
+        result["data"][len(PREFIX) :],
+        result["splits"]["test"],
+        size,
+        result["num_classes"],
+        result["ignore_index"],
+    )
+    count = min(PICTURE_IMAGES, len(test))
+    # Spread over the split: neighbouring frames of a video look alike.
+    chosen = np.linspace(0, len(test) - 1, count).round().astype(int)
+    segmenter = keras.saving.load_model(model_path, compile=False)
+    predicted = predict_classes(segmenter, test.images[chosen], config.segment.batch_size)
+    colours = class_colours(result["num_classes"])
+    figure = Figure(figsize=(10, 2.6 * count + 0.9), layout="constrained")
+    grid = figure.subplots(count, 3, squeeze=False)
+    for row, index in enumerate(chosen):
+        true = test.masks[index]
+        labelled = true != result["ignore_index"]
+        accuracy = (
+            float(np.mean(predicted[row][labelled] == true[labelled])) if labelled.any() else 0
+        )
+        panels = (
+            (test.images[index], Path(test.names[index]).name),
+            (colour_mask(true, colours), "true mask"),
+            (colour_mask(predicted[row], colours), f"predicted ({accuracy:.0%} of pixels right)"),
+        )
+        for axes, (picture, title) in zip(grid[row], panels, strict=True):
+            axes.imshow(picture, interpolation="nearest")
+            axes.set_title(title, fontsize=9)
+            axes.set_axis_off()
+    handles = [
+        Patch(color=colour, label=label)
+        for colour, label in zip(colours, result["class_names"], strict=True)
+    ] + [Patch(color=VOID_COLOUR, label="void (not scored)")]
+    figure.legend(handles=handles, loc="outside lower center", ncol=6, fontsize=8)
+    figure.suptitle(
+        f"{result['backbone']} backbone, {Path(model_path).parent.name}: test mean IoU "
+        f"{result['mean_iou']:.1%}",
+        fontsize=10,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path

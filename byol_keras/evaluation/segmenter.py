@@ -1,0 +1,226 @@
+"""A segmentation network on a backbone's feature pyramid, and its fine-tuning with val selection.
+
+The decoder is the semantic head of Panoptic FPN (Kirillov et al. 2019), made
+light: a 1x1 lateral convolution brings every pyramid level to
+`decoder_channels`, a top-down pass adds each coarser level, upsampled, to
+the next finer one (FPN, Lin et al. 2017), a 3x3 convolution smooths each
+level, all levels are upsampled to the finest one (stride 4 for ImageNet-stem
+ResNets) and summed, and a 3x3 convolution and a 1x1 classifier give class
+logits, upsampled bilinearly to the input size. Why this head: it takes any
+number of levels at any strides, so it works with every backbone that
+`feature_pyramid` accepts; it adds few parameters and little compute next to
+the backbone (DeepLabV3+'s atrous pyramid at stride 8 or 16 costs far more on
+a CPU); and it is the standard head for transfer figures of self-supervised
+backbones on dense tasks (e.g. MoCo, DenseCL, and the BYOL follow-ups use
+FPN heads), so the figures compare with theirs in kind.
+
+```python
+segmenter = build_segmenter(backbone, num_classes=11, decoder_channels=64)
+logits = segmenter(images)  # float [0, 1] images [b, h, w, 3] -> [b, h, w, 11]
+```
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from byol_keras.augment.segmentation import JointAugment
+from byol_keras.evaluation.segmentation_metrics import confusion_matrix, segmentation_scores
+from byol_keras.pyramid import feature_pyramid
+
+MIN_STEPS_PER_EPOCH = 10
+
+
+@keras.saving.register_keras_serializable(package="byol_keras")
+class ResizeLike(keras.layers.Layer):
+    """Resizes `x` bilinearly to the height and width of `reference`, whatever they are at run time.
+
+    ```python
+    upsampled = ResizeLike()([coarse, fine])  # coarse resized to fine's spatial size
+    ```
+    """
+
+    def call(self, inputs):
+        x, reference = inputs
+        return tf.image.resize(x, tf.shape(reference)[1:3], method="bilinear")
+
+    def compute_output_shape(self, input_shapes):
+        x, reference = input_shapes
+        return (x[0], reference[1], reference[2], x[3])
+
+
+def build_segmenter(
+    backbone: keras.Model,
+    num_classes: int,
+    decoder_channels: int = 64,
+    freeze_backbone: bool = False,
+) -> keras.Model:
+    """The backbone's feature pyramid and an FPN semantic head: images in, class logits out.
+
+    The backbone's layers are used, not copied, so fine-tuning the segmenter
+    changes them. With `freeze_backbone` they are not trained and their
+    BatchNorm layers keep their statistics.
+
+    Args:
+        backbone: A functional backbone, e.g. a run's `backbone.keras`.
+        num_classes: Classes to predict (the void index is not one).
+        decoder_channels: Width of every decoder convolution.
+        freeze_backbone: Train the decoder only.
+
+    Returns:
+        A `keras.Model` from float [0, 1] images `[b, h, w, 3]` of any size to
+        float32 logits `[b, h, w, num_classes]`.
+
+    ```python
+    segmenter = build_segmenter(keras.saving.load_model("runs/camvid/backbone.keras"), 11)
+    ```
+    """
+    pyramid = feature_pyramid(backbone, input_shape=(None, None, 3))
+    pyramid.trainable = not freeze_backbone
+    images = keras.Input((None, None, 3), name="images")
+    maps = pyramid(images)
+    strides = sorted(maps, key=lambda name: int(name.split("_")[1]))  # fine to coarse
+    laterals = [
+        keras.layers.Conv2D(decoder_channels, 1, name=f"lateral_{name}")(maps[name])
+        for name in strides
+    ]
+    top_down = [laterals[-1]]
+    for index in range(len(laterals) - 2, -1, -1):
+        coarser = ResizeLike(name=f"upsample_{strides[index + 1]}")([top_down[0], laterals[index]])
+        top_down.insert(
+            0, keras.layers.Add(name=f"top_down_{strides[index]}")([laterals[index], coarser])
+        )
+    finest = top_down[0]
+    fused = []
+    for name, level in zip(strides, top_down, strict=True):
+        level = _conv_bn_relu(level, decoder_channels, 3, f"smooth_{name}")
+        fused.append(
+            level if level is finest else ResizeLike(name=f"to_finest_{name}")([level, finest])
+        )
+    x = keras.layers.Add(name="fuse")(fused) if len(fused) > 1 else fused[0]
+    x = _conv_bn_relu(x, decoder_channels, 3, "head")
+    logits = keras.layers.Conv2D(num_classes, 1, dtype="float32", name="classifier")(x)
+    logits = ResizeLike(name="to_input_size", dtype="float32")([logits, images])
+    return keras.Model(images, logits, name="segmenter")
+
+
+def _conv_bn_relu(x, filters: int, kernel: int, name: str):
+    x = keras.layers.Conv2D(filters, kernel, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def finetune_segmenter(
+    segmenter: keras.Model,
+    train: tuple,
+    val: tuple,
+    augment: JointAugment,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    weight_decay: float,
+    num_classes: int,
+    ignore_index: int | None,
+    seed: int = 0,
+) -> dict:
+    """Trains `segmenter` on augmented (image, mask) pairs; keeps the weights of the best val mIoU.
+
+    Cross-entropy on the logits, void pixels weighted 0; AdamW with cosine
+    decay to 0; mean IoU on `val` after every epoch. `train` and `val` are
+    (float images [n, h, w, 3], uint8 masks [n, h, w]).
+
+    Returns:
+        `{"best_epoch", "val_mean_iou", "val_curve", "steps", "steps_per_epoch", "batch_size"}`.
+    """
+    keras.utils.set_random_seed(seed)
+    images, masks = train
+    batch_size = max(1, min(batch_size, len(images)))
+    steps_per_epoch = max(MIN_STEPS_PER_EPOCH, math.ceil(len(images) / batch_size))
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps_per_epoch)
+    segmenter.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    best = {"val_mean_iou": -1.0, "weights": None, "epoch": 0}
+    curve = []
+
+    class KeepBest(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            confusion = predict_confusion(
+                segmenter, val[0], val[1], num_classes, ignore_index, batch_size
+            )
+            score = segmentation_scores(confusion, [str(i) for i in range(num_classes)])
+            miou = score["mean_iou"] or 0.0
+            curve.append({"epoch": epoch + 1, "loss": float(logs["loss"]), "val_mean_iou": miou})
+            if miou > best["val_mean_iou"]:
+                best.update(val_mean_iou=miou, weights=segmenter.get_weights(), epoch=epoch + 1)
+
+    segmenter.fit(
+        _training_batches(images, masks, augment, batch_size, ignore_index, seed),
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=[KeepBest()],
+        verbose=0,
+        shuffle=False,  # the dataset shuffles itself; Keras warns that it ignores shuffle=True
+    )
+    segmenter.set_weights(best["weights"])
+    return {
+        "best_epoch": best["epoch"],
+        "val_mean_iou": best["val_mean_iou"],
+        "val_curve": curve,
+        "steps": epochs * steps_per_epoch,
+        "steps_per_epoch": steps_per_epoch,
+        "batch_size": batch_size,
+    }
+
+
+def _training_batches(images, masks, augment, batch_size, ignore_index, seed) -> tf.data.Dataset:
+    def example(image, mask, pair):
+        image, mask = augment(image, mask, pair)
+        if ignore_index is None:
+            return image, mask, tf.ones(tf.shape(mask), tf.float32)
+        void = tf.equal(mask, ignore_index)
+        # Void pixels get class 0 as a placeholder and weight 0: they never count.
+        return image, tf.where(void, 0, mask), tf.cast(tf.logical_not(void), tf.float32)
+
+    seeds = tf.data.Dataset.random(seed=seed).batch(2)
+    return (
+        tf.data.Dataset.from_tensor_slices((images, masks))
+        .repeat()
+        .shuffle(len(images), seed=seed)
+        .apply(lambda data: tf.data.Dataset.zip((data, seeds)))
+        .map(lambda pair, s: example(*pair, s), num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(batch_size, drop_remainder=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def predict_classes(segmenter: keras.Model, images: np.ndarray, batch_size: int, sizes=None):
+    """Per-pixel class indices of float images, at their size or at `sizes[i]` (h, w) each.
+
+    Logits are resized bilinearly before the arg-max, as the exported model does.
+    """
+    results = []
+    for start in range(0, len(images), batch_size):
+        logits = segmenter(images[start : start + batch_size], training=False)
+        for offset, one in enumerate(logits):
+            size = sizes[start + offset] if sizes is not None else one.shape[:2]
+            if tuple(size) != tuple(one.shape[:2]):
+                one = tf.image.resize(one, size, method="bilinear")
+            results.append(np.argmax(np.asarray(one), axis=-1).astype(np.uint8))
+    return results
+
+
+def predict_confusion(
+    segmenter, images, masks, num_classes: int, ignore_index, batch_size: int
+) -> np.ndarray:
+    """One confusion matrix over all of `images` against `masks` (a list may hold any sizes)."""
+    sizes = [mask.shape for mask in masks]
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    for predicted, true in zip(
+        predict_classes(segmenter, images, batch_size, sizes), masks, strict=True
+    ):
+        confusion += confusion_matrix(true, predicted, num_classes, ignore_index)
+    return confusion

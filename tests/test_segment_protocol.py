@@ -1,0 +1,169 @@
+"""--protocol segment: the metric against a hand computation, the protocol end to end, refusals."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_evaluation import make_run
+from test_segmentation_data import VOID, _write_pair, make_segfolder
+
+from byol_keras.cli import main
+from byol_keras.evaluation import evaluate_run
+from byol_keras.evaluation.segmentation_metrics import confusion_matrix, segmentation_scores
+
+SEGMENT = {
+    "image_size": [16, 24],
+    "epochs": 2,
+    "batch_size": 2,
+    "decoder_channels": 4,
+    "num_classes": 3,
+    "ignore_index": VOID,
+    "class_names": "sky, road, car",
+}
+
+
+def _config(root, split="train+val"):
+    return {
+        "data": {"source": f"segfolder:{root}", "split": split, "image_size": 16},
+        "model": {"backbone": "tiny", "width": 4, "projection_dim": 8},
+        "train": {"epochs": 1, "batch_size": 2},
+        "segment": SEGMENT,
+    }
+
+
+@pytest.fixture(scope="module")
+def segrun(tmp_path_factory):
+    root = make_segfolder(tmp_path_factory.mktemp("segfolder"))
+    return make_run(tmp_path_factory.mktemp("run"), _config(root)), root
+
+
+def test_mean_iou_and_pixel_accuracy_equal_a_hand_computation_with_a_void_pixel():
+    true = np.array([[0, 0, 1], [1, 2, VOID]])
+    predicted = np.array([[0, 1, 1], [1, 2, 0]])  # the void pixel's prediction never counts
+    confusion = confusion_matrix(true, predicted, 3, VOID)
+    np.testing.assert_array_equal(confusion, [[1, 1, 0], [0, 2, 0], [0, 0, 1]])
+    scores = segmentation_scores(confusion, ["a", "b", "c"])
+    # a: TP 1, FN 1, FP 0 -> 1/2; b: TP 2, FP 1 -> 2/3; c: 1/1. Accuracy: 4 of 5 labelled.
+    assert scores["per_class_iou"] == pytest.approx({"a": 1 / 2, "b": 2 / 3, "c": 1.0})
+    assert scores["mean_iou"] == pytest.approx((1 / 2 + 2 / 3 + 1) / 3)
+    assert scores["pixel_accuracy"] == pytest.approx(4 / 5)
+
+
+def test_one_matrix_over_the_split_is_not_the_mean_of_per_image_ious():
+    images = [(np.array([0, 0, 0, 1]), np.array([0, 0, 0, 0])), (np.array([1]), np.array([1]))]
+    total = sum(confusion_matrix(t, p, 2, None) for t, p in images)
+    scores = segmentation_scores(total, ["a", "b"])
+    assert scores["per_class_iou"] == pytest.approx({"a": 3 / 4, "b": 1 / 2})
+    assert segmentation_scores(np.zeros((2, 2)), ["a", "b"])["per_class_iou"] == {
+        "a": None,
+        "b": None,
+    }
+
+
+def test_segment_protocol_writes_its_result_and_a_model_that_reproduces_it(segrun, capsys):
+    run, root = segrun
+    code = main(
+        ["evaluate", "--run", str(run.root), "--protocol", "segment", "--label-fraction", "0.5"]
+    )
+    assert code == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("segment (pretrained)") and "segment-50pct.json" in line
+    result = json.loads((run.eval_dir / "segment-50pct.json").read_text())
+    assert result["n_train"] == 2 and result["n_train_available"] == 3 and result["n_test"] == 3
+    assert set(result["per_class_iou"]) == {"sky", "road", "car"}
+    assert result["parameters"]["epochs"] == 2 and result["wall_time_seconds"] > 0
+    assert len(result["val_curve"]) == 2 and 1 <= result["best_epoch"] <= 2
+    # The kept model, reloaded, gives the recorded confusion matrix on the test masks.
+    model = keras.saving.load_model(run.eval_dir / "segment-50pct" / "model.keras")
+    confusion = np.zeros((3, 3), np.int64)
+    for name in ("test0", "test1", "test2"):
+        image = np.asarray(
+            tf.io.decode_png(tf.io.read_file(str(root / "test/images" / f"{name}.png")))
+        )
+        true = np.asarray(
+            tf.io.decode_png(tf.io.read_file(str(root / "test/masks" / f"{name}.png")))
+        )[..., 0]
+        pixels = tf.image.resize(image[None] / 255.0, (16, 24), method="bilinear")
+        logits = tf.image.resize(model(pixels)[0], true.shape, method="bilinear")
+        predicted = np.argmax(logits, axis=-1)
+        keep = true != VOID
+        np.add.at(confusion, (true[keep], predicted[keep]), 1)
+    np.testing.assert_array_equal(confusion, result["confusion_matrix"])
+
+
+def test_random_baseline_and_a_frozen_backbone(segrun):
+    run, _ = segrun
+    result = evaluate_run(run.root, "segment", baseline="random")
+    assert result["backbone"] == "random_init" and result["n_train"] == 3
+    assert (run.eval_dir / "segment-random.json").is_file()
+    frozen = evaluate_run(
+        run.root,
+        "segment",
+        data=result["data"] + "/",  # another spelling: its own file
+        overrides=["segment.freeze_backbone=true", "segment.epochs=1"],
+    )
+    assert frozen["parameters"]["freeze_backbone"] is True
+    # Frozen: the fine-tuned model's backbone weights are the run's, unchanged.
+    model = keras.saving.load_model(frozen["model"])
+    pretrained = keras.saving.load_model(run.backbone_path)
+    weights = {w.path: np.asarray(w) for w in pretrained.weights}
+    pyramid = model.get_layer("tiny_pyramid").weights
+    assert pyramid and all(np.array_equal(w, weights[w.path]) for w in pyramid)
+    assert "@segfolder" in frozen["model"]
+
+
+def _error_line(capsys, argv):
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("byol-keras: error: ")
+    return lines[0]
+
+
+def test_a_bad_class_index_exits_2_with_one_line_naming_file_and_value(tmp_path, capsys):
+    root = make_segfolder(tmp_path / "data")
+    mask = np.zeros((24, 32))
+    mask[5, 5] = 9
+    _write_pair(root, "test", "odd", mask)
+    run = make_run(tmp_path / "run", _config(root))
+    line = _error_line(capsys, ["evaluate", "--run", str(run.root), "--protocol", "segment"])
+    assert "odd.png" in line and "value 9" in line
+
+
+def test_reporting_on_pretraining_images_is_refused(tmp_path, capsys):
+    root = make_segfolder(tmp_path / "data")
+    run = make_run(tmp_path / "run", _config(root, split="train+test"))
+    line = _error_line(capsys, ["evaluate", "--run", str(run.root), "--protocol", "segment"])
+    assert "3 of the 3 test images were pretraining images" in line
+    line = _error_line(
+        capsys,
+        ["evaluate", "--run", str(run.root), "--protocol", "segment", "--data", "digits"],
+    )
+    assert "needs a segfolder:<path> source" in line
+
+
+def test_segmentation_picture_shows_the_class_colours_of_the_true_masks(segrun, tmp_path):
+    from PIL import Image
+
+    from byol_keras.evaluation.pictures import visualize_run
+    from byol_keras.evaluation.segment_pictures import class_colours
+
+    run, root = segrun
+    evaluate_run(run.root, "segment", label_fraction=0.5)  # idempotent: same file, same model
+    (path,) = visualize_run(
+        run.root, "segmentation", output=tmp_path / "seg.png", segmenter="segment-50pct"
+    )
+    pixels = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3).astype(int)
+    mask = np.asarray(Image.open(root / "test/masks/test0.png"))
+    for index in np.unique(mask[mask != VOID]):
+        colour = np.round(class_colours(3)[index] * 255).astype(int)
+        assert (np.abs(pixels - colour).max(axis=1) <= 1).sum() > 50, f"class {index} not drawn"
+
+
+def test_segmentation_picture_without_a_result_names_what_to_run(tmp_path, capsys):
+    root = make_segfolder(tmp_path / "data", splits=("test",))
+    run = make_run(tmp_path / "run", _config(root))
+    argv = ["visualize", "--run", str(run.root), "--kind", "segmentation"]
+    assert "--protocol segment` first" in _error_line(capsys, argv)
+    assert "--segmenter" in _error_line(capsys, [*argv, "--data", f"segfolder:{root}"])

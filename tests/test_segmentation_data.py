@@ -1,0 +1,134 @@
+"""segfolder sources and the joint image/mask augmentation."""
+
+import logging
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from byol_keras.augment.segmentation import JointAugment
+from byol_keras.data import load_source
+from byol_keras.data.segfolder import load_segmentation_split
+from byol_keras.errors import UsageError
+
+VOID = 11
+# The eight corners of the RGB cube; a bilinear blend of two of them is none of them.
+CORNERS = np.array([[(i >> 2) & 1, (i >> 1) & 1, i & 1] for i in range(8)], np.float32)
+
+
+def _block_image(rng, height=48, width=64, block=8):
+    """An image of constant blocks of cube-corner colours; its mask is a function of its pixels."""
+    classes = rng.integers(0, 8, (height // block, width // block))
+    classes = np.kron(classes, np.ones((block, block), np.int64))
+    return CORNERS[classes], classes
+
+
+def _misaligned_pixels(image: np.ndarray, mask: np.ndarray) -> tuple[int, int]:
+    """(pixels whose colour is a pure corner but whose mask names another, pure pixels checked)."""
+    distance = np.abs(image[:, :, None, :] - CORNERS[None, None]).max(axis=-1)
+    pure = distance.min(axis=-1) < 1e-4
+    checked = pure & (mask != VOID)
+    wrong = checked & (distance.argmin(axis=-1) != mask)
+    return int(wrong.sum()), int(checked.sum())
+
+
+def test_image_and_mask_stay_aligned_under_scale_crop_and_flip():
+    rng = np.random.default_rng(0)
+    augment = JointAugment(crop_size=(40, 56), scale_range=(0.5, 1.6), ignore_index=VOID)
+    flipped = padded = 0
+    for step in range(24):
+        image, classes = _block_image(rng)
+        out_image, out_mask = augment(image, classes, seed=tf.constant([step, 7]))
+        out_image, out_mask = out_image.numpy(), out_mask.numpy()
+        assert out_image.shape == (40, 56, 3) and out_mask.shape == (40, 56)
+        # Nearest neighbour: no value the mask did not hold, except the padding's void.
+        assert set(np.unique(out_mask)) <= set(np.unique(classes)) | {VOID}
+        wrong, checked = _misaligned_pixels(out_image, out_mask)
+        assert checked > 0.5 * (out_mask != VOID).sum() and wrong == 0
+        # The same check finds a mask flipped without its image.
+        if len(np.unique(out_mask[:, :28])) > 2:
+            assert _misaligned_pixels(out_image, out_mask[:, ::-1])[0] > 0
+        void = out_mask == VOID
+        padded += bool(void.any())
+        np.testing.assert_array_equal(out_image[void], 0.0)  # padding, image and mask alike
+        reference = np.asarray(
+            augment.__class__((40, 56), (0.5, 1.6), VOID, flip=False)(
+                image, classes, seed=tf.constant([step, 7])
+            )[1]
+        )
+        flipped += not np.array_equal(reference, out_mask)
+    assert flipped > 0 and padded > 0  # both flips, and scales below the crop, were drawn
+
+
+def test_colour_jitter_changes_the_image_and_never_the_mask():
+    image, classes = _block_image(np.random.default_rng(1))
+    seed = tf.constant([5, 9])
+    plain = JointAugment((40, 56), (0.8, 1.2), VOID)(image, classes, seed)
+    jittered = JointAugment((40, 56), (0.8, 1.2), VOID, jitter=0.4)(image, classes, seed)
+    np.testing.assert_array_equal(plain[1], jittered[1])
+    assert np.abs(plain[0].numpy() - jittered[0].numpy()).max() > 0.05
+
+
+def _write_pair(root, split, name, mask, image=None, mask_size=None):
+    (root / split / "images").mkdir(parents=True, exist_ok=True)
+    (root / split / "masks").mkdir(parents=True, exist_ok=True)
+    height, width = mask.shape
+    pixels = image if image is not None else np.full((height, width, 3), 40 * mask[..., None] % 256)
+    Image.fromarray(pixels.astype(np.uint8)).save(root / split / "images" / f"{name}.png")
+    picture = Image.fromarray(mask.astype(np.uint8), mode="L")
+    if mask_size:
+        picture = picture.resize(mask_size, Image.NEAREST)
+    picture.save(root / split / "masks" / f"{name}.png")
+
+
+def make_segfolder(root, splits=("train", "val", "test"), size=(24, 32), per_split=3, seed=0):
+    """A small segfolder whose masks hold classes 0..2 and the void index 11."""
+    rng = np.random.default_rng(seed)
+    for split in splits:
+        for index in range(per_split):
+            mask = rng.integers(0, 3, size)
+            mask[0, :] = VOID
+            _write_pair(root, split, f"{split}{index}", mask)
+    return root
+
+
+def test_unusable_pairs_are_skipped_and_counted(tmp_path, caplog):
+    root = make_segfolder(tmp_path, splits=("train",))
+    _write_pair(root, "train", "wrong_size", np.zeros((24, 32)), mask_size=(16, 12))
+    (root / "train" / "images" / "no_mask.png").write_bytes(
+        (root / "train" / "images" / "train0.png").read_bytes()
+    )
+    (root / "train" / "images" / "broken.png").write_bytes(b"not a png at all")
+    (root / "train" / "masks" / "broken.png").write_bytes(
+        (root / "train" / "masks" / "train0.png").read_bytes()
+    )
+    with caplog.at_level(logging.WARNING):
+        split = load_segmentation_split(str(root), "train", (12, 16), 3, VOID)
+    assert len(split) == 3 and split.skipped_files == 3
+    assert "no mask" in caplog.text and "mask is 16x12, image 32x24" in caplog.text
+    assert split.images.shape == (3, 12, 16, 3) and split.masks.shape == (3, 12, 16)
+    assert split.full_masks[0].shape == (24, 32)
+    # As a pretraining source: the same three images, unlabelled, the same three skipped.
+    source = load_source(f"segfolder:{root}", split="train", image_size=8)
+    assert (source.num_examples, source.skipped_files, source.has_labels) == (3, 3, False)
+    labels = [int(label) for _, label in source.dataset]
+    assert labels == [-1, -1, -1]
+
+
+def test_splits_join_with_plus_and_a_missing_split_is_named(tmp_path):
+    root = make_segfolder(tmp_path)
+    assert load_source(f"segfolder:{root}", split="train+val", image_size=8).num_examples == 6
+    with pytest.raises(UsageError, match="no 'extra/images'.*splits found: test, train, val"):
+        load_source(f"segfolder:{root}", split="extra", image_size=8)
+
+
+def test_a_mask_value_neither_class_nor_void_names_the_file_and_value(tmp_path):
+    root = make_segfolder(tmp_path, splits=("train",))
+    mask = np.zeros((24, 32))
+    mask[3, 4] = 7
+    _write_pair(root, "train", "bad", mask)
+    with pytest.raises(
+        UsageError, match=r"bad\.png' holds the value 7.*0\.\.2.*ignore_index \(11\)"
+    ):
+        load_segmentation_split(str(root), "train", (12, 16), 3, VOID)
