@@ -5,10 +5,8 @@ import csv
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras
@@ -21,6 +19,7 @@ from byol_keras.config import load_config
 from byol_keras.errors import UsageError
 from byol_keras.losses import nt_xent_loss
 from byol_keras.model import BYOL
+from tests.helpers.kill import kill_after_first_checkpoint
 
 SIZE = 16
 ROOT = Path(__file__).resolve().parents[1]
@@ -268,26 +267,12 @@ def test_each_method_trains_the_digits_quickstart_with_a_falling_loss(tmp_path, 
     np.testing.assert_allclose(model(images), backbone(images), atol=1e-6)
 
 
-def _latest_step(checkpoints: Path) -> int:
-    latest = tf.train.latest_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-    return int(latest.rsplit("-", 1)[1]) if latest else 0
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_each_method_resumes_after_a_kill_and_exports_with_verified_parity(tmp_path, method):
     run = tmp_path / "run"
     command = [sys.executable, "-m", "byol_keras", *_train_args(run, *METHODS[method])]
-    first = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while _latest_step(run / "checkpoints") == 0 and first.poll() is None:
-        assert time.monotonic() < deadline, "no checkpoint within 120 s"
-        time.sleep(0.02)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    assert first.returncode == -signal.SIGKILL, first.stderr.read().decode()[-2000:]
-    assert not (run / "model.keras").exists(), "the run finished before it was killed"
-    killed_at = _latest_step(run / "checkpoints")
+    killed_at = kill_after_first_checkpoint(command, run, ENV)
 
     second = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-2000:]

@@ -3,22 +3,20 @@
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from tensorflow.python.checkpoint import checkpoint_management
 
 import byol_keras.model  # noqa: F401  registers BYOL, which load_model needs
 from byol_keras.training.callbacks import Checkpoints
 from byol_keras.training.resume import FitCall, remaining_fit_calls
 from byol_keras.training.schedules import cosine_tau
+from tests.helpers.kill import kill_after_first_checkpoint
 
 STEPS_PER_EPOCH, EPOCHS, EVERY, TAU_BASE = 10, 4, 3, 0.99
 RUN_ARGS = [
@@ -49,11 +47,6 @@ def _train_command(run: Path) -> list[str]:
     return command
 
 
-def _latest_step(checkpoints: Path) -> int:
-    latest = tf.train.latest_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-    return int(latest.rsplit("-", 1)[1]) if latest else 0
-
-
 def test_remaining_fit_calls_finish_the_interrupted_epoch_first():
     assert remaining_fit_calls(0, 10, 4) == [FitCall(0, 4, 10)]
     assert remaining_fit_calls(25, 10, 4) == [FitCall(2, 3, 5), FitCall(3, 4, 10)]
@@ -66,18 +59,7 @@ def test_remaining_fit_calls_finish_the_interrupted_epoch_first():
 def test_sigkilled_run_resumes_at_its_last_step_and_ends_on_time(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    first = subprocess.Popen(
-        _train_command(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    deadline = time.monotonic() + 120
-    while _latest_step(run / "checkpoints") == 0 and first.poll() is None:
-        assert time.monotonic() < deadline, "no checkpoint within 120 s"
-        time.sleep(0.02)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    assert first.returncode == -signal.SIGKILL, first.stderr.read().decode()[-2000:]
-    assert not (run / "model.keras").exists(), "the run finished before it was killed"
-    killed_at = _latest_step(run / "checkpoints")
+    killed_at = kill_after_first_checkpoint(_train_command(run), run, env)
 
     second = subprocess.run(_train_command(run), env=env, capture_output=True, text=True)
     assert second.returncode == 0, second.stderr[-2000:]
