@@ -10,13 +10,8 @@ set -euo pipefail
 seeds=${1:-"0 1 2"}
 out=${2:-runs/quality}
 shift $(( $# > 2 ? 2 : $# ))
-shared=$(cd "$(dirname "$0")/../../shared" && pwd)
-cifar=${CIFAR_DIR:-/tmp/cifar10}
-if [[ ! -d $cifar/train ]]; then
-  mkdir -p "$cifar" && tar -xzf "$shared/data/cifar10-jpeg.tar.gz" -C "$cifar"
-fi
-# shellcheck source=/dev/null
-source "$shared/bench/lightly_env.sh"
+# shellcheck source=benchmarks/peer_env.sh
+source "$(dirname "$0")/peer_env.sh"
 mkdir -p "$out"
 for seed in $seeds; do
   python -m byol_keras train --config configs/cifar10_cpu.yaml --output "$out/byol-keras-seed$seed" \

@@ -8,13 +8,8 @@ set -euo pipefail
 steps=${1:-300}
 rounds=${2:-2}
 out=${3:-runs/speed}
-shared=$(cd "$(dirname "$0")/../../shared" && pwd)
-cifar=${CIFAR_DIR:-/tmp/cifar10}
-if [[ ! -d $cifar/train ]]; then
-  mkdir -p "$cifar" && tar -xzf "$shared/data/cifar10-jpeg.tar.gz" -C "$cifar"
-fi
-# shellcheck source=/dev/null
-source "$shared/bench/lightly_env.sh"
+# shellcheck source=benchmarks/peer_env.sh
+source "$(dirname "$0")/peer_env.sh"
 mkdir -p "$out"
 for round in $(seq "$rounds"); do
   rm -rf "$out/byol-keras-$round"
