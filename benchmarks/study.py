@@ -44,6 +44,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from byol_keras.cli import add_overrides
 from byol_keras.config import load_config
 from byol_keras.errors import UsageError
 
@@ -362,15 +363,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--knn-max-train", type=int, help="kNN bank size (default: whole split)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--cells", nargs="+", help="run only the rows with these names")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config overrides for every cell",
-    )
+    add_overrides(parser, help="config overrides for every cell")
     parser.add_argument("--output", type=Path, default=Path("runs/study"))
     return parser.parse_args(argv)
 

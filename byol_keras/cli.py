@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="pretrain a backbone with BYOL")
     train.add_argument("--config", help="YAML config (default: the digits quickstart)")
-    _add_overrides(train)
+    add_overrides(train)
     train.add_argument("--output", help="run directory (default: runs/<config name>)")
     train.add_argument(
         RESUME_WITH_CHANGES,
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-fraction", type=float, help="finetune, segment: 0.01, 0.1 or 1.0"
     )
     evaluate.add_argument("--baseline", choices=("random",), help="evaluate an untrained copy")
-    _add_overrides(evaluate)
+    add_overrides(evaluate)
 
     visualize = commands.add_parser("visualize", help="pictures of the representation")
     visualize.add_argument("--run", required=True, help="run directory of a finished training")
@@ -121,7 +121,11 @@ def package_version() -> str:
         return __version__
 
 
-def _add_overrides(parser: argparse.ArgumentParser) -> None:
+def add_overrides(
+    parser: argparse.ArgumentParser,
+    help: str = "override config keys, e.g. --set train.epochs=3 data.image_size=32 (repeatable)",
+) -> None:
+    """Add the `--set KEY=VALUE ...` option, collected into `args.overrides`."""
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -129,7 +133,7 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
         action="extend",
         default=[],
         metavar="KEY=VALUE",
-        help="override config keys, e.g. --set train.epochs=3 data.image_size=32 (repeatable)",
+        help=help,
     )
 
 
