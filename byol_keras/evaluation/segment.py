@@ -29,7 +29,11 @@ import numpy as np
 from byol_keras.augment.segmentation import JointAugment
 from byol_keras.config import Config
 from byol_keras.data.folder import FileLimits
-from byol_keras.data.segfolder import load_segmentation_split, split_image_ids
+from byol_keras.data.segfolder import (
+    SegmentationSplit,
+    load_segmentation_split,
+    split_image_ids,
+)
 from byol_keras.errors import UsageError
 from byol_keras.evaluation.segmentation_metrics import segmentation_scores
 from byol_keras.evaluation.segmenter import build_segmenter, finetune_segmenter, predict_confusion
@@ -197,6 +201,17 @@ def segment_result(run: RunDirectory, name: str | None) -> tuple[dict, Path]:
             f"(found: {have}); run `byol-keras evaluate --run {run.root} --protocol segment` first"
         )
     return json.loads(path.read_text()), model_path
+
+
+def result_test_split(result: dict, size: tuple) -> SegmentationSplit:
+    """The test split a segmentation result was scored on, loaded again at `size`."""
+    return load_segmentation_split(
+        result["data"][len(PREFIX) :],
+        result["splits"]["test"],
+        size,
+        result["num_classes"],
+        result["ignore_index"],
+    )
 
 
 def _seeded_subset(count: int, fraction: float, seed: int) -> np.ndarray:

@@ -19,8 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from byol_keras.config import load_config
-from byol_keras.data.segfolder import load_segmentation_split
-from byol_keras.evaluation.segment import PREFIX, segment_result
+from byol_keras.evaluation.segment import result_test_split, segment_result
 from byol_keras.evaluation.segmenter import predict_classes
 from byol_keras.training.run_dir import RunDirectory
 
@@ -57,13 +56,7 @@ def segmentation_picture(run: RunDirectory, name: str | None, path: Path) -> Pat
     config = load_config(run.config_path)
     parameters = result["parameters"]
     size = tuple(parameters["image_size"])
-    test = load_segmentation_split(
-        result["data"][len(PREFIX) :],
-        result["splits"]["test"],
-        size,
-        result["num_classes"],
-        result["ignore_index"],
-    )
+    test = result_test_split(result, size)
     count = min(PICTURE_IMAGES, len(test))
     # Spread over the split: neighbouring frames of a video look alike.
     chosen = np.linspace(0, len(test) - 1, count).round().astype(int)

@@ -33,9 +33,9 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from byol_keras.data.segfolder import load_segmentation_split, segmentation_input
+from byol_keras.data.segfolder import segmentation_input
 from byol_keras.errors import ExportVerificationError
-from byol_keras.evaluation.segment import PREFIX, segment_result
+from byol_keras.evaluation.segment import result_test_split, segment_result
 from byol_keras.export import signature as serving
 from byol_keras.export.verify import (
     RELATIVE_TOLERANCE,
@@ -162,13 +162,7 @@ def verification_inputs(result: dict, size: tuple, seed: int = 0) -> tuple[dict,
     """Real test images at their own size and at a second, odd size; random ones at three sizes."""
     inputs, sets = {}, {}
     try:
-        test = load_segmentation_split(
-            result["data"][len(PREFIX) :],
-            result["splits"]["test"],
-            size,
-            result["num_classes"],
-            result["ignore_index"],
-        )
+        test = result_test_split(result, size)
         names = test.names[:REAL_IMAGES]
     except Exception as error:  # the data may be gone since the evaluation: random images only
         names, reason = [], str(error)
