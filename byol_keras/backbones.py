@@ -12,7 +12,7 @@ any Keras backbone, including ones built elsewhere.
 import keras
 
 from byol_keras.config import Config
-from byol_keras.errors import UsageError
+from byol_keras.errors import UsageError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -214,7 +214,7 @@ def _application_backbone(
             pooling="avg",
         )
     except (TypeError, ValueError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        message = first_line(error)
         raise UsageError(f"model.backbone: {name} cannot be built: {message}") from None
     outputs = base(x)
     return keras.Model(inputs, outputs, name=name.lower())

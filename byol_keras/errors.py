@@ -4,6 +4,17 @@ Plain Python, importing nothing: the export verification worker uses it without 
 """
 
 
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type name when it has none.
+
+    ```python
+    first_line(OSError("cannot identify image file\nmore detail"))  # 'cannot identify image file'
+    ```
+    """
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class UsageError(ValueError):
     """Bad input from the user: a config key, a data source, a path or a flag.
 

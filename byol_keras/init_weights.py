@@ -24,7 +24,7 @@ from pathlib import Path
 import h5py
 import keras
 
-from byol_keras.errors import UsageError
+from byol_keras.errors import UsageError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,7 @@ def _load_keras_file(backbone: keras.Model, path: Path) -> int:
     try:
         source = keras.saving.load_model(path, compile=False)
     except Exception as error:  # any failure to read the file is the user's file
-        raise UsageError(
-            f"model.init_weights: cannot load '{path}': {_first_line(error)}"
-        ) from None
+        raise UsageError(f"model.init_weights: cannot load '{path}': {first_line(error)}") from None
     source = getattr(source, "online_backbone", source)  # a whole BYOL model
     _check_match(
         [(weight.path, tuple(weight.shape)) for weight in source.weights],
@@ -96,9 +94,7 @@ def _load_weights_file(backbone: keras.Model, path: Path) -> int:
     try:
         found = _h5_tensors(path)
     except OSError as error:
-        raise UsageError(
-            f"model.init_weights: cannot read '{path}': {_first_line(error)}"
-        ) from None
+        raise UsageError(f"model.init_weights: cannot read '{path}': {first_line(error)}") from None
     _check_match(found, expected, path)
     backbone.load_weights(path)
     return len(expected)
@@ -145,10 +141,6 @@ def _check_match(found: list[tuple[str, tuple]], expected: list[tuple[str, tuple
         f"model.init_weights: '{path}' does not fit the backbone "
         f"({len(found)} tensors in the file, {len(expected)} in the backbone): {shown}{more}"
     )
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 __all__ = ["IMAGENET", "load_init_weights"]

@@ -12,7 +12,7 @@ from byol_keras.data.source import (
     example_ids,
     labels_to_int32,
 )
-from byol_keras.errors import UsageError
+from byol_keras.errors import UsageError, first_line
 
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SEED = 0
@@ -64,7 +64,7 @@ def _read_array(archive, key: str, path: str) -> np.ndarray:
     try:
         return archive[key]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = first_line(error)
         raise UsageError(
             f"data.source: cannot read array '{key}' in npz file '{path}': {reason}"
         ) from error

@@ -15,6 +15,7 @@ counted and reported.
 import os
 import stat
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ import tensorflow as tf
 from PIL import Image
 
 from byol_keras.data.source import ImageSource, example_ids, log, resize_uint8, to_rgb
-from byol_keras.errors import UsageError
+from byol_keras.errors import UsageError, first_line
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 # Sub-folder names that mark a folder as split into train/test/...; asking for
@@ -71,7 +72,7 @@ def load_folder_source(path: str, split: str, image_size: int, limits: FileLimit
     labels = [class_index[rel.split("/")[0]] if "/" in rel else -1 for rel in files]
     paths = [os.path.join(root, *rel.split("/")) for rel in files]
 
-    native, fallback, skipped = _check_files(paths, limits)
+    native, fallback, skipped = check_files(paths, limits)
     if skipped:
         shown = "; ".join(
             f"{os.path.relpath(p, root)}: {why}" for p, why in skipped[:_REPORTED_SKIPS]
@@ -96,7 +97,7 @@ def load_folder_source(path: str, split: str, image_size: int, limits: FileLimit
         log.info("folder '%s': %d image(s) decoded with Pillow", root, len(fallback))
 
     pillow_only = set(fallback)
-    keys, decode = _keys_and_decode(
+    keys, decode = file_keys_and_decode(
         [paths[i] for i in good],
         [labels[i] for i in good],
         [i in pillow_only for i in good] if fallback else None,
@@ -201,14 +202,14 @@ def _tf_decode_bytes(data: tf.Tensor) -> tf.Tensor:
     return to_rgb(tf.io.decode_image(data, channels=0, expand_animations=False, dtype=tf.uint8))
 
 
-def _check_files(
+def check_files(
     paths: list[str], limits: FileLimits
 ) -> tuple[list[int], list[int], list[tuple[str, str]]]:
     """Splits file indices into TF-decodable, Pillow-only, and (path, reason) skipped."""
     with ThreadPoolExecutor(max_workers=8) as pool, warnings.catch_warnings():
         # Pillow warns about images over its own pixel limit; ours decides instead.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        problems = list(pool.map(lambda path: _file_problem(path, limits), paths))
+        problems = list(pool.map(lambda path: file_problem(path, limits), paths))
     candidates = [i for i, why in enumerate(problems) if why is None]
     skipped = [(paths[i], why) for i, why in enumerate(problems) if why is not None]
 
@@ -241,7 +242,7 @@ def _check_files(
     return sorted(native), fallback, sorted(skipped)
 
 
-def _file_problem(path: str, limits: FileLimits) -> str | None:
+def file_problem(path: str, limits: FileLimits) -> str | None:
     """Why `path` must not be decoded (not a regular file, too large, too many pixels), or None.
 
     Decides from metadata and the image header only: nothing is decoded.
@@ -272,7 +273,7 @@ def _file_problem(path: str, limits: FileLimits) -> str | None:
         except Image.DecompressionBombError as error:
             return f"{error} (Pillow's limit, PIL.Image.MAX_IMAGE_PIXELS)"
         except Exception as error:  # any failure means the file is unusable
-            return _first_line(error)
+            return first_line(error)
     if width * height > limits.max_image_pixels:
         return (
             f"{width}x{height} = {width * height:,} pixels, over the limit of "
@@ -292,16 +293,12 @@ def _file_kind(mode: int) -> str:
     return next((name for test, name in kinds.items() if test(mode)), "not a plain file")
 
 
-def _first_line(error: Exception) -> str:
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
-
-
 def _pillow_problem(path: str) -> str | None:
     """Returns why Pillow cannot decode `path`, or None when it can."""
     try:
         pillow_decode(path)
     except Exception as error:  # any failure means the file is unusable
-        return _first_line(error)
+        return first_line(error)
     return None
 
 
@@ -325,9 +322,19 @@ def pillow_decode(path: str) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def _keys_and_decode(
+def file_keys_and_decode(
     paths: list[str], labels: list[int], use_pillow: list[bool] | None, image_size: int
-):
+) -> tuple[tf.data.Dataset, Callable]:
+    """Path keys and their decoder for image files, the `ImageSource` pieces of a folder.
+
+    `use_pillow[i]` sends file i to Pillow (formats TensorFlow cannot decode);
+    None decodes every file with TensorFlow.
+
+    ```python
+    keys, decode = file_keys_and_decode(["a.jpg", "b.png"], [0, 1], None, 32)
+    ```
+    """
+
     def pillow(path):
         image = tf.py_function(lambda p: pillow_decode(os.fsdecode(p.numpy())), [path], tf.uint8)
         image.set_shape([None, None, 3])

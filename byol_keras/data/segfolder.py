@@ -34,15 +34,14 @@ from PIL import Image
 from byol_keras.data.folder import (
     IMAGE_EXTENSIONS,
     FileLimits,
-    _check_files,
-    _file_problem,
-    _first_line,
-    _keys_and_decode,
+    check_files,
+    file_keys_and_decode,
+    file_problem,
     list_image_files,
     pillow_decode,
 )
 from byol_keras.data.source import ImageSource, example_ids, log
-from byol_keras.errors import UsageError
+from byol_keras.errors import UsageError, first_line
 
 MASK_MODES = ("L", "P")  # 8-bit grey, or palette indices: one class index per pixel
 _REPORTED_SKIPS = 5
@@ -103,7 +102,7 @@ def load_segfolder_source(
         problems = list(pool.map(lambda pair: _header_problem(*pair, limits), pairs))
     skipped += [(pair[0], why) for pair, why in zip(pairs, problems, strict=True) if why]
     pairs = [pair for pair, why in zip(pairs, problems, strict=True) if not why]
-    native, fallback, broken = _check_files([image for image, _ in pairs], limits)
+    native, fallback, broken = check_files([image for image, _ in pairs], limits)
     skipped += broken
     good = sorted(native + fallback)
     _log_skipped(root, skipped, total)
@@ -111,7 +110,7 @@ def load_segfolder_source(
         raise UsageError(f"data.source: segfolder '{root}' has no usable image and mask pairs")
     paths = [pairs[i][0] for i in good]
     pillow_only = set(fallback)
-    keys, decode = _keys_and_decode(
+    keys, decode = file_keys_and_decode(
         paths,
         [-1] * len(good),
         [i in pillow_only for i in good] if fallback else None,
@@ -242,7 +241,7 @@ def _pairs(path: str, split: str) -> tuple[list, list]:
 def _header_problem(image_path: str, mask_path: str, limits: FileLimits) -> str | None:
     """Why a pair is unusable from the files' metadata and headers alone, or None."""
     for file in (image_path, mask_path):
-        problem = _file_problem(file, limits)
+        problem = file_problem(file, limits)
         if problem:
             return f"{os.path.basename(file)}: {problem}"
     try:
@@ -254,7 +253,7 @@ def _header_problem(image_path: str, mask_path: str, limits: FileLimits) -> str 
                     f"mask is {mask.size[0]}x{mask.size[1]}, image {image.size[0]}x{image.size[1]}"
                 )
     except Exception as error:  # any failure means the file is unusable
-        return _first_line(error)
+        return first_line(error)
     return None
 
 
@@ -266,14 +265,14 @@ def _decode_pair(image_path: str, mask_path: str, limits: FileLimits):
     try:
         image = pillow_decode(image_path)
     except Exception as error:  # any failure means the file is unusable
-        return f"image: {_first_line(error)}"
+        return f"image: {first_line(error)}"
     try:
         with Image.open(mask_path) as opened:
             if opened.mode not in MASK_MODES:
                 return f"mask is {opened.mode}, not single-channel 8-bit (L or P)"
             mask = np.asarray(opened).astype(np.uint8)
     except Exception as error:  # any failure means the file is unusable
-        return f"mask: {_first_line(error)}"
+        return f"mask: {first_line(error)}"
     if mask.shape != image.shape[:2]:
         return f"mask is {mask.shape[1]}x{mask.shape[0]}, image {image.shape[1]}x{image.shape[0]}"
     return image, mask

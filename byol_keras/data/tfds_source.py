@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from byol_keras.data.source import ImageSource, example_ids, resize_uint8, to_rgb
-from byol_keras.errors import UsageError
+from byol_keras.errors import UsageError, first_line
 
 
 def load_tfds_source(
@@ -69,7 +69,7 @@ def _prepared_builder(name: str, data_dir: str | None):
         try:
             builder.download_and_prepare()
         except Exception as error:  # no network, no disk space, missing extras...
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            reason = first_line(error)
             raise UsageError(
                 f"data.source: tfds dataset '{name}' is not prepared in {where} "
                 f"({builder.data_dir}) and could not be downloaded: {reason}"
