@@ -31,7 +31,7 @@ from byol_keras.backbones import build_backbone  # noqa: E402
 from byol_keras.config import from_dict, save_config  # noqa: E402
 from byol_keras.export import export_run  # noqa: E402
 from byol_keras.model import BYOL  # noqa: E402
-from byol_keras.training.run_dir import RunDirectory  # noqa: E402
+from byol_keras.runs import RunDirectory  # noqa: E402
 
 
 def make_run(root: Path, backbone: str, image_size: int, width: int) -> RunDirectory:

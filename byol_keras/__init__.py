@@ -32,7 +32,7 @@ _LAZY = {
     "cosine_tau": "byol_keras.training.schedules",
     "evaluate_run": "byol_keras.evaluation.protocols",
     "export_run": "byol_keras.export.run",
-    "feature_pyramid": "byol_keras.pyramid",
+    "feature_pyramid": "byol_keras.transfer.pyramid",
     "image_batches": "byol_keras.augment.pipelines",
     "load_config": "byol_keras.config",
     "load_source": "byol_keras.data",

@@ -22,13 +22,13 @@ from byol_keras.errors import UsageError
 from byol_keras.evaluation.monitor import KnnMonitor
 from byol_keras.init_weights import IMAGENET, load_init_weights
 from byol_keras.model import BYOL
+from byol_keras.runs import RunDirectory
 from byol_keras.training.callbacks import Checkpoints, Throughput
 from byol_keras.training.distribute import make_strategy, writable_run_dir
 from byol_keras.training.guards import CollapseWarning, StopOnNonFiniteLoss
 from byol_keras.training.interrupt import StopOnSignal
 from byol_keras.training.optimizers import build_optimizer
 from byol_keras.training.resume import check_config_change, remaining_fit_calls
-from byol_keras.training.run_dir import RunDirectory
 from byol_keras.training.run_lock import run_lock
 
 log = logging.getLogger(__name__)

@@ -167,6 +167,8 @@ class SegmentConfig:
     is resized to; crop_size (null: image_size) is the training crop after the
     random rescaling by a factor in scale_range. class_names is one
     comma-separated string. CamVid: num_classes 11, ignore_index 11 (void).
+    seed (null: train.seed) seeds the label subset, the head's initial weights
+    and the fine-tuning; a set seed gets its own result file (`-seed<N>`).
     """
 
     num_classes: int = _spec(11, low=1, high=255)
@@ -182,6 +184,16 @@ class SegmentConfig:
     weight_decay: float = _spec(1e-4, low=0.0)
     decoder_channels: int = _spec(64, low=1)
     freeze_backbone: bool = False
+    seed: int | None = _spec(None, low=0)
+
+    def __post_init__(self):
+        # A void index among the classes would be scored as a class and trained as void.
+        if self.ignore_index is not None and self.ignore_index < self.num_classes:
+            raise UsageError(
+                f"segment.ignore_index: {self.ignore_index} is one of the "
+                f"{self.num_classes} classes (0..{self.num_classes - 1}); the void index must "
+                "be >= segment.num_classes, or null when the masks have no void"
+            )
 
 
 @dataclass

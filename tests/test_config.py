@@ -160,3 +160,13 @@ def test_presets_do_not_cache_more_decoded_images_than_a_machine_holds():
     config = load_config(Path(__file__).parents[1] / "configs" / "imagenet_resnet50.yaml")
     assert 1_281_167 * config.data.image_size**2 * 3 / 2**30 > 64
     assert config.data.cache is False
+
+
+def test_a_void_index_among_the_classes_is_refused():
+    # Review defect 6: ignore_index 3 of 11 classes was accepted and scored as a class.
+    with pytest.raises(UsageError, match=r"segment\.ignore_index: 3 is one of the 11 classes"):
+        from_dict({"segment": {"num_classes": 11, "ignore_index": 3}})
+    assert (
+        from_dict({"segment": {"num_classes": 11, "ignore_index": 11}}).segment.ignore_index == 11
+    )
+    assert from_dict({"segment": {"ignore_index": None}}).segment.ignore_index is None

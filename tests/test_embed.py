@@ -12,10 +12,9 @@ from byol_keras.cli import main
 from byol_keras.data import load_source
 from byol_keras.evaluation.embed import _NpyWriter, embed_run
 from byol_keras.evaluation.embeddings import source_arrays
-from byol_keras.export.run import load_networks
 from byol_keras.export.signature import write_saved_model
 from byol_keras.export.verify import RELATIVE_TOLERANCE
-from byol_keras.training.run_dir import RunDirectory
+from byol_keras.runs import RunDirectory, load_networks
 from tests.helpers.export import make_finished_run
 
 SIZE = 16
@@ -140,3 +139,16 @@ def test_fewer_rows_than_announced_get_a_corrected_header(tmp_path):
         writer.append(0, rows, np.arange(3), np.zeros(3, np.int32), None, "all")
     np.testing.assert_array_equal(np.load(tmp_path / "e.npy"), rows)
     assert len(read_listing(tmp_path / "e.csv")) == 3
+
+
+def test_a_segfolder_without_split_embeds_its_split_folders_and_blames_split(run, tmp_path):
+    # Review defect 7: embed without --split asked the segfolder for split 'all' and
+    # blamed data.split, which the user never set.
+    from byol_keras.errors import UsageError
+    from tests.test_segmentation_data import make_segfolder
+
+    root = make_segfolder(tmp_path / "seg", splits=("train", "test"), per_split=2)
+    result = embed_run(run.root, f"segfolder:{root}", tmp_path / "e.npy", progress=False)
+    assert result["splits"] == ["test", "train"] and result["rows"] == 4
+    with pytest.raises(UsageError, match=r"^--split: segfolder .* has no split 'val'"):
+        embed_run(run.root, f"segfolder:{root}", tmp_path / "f.npy", splits=["val"])

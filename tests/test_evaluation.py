@@ -23,7 +23,7 @@ from byol_keras.evaluation.finetune import (
 )
 from byol_keras.evaluation.linear import fit_linear_probe
 from byol_keras.model import BYOL
-from byol_keras.training.run_dir import RunDirectory
+from byol_keras.runs import RunDirectory
 
 RUN_CONFIG = {
     "data": {"source": "digits", "val_source": "digits", "image_size": 8},

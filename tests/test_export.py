@@ -240,7 +240,7 @@ def test_a_crashing_converter_leaves_no_version_behind(run, tmp_path, monkeypatc
         Path(path).write_bytes(b"half an onnx file")
         raise RuntimeError("converter crashed")
 
-    monkeypatch.setattr("byol_keras.export.run.convert_to_onnx", broken_converter)
+    monkeypatch.setattr("byol_keras.export.publish.convert_to_onnx", broken_converter)
     output = tmp_path / "out"
     with pytest.raises(RuntimeError, match="converter crashed"):
         export_run(run.root, output=output)

@@ -88,3 +88,11 @@ def test_levels_keeps_the_coarsest_and_a_subclassed_backbone_is_refused():
 
     with pytest.raises(UsageError, match="not a functional"):
         feature_pyramid(Subclassed(), input_shape=(16, 16, 3))
+
+
+def test_a_stage_output_that_is_1x1_because_the_image_is_small_is_a_level():
+    # Review defect 9: the docstring said such a map was left out; the code keeps it,
+    # and leaves out the 1x1 squeeze-and-excitation vectors because they are branches.
+    pyramid = feature_pyramid(_backbone("MobileNetV3Small", 32, None))
+    assert tuple(pyramid.output["stride_32"].shape[1:3]) == (1, 1)
+    assert sorted(pyramid.output) == ["stride_16", "stride_32", "stride_4", "stride_8"]

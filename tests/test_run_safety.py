@@ -20,8 +20,8 @@ from test_evaluation import make_run
 
 from byol_keras.cli import main
 from byol_keras.errors import UsageError
+from byol_keras.runs import atomic_write_text
 from byol_keras.training.interrupt import StopOnSignal
-from byol_keras.training.run_dir import atomic_write_text
 from byol_keras.training.run_lock import run_lock
 from byol_keras.training.schedules import cosine_tau
 

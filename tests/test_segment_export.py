@@ -12,7 +12,7 @@ from PIL import Image
 from byol_keras.cli import main
 from byol_keras.config import from_dict, save_config
 from byol_keras.evaluation import evaluate_run
-from byol_keras.training.run_dir import RunDirectory
+from byol_keras.runs import RunDirectory
 
 CLASSES = 11
 pytestmark = pytest.mark.slow  # real data, a fine-tune, two conversions and a verifying subprocess
@@ -94,4 +94,4 @@ def test_exporting_a_segmenter_the_run_lacks_exits_2(segmented_run, capsys):
     argv = ["export", "--run", str(segmented_run.root), "--model", "segmenter"]
     assert main([*argv, "--segmenter", "segment-random"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and "no segmentation result 'segment-random'" in error[0]
+    assert len(error) == 1 and "no segment result 'segment-random'" in error[0]

@@ -11,7 +11,7 @@ from test_segmentation_data import VOID, _write_pair, make_segfolder
 
 from byol_keras.cli import main
 from byol_keras.evaluation import evaluate_run
-from byol_keras.evaluation.segmentation_metrics import confusion_matrix, segmentation_scores
+from byol_keras.transfer.segmentation_metrics import confusion_matrix, segmentation_scores
 
 SEGMENT = {
     "image_size": [16, 24],
@@ -147,7 +147,7 @@ def test_segmentation_picture_shows_the_class_colours_of_the_true_masks(segrun, 
     from PIL import Image
 
     from byol_keras.evaluation.pictures import visualize_run
-    from byol_keras.evaluation.segment_pictures import class_colours
+    from byol_keras.transfer.segment_pictures import class_colours
 
     run, root = segrun
     evaluate_run(run.root, "segment", label_fraction=0.5)  # idempotent: same file, same model
@@ -167,3 +167,48 @@ def test_segmentation_picture_without_a_result_names_what_to_run(tmp_path, capsy
     argv = ["visualize", "--run", str(run.root), "--kind", "segmentation"]
     assert "--protocol segment` first" in _error_line(capsys, argv)
     assert "--segmenter" in _error_line(capsys, [*argv, "--data", f"segfolder:{root}"])
+
+
+def test_a_test_split_without_a_scored_pixel_still_writes_its_result(tmp_path, capsys):
+    # Review defect 3: the summary line formatted mean_iou None and crashed after fine-tuning.
+    root = make_segfolder(tmp_path / "data", splits=("train", "val"))
+    for index in range(2):
+        _write_pair(root, "test", f"void{index}", np.full((24, 32), VOID))
+    run = make_run(tmp_path / "run", _config(root, split="train"))
+    code = main(["evaluate", "--run", str(run.root), "--protocol", "segment"])
+    assert code == 0
+    assert "mean IoU n/a (no scored test pixel)" in capsys.readouterr().out
+    result = json.loads((run.eval_dir / "segment.json").read_text())
+    assert result["mean_iou"] is None and result["labelled_pixels"] == 0
+
+
+def test_a_missing_validation_split_blames_the_protocol_not_data_split(tmp_path, capsys):
+    # Review defect 7: the protocol's own `val` split was reported as data.split's fault.
+    root = make_segfolder(tmp_path / "data", splits=("train", "test"))
+    run = make_run(tmp_path / "run", _config(root, split="train"))
+    line = _error_line(capsys, ["evaluate", "--run", str(run.root), "--protocol", "segment"])
+    assert "--protocol segment (it selects its model on split 'val')" in line
+    assert "data.split" not in line and "splits found: test, train" in line
+
+
+def test_segment_seed_makes_the_fine_tune_reproducible_and_keeps_each_seed_apart(segrun):
+    # segment.seed seeds the subset, the head's initialisation and the fine-tuning.
+    run, _ = segrun
+    quick = ["segment.epochs=1"]
+    first = evaluate_run(
+        run.root, "segment", label_fraction=0.5, overrides=[*quick, "segment.seed=3"]
+    )
+    again = evaluate_run(
+        run.root, "segment", label_fraction=0.5, overrides=[*quick, "segment.seed=3"]
+    )
+    other = evaluate_run(
+        run.root, "segment", label_fraction=0.5, overrides=[*quick, "segment.seed=4"]
+    )
+    assert first["parameters"]["seed"] == 3 and first["model"].endswith(
+        "segment-50pct-seed3/model.keras"
+    )
+    assert first["confusion_matrix"] == again["confusion_matrix"]
+    assert first["val_curve"] == again["val_curve"]
+    assert (run.eval_dir / "segment-50pct-seed3.json").is_file()
+    assert (run.eval_dir / "segment-50pct-seed4.json").is_file()
+    assert other["parameters"]["seed"] == 4

@@ -19,10 +19,10 @@ print(source.description)  # folder:/home/me/photos (1234 images, unlabelled, 2 
 from byol_keras.config import Config, DataConfig
 from byol_keras.data.arrays import load_digits_source, load_npz_source
 from byol_keras.data.folder import IMAGE_EXTENSIONS, FileLimits, load_folder_source
-from byol_keras.data.segfolder import load_segfolder_source
 from byol_keras.data.source import ImageSource
 from byol_keras.data.tfds_source import load_tfds_source
 from byol_keras.errors import UsageError
+from byol_keras.transfer.segfolder import load_segfolder_source
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageSource", "load_source", "source_from_config"]
 

@@ -7,8 +7,13 @@
 - `embed.py`: `embed_run`, every image of a source embedded into a `.npy` or `.parquet` file.
 - `embeddings.py`: `Embedder`, batched backbone features of a source.
 - `monitor.py`: `KnnMonitor`, the k-NN accuracy logged during training.
-- `pictures.py`: `visualize_run` (t-SNE, nearest neighbours, occlusion maps).
+- `pictures.py`: `visualize_run` (t-SNE, nearest neighbours, occlusion maps; the
+  segmentation pictures come from `byol_keras.transfer`).
 - `metrics.py`: top-k and per-class accuracy.
+
+Dense transfer (`--protocol segment`) lives in `byol_keras.transfer`; `protocols.py`
+dispatches to it. Evaluation never imports `byol_keras.export`: what both need, the
+run directory and its networks, is in `byol_keras.runs`.
 
 ```python
 from byol_keras.evaluation import evaluate_run

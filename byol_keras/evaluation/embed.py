@@ -8,7 +8,7 @@ and an `embedding` column instead, when pyarrow is installed. Rows follow the
 source's order, split after split.
 
 The embeddings are those of the exported SavedModel: the same float32
-networks (`export.run.load_networks`) on the same uint8 images scaled to
+networks (`runs.load_networks`) on the same uint8 images scaled to
 [0, 1]. Memory is flat: one batch of images and embeddings at a time,
 appended to a file whose `.npy` header was written for the announced row
 count. Files the source's up-front check skipped, and files that fail to
@@ -36,7 +36,8 @@ from byol_keras.data import source_from_config
 from byol_keras.data.folder import SPLIT_NAMES
 from byol_keras.errors import UsageError
 from byol_keras.evaluation.embeddings import Embedder
-from byol_keras.training.run_dir import RunDirectory
+from byol_keras.runs import RunDirectory, load_networks
+from byol_keras.transfer.segfolder import split_folders
 
 log = logging.getLogger(__name__)
 
@@ -143,14 +144,26 @@ def _writer_for(output: Path):
 
 def _splits(spec: str, splits: list[str] | None) -> list[tuple[str, str]]:
     """(name written to the listing, split to load) for each split to embed."""
+    prefix, _, rest = spec.strip().partition(":")
+    if splits and prefix == "segfolder" and split_folders(rest):
+        present = split_folders(rest)
+        for split in splits:
+            missing = [part for part in split.split("+") if part not in present]
+            if missing:
+                raise UsageError(
+                    f"--split: segfolder '{rest}' has no split '{missing[0]}' "
+                    f"(splits found: {', '.join(present)})"
+                )
     if splits:
         return [(split, split) for split in splits]
-    prefix, _, rest = spec.strip().partition(":")
     if prefix == "folder":
         base = os.path.expanduser(rest)
         present = [name for name in SPLIT_NAMES if os.path.isdir(os.path.join(base, name))]
         # Without split folders any split name reads the whole folder.
         return [(name, name) for name in present] or [("all", SPLIT_NAMES[0])]
+    if prefix == "segfolder":
+        # The split folders there are; a missing one is then --split's fault, not data.split's.
+        return [(name, name) for name in split_folders(rest)] or [("all", "all")]
     if prefix == "npz":
         try:
             with np.load(os.path.expanduser(rest), allow_pickle=False) as archive:
@@ -163,8 +176,6 @@ def _splits(spec: str, splits: list[str] | None) -> list[tuple[str, str]]:
 
 def _network(run: RunDirectory, what: str) -> keras.Model:
     """The exported function's network: float32 backbone, or backbone then projector."""
-    from byol_keras.export.run import load_networks
-
     backbone, projector = load_networks(run)
     if what == "backbone":
         return backbone

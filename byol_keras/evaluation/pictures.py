@@ -33,7 +33,7 @@ from byol_keras.data.labelled import check_disjoint
 from byol_keras.errors import UsageError
 from byol_keras.evaluation.embeddings import Embedder, source_arrays
 from byol_keras.evaluation.knn import l2_normalize_rows, nearest_neighbours
-from byol_keras.training.run_dir import RunDirectory
+from byol_keras.runs import RunDirectory
 
 KINDS = ("tsne", "retrieval", "occlusion", "curves", "segmentation")
 TSNE_POINTS = 2000
@@ -68,7 +68,7 @@ def visualize_run(
         raise UsageError(f"--kind: expected one of {', '.join(KINDS)}, got {kind!r}")
     run = RunDirectory(run_dir)
     if kind == "segmentation":
-        from byol_keras.evaluation.segment_pictures import segmentation_picture
+        from byol_keras.transfer.segment_pictures import segmentation_picture
 
         if data is not None:
             raise UsageError(

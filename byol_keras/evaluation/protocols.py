@@ -42,9 +42,9 @@ from byol_keras.evaluation.knn import knn_class_scores
 from byol_keras.evaluation.linear import fit_linear_probe
 from byol_keras.evaluation.metrics import per_class_accuracy, top_k_accuracy
 from byol_keras.evaluation.retrieval import retrieval_figures, retrieval_per_query
-from byol_keras.evaluation.segment import default_segment_data, evaluate_segmentation
-from byol_keras.evaluation.segment import result_name as segment_result_name
-from byol_keras.training.run_dir import RunDirectory, atomic_write_text
+from byol_keras.runs import RunDirectory, atomic_write_text
+from byol_keras.transfer.segment import default_segment_data, evaluate_segmentation
+from byol_keras.transfer.segment import result_name as segment_result_name
 
 PROTOCOLS = ("linear", "knn", "finetune", "retrieval", "segment")
 
@@ -65,7 +65,7 @@ def evaluate_run(
     Args:
         run_dir: A finished run directory.
         protocol: `"linear"`, `"knn"`, `"finetune"`, `"retrieval"` or `"segment"`
-            (evaluation/segment.py).
+            (transfer/segment.py).
         data: A labelled source spec; default: the run's `data.val_source`.
         label_fraction: For `finetune` and `segment`, the fraction of labelled
             training examples to use, in (0, 1] (default 1).
@@ -143,7 +143,7 @@ def _checked_request(protocol: str, label_fraction: float | None, baseline: str 
 
 
 def _segment(run, config, data, fraction, baseline, started) -> dict:
-    """`--protocol segment` (evaluation/segment.py): a segfolder source, its own file names."""
+    """`--protocol segment` (transfer/segment.py): a segfolder source, its own file names."""
     default = default_segment_data(load_config(run.config_path))  # the run's own, not --set's
     spec = data or default_segment_data(config)
     if not spec:
@@ -151,7 +151,7 @@ def _segment(run, config, data, fraction, baseline, started) -> dict:
             f"--data: run '{run.root}' was not pretrained on a segfolder source; "
             "pass --data segfolder:<path>"
         )
-    name = segment_result_name(fraction, baseline)
+    name = segment_result_name(fraction, baseline, config.segment.seed)
     if spec != default:
         name += f"@{_slug(spec)}"
     path = run.eval_dir / f"{name}.json"

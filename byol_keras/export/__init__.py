@@ -1,9 +1,13 @@
 """The export code: a run's backbone as a verified TF Serving SavedModel and ONNX model.
 
-- `run.py`: `export_run`, the staged, verified, versioned export.
+- `run.py`: `export_run`, the backbone export, and the dispatch to the other models.
+- `publish.py`: `publish`, stage → verify → commit → manifest, shared by every export.
 - `signature.py`: the serving function (uint8 images in, embeddings out).
 - `parity.py`: the inputs and Keras references the artifacts are checked against.
+- `segmenter.py`: the fine-tuned segmenter of `--protocol segment`, on the same contract.
 - `verify.py`: the verification worker, run as `python -m byol_keras.export.verify`.
+
+Export never imports `byol_keras.evaluation`; it reads runs through `byol_keras.runs`.
 
 The repository's top-level `export/` folder is the deployment side (TF Serving's
 `models.config`, the serving and ONNX clients); this package writes what it serves.
@@ -19,7 +23,7 @@ import importlib
 
 # Loaded on first use: the verification worker runs `python -m byol_keras.export.verify`,
 # which imports this file, and must load TensorFlow but never Keras or the models.
-_LAZY = {"export_run": "byol_keras.export.run", "existing_versions": "byol_keras.export.run"}
+_LAZY = {"export_run": "byol_keras.export.run", "existing_versions": "byol_keras.export.publish"}
 
 
 def __getattr__(name: str):

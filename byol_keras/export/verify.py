@@ -71,11 +71,13 @@ def failures(checks_by_artifact: dict) -> list[str]:
     for artifact, checks in checks_by_artifact.items():
         for set_name, per_output in checks.items():
             for output_name, check in per_output.items():
-                if not check["passed"]:
-                    found = check.get("error") or f"{check['max_abs_diff']:.3g}"
-                    lines.append(
-                        f"{artifact}/{set_name}/{output_name}: {found} > {check['tolerance']:.2e}"
-                    )
+                if check["passed"]:
+                    continue
+                where = f"{artifact}/{set_name}/{output_name}"
+                if "error" in check:
+                    lines.append(f"{where}: {check['error']}")
+                else:
+                    lines.append(f"{where}: {check['max_abs_diff']:.3g} > {check['tolerance']:.2e}")
     return lines
 
 

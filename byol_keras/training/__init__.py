@@ -5,7 +5,8 @@
 - `callbacks.py`, `guards.py`, `interrupt.py`: checkpoints, throughput, stopping on a
   non-finite loss, collapse warnings, Ctrl-C/SIGTERM.
 - `steps.py`: gradient accumulation arithmetic.
-- `resume.py`, `run_dir.py`, `run_lock.py`: the run directory, resuming it, one writer at a time.
+- `resume.py`, `run_lock.py`: resuming a run, one writer at a time (the run directory
+  itself is `byol_keras.runs`).
 - `distribute.py`: `tf.distribute` strategies and the multi-worker workarounds.
 
 The modules are imported one by one (`from byol_keras.training.schedules import cosine_tau`):

@@ -26,9 +26,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from byol_keras.augment.segmentation import JointAugment
-from byol_keras.evaluation.segmentation_metrics import confusion_matrix, segmentation_scores
-from byol_keras.pyramid import feature_pyramid
+from byol_keras.transfer.joint_augment import PADDING, JointAugment
+from byol_keras.transfer.pyramid import feature_pyramid
+from byol_keras.transfer.segmentation_metrics import confusion_matrix, segmentation_scores
 
 MIN_STEPS_PER_EPOCH = 10
 
@@ -179,10 +179,10 @@ def finetune_segmenter(
 def _training_batches(images, masks, augment, batch_size, ignore_index, seed) -> tf.data.Dataset:
     def example(image, mask, pair):
         image, mask = augment(image, mask, pair)
-        if ignore_index is None:
-            return image, mask, tf.ones(tf.shape(mask), tf.float32)
-        void = tf.equal(mask, ignore_index)
-        # Void pixels get class 0 as a placeholder and weight 0: they never count.
+        void = tf.equal(mask, PADDING)
+        if ignore_index is not None:
+            void = tf.logical_or(void, tf.equal(mask, ignore_index))
+        # Void and padding pixels get class 0 as a placeholder and weight 0: they never count.
         return image, tf.where(void, 0, mask), tf.cast(tf.logical_not(void), tf.float32)
 
     seeds = tf.data.Dataset.random(seed=seed).batch(2)

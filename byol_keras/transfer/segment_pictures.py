@@ -19,9 +19,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from byol_keras.config import load_config
-from byol_keras.evaluation.segment import result_test_split, segment_result
-from byol_keras.evaluation.segmenter import predict_classes
-from byol_keras.training.run_dir import RunDirectory
+from byol_keras.runs import RunDirectory
+from byol_keras.transfer.segment import result_test_split
+from byol_keras.transfer.segmenter import predict_classes
 
 PICTURE_IMAGES = 4
 VOID_COLOUR = (0.0, 0.0, 0.0)
@@ -52,7 +52,7 @@ def colour_mask(mask: np.ndarray, colours: np.ndarray) -> np.ndarray:
 def segmentation_picture(run: RunDirectory, name: str | None, path: Path) -> Path:
     """Draws test images, true masks and predicted masks in a grid with a legend; returns `path`."""
     run.require_finished()
-    result, model_path = segment_result(run, name)
+    result, model_path = run.find_result("segment", name, "--segmenter")
     config = load_config(run.config_path)
     parameters = result["parameters"]
     size = tuple(parameters["image_size"])

@@ -1,14 +1,28 @@
-"""The layout of a run directory, shared by training, evaluation and export."""
+"""The run directory: the hub that training writes and evaluation and export read.
 
+It names every file of a run (`RunDirectory`), writes them atomically
+(`atomic_write_text`), loads the trained networks back (`load_networks`) and
+finds the results that evaluation protocols kept (`RunDirectory.find_result`).
+Evaluation and export both build on this module and never on each other.
+"""
+
+import contextlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from byol_keras.config import Config
 from byol_keras.errors import UsageError
+
+if TYPE_CHECKING:  # Keras loads only when a network does: the CLI starts without it.
+    import keras
+
+log = logging.getLogger(__name__)
 
 
 class RunDirectory:
@@ -90,6 +104,38 @@ class RunDirectory:
         """Writes the resolved config: what this run was, and will resume, trained with."""
         atomic_write_text(self.config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
+    def find_result(self, protocol: str, name: str | None, option: str) -> tuple[dict, Path]:
+        """The result JSON and kept model of a `protocol` evaluation (`segment`, ...) named `name`.
+
+        `name` defaults to the protocol's plain result (`eval/segment.json`), or
+        to the only result of that protocol when there is just one. `option`
+        is the command-line option that named it, for the error message.
+
+        ```python
+        result, model_path = run.find_result("segment", "segment-10pct", "--segmenter")
+        ```
+        """
+        found = (
+            sorted(p.stem for p in self.eval_dir.glob(f"{protocol}*.json"))
+            if self.eval_dir.is_dir()
+            else []
+        )
+        name = name or (protocol if protocol in found or len(found) != 1 else found[0])
+        path = self.eval_dir / f"{name}.json"
+        model_path = self.eval_dir / name / "model.keras"
+        if not path.is_file() or not model_path.is_file():
+            have = ", ".join(found) or "none"
+            raise UsageError(
+                f"{option}: run '{self.root}' has no {protocol} result {name!r} with its model "
+                f"(found: {have}); run `byol-keras evaluate --run {self.root} "
+                f"--protocol {protocol}` first"
+            )
+        try:
+            result = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise UsageError(f"{option}: {path} is corrupted ({error})") from None
+        return result, model_path
+
     def read_config_dict(self) -> dict | None:
         """The recorded config as nested dicts, or None when it is missing or unreadable."""
         try:
@@ -97,6 +143,33 @@ class RunDirectory:
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             return None
         return recorded if isinstance(recorded, dict) else None
+
+
+def load_networks(run: RunDirectory) -> tuple["keras.Model", "keras.Model"]:
+    """The online backbone from backbone.keras and the online projector from model.keras.
+
+    Both compute in float32 even when the run trained in mixed precision, so
+    that `byol-keras embed` computes what the exported artifacts compute.
+
+    ```python
+    backbone, projector = load_networks(RunDirectory("runs/quickstart").require_finished())
+    ```
+    """
+    import keras
+
+    import byol_keras.model  # noqa: F401  registers BYOL for load_model
+    from byol_keras.precision import compute_dtypes, float32_copy
+
+    # model.keras holds the augmenter layer when training augmented on the device;
+    # importing the module registers that layer for deserialisation.
+    with contextlib.suppress(ImportError):
+        import byol_keras.augment  # noqa: F401
+    backbone = keras.saving.load_model(run.backbone_path, compile=False)
+    projector = keras.saving.load_model(run.model_path, compile=False).online_projector
+    if compute_dtypes(backbone) | compute_dtypes(projector) != {"float32"}:
+        log.info("the run trained in mixed precision; using a float32 copy")
+        backbone, projector = float32_copy(backbone), float32_copy(projector)
+    return backbone, projector
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -3,11 +3,12 @@
 The geometry (a random rescaling, a random crop, a horizontal flip) is drawn
 once and applied to both; the image is resampled bilinearly and the mask by
 nearest neighbour, so a mask only ever holds values it held before, plus
-`ignore_index` where the crop reaches past a downscaled image. Colour jitter
-then changes the image alone.
+`PADDING` (-1) where the crop reaches past a downscaled image: padding is
+never a class, with or without a void index. Colour jitter then changes the
+image alone.
 
 ```python
-augment = JointAugment(crop_size=(96, 128), scale_range=(0.75, 1.5), ignore_index=11)
+augment = JointAugment(crop_size=(96, 128), scale_range=(0.75, 1.5))
 image, mask = augment(image, mask, seed=tf.constant([3, 7]))
 ```
 """
@@ -15,6 +16,10 @@ image, mask = augment(image, mask, seed=tf.constant([3, 7]))
 from dataclasses import dataclass
 
 import tensorflow as tf
+
+# The mask value of pixels outside the rescaled image. Negative, so that it is
+# neither a class nor a dataset's void index, and training weights it 0.
+PADDING = -1
 
 
 @dataclass(frozen=True)
@@ -24,8 +29,6 @@ class JointAugment:
     Args:
         crop_size: (height, width) of the output.
         scale_range: [low, high] factors by which the pair is resized first.
-        ignore_index: The mask value of the padding when the rescaled pair is
-            smaller than the crop (0 when None: no void class; the image pads with 0).
         jitter: Strength of the brightness (added), contrast and saturation
             (factors in [1 - jitter, 1 + jitter]) jitter; 0 turns it off.
         flip: Whether to flip left-right with probability 1/2.
@@ -33,7 +36,6 @@ class JointAugment:
 
     crop_size: tuple
     scale_range: tuple = (0.75, 1.5)
-    ignore_index: int | None = None
     jitter: float = 0.0
     flip: bool = True
 
@@ -51,12 +53,11 @@ class JointAugment:
         image = tf.image.resize(image, scaled, method="bilinear")
         mask = tf.image.resize(tf.cast(mask, tf.int32)[..., tf.newaxis], scaled, method="nearest")
         # One tensor for the crop and the flip, so that both draw the same window.
-        fill = 0 if self.ignore_index is None else self.ignore_index
         pad_h = tf.maximum(height - scaled[0], 0)
         pad_w = tf.maximum(width - scaled[1], 0)
         paddings = [[0, pad_h], [0, pad_w], [0, 0]]
         image = tf.pad(image, paddings)
-        mask = tf.pad(mask, paddings, constant_values=fill)
+        mask = tf.pad(mask, paddings, constant_values=PADDING)
         stacked = tf.concat([image, tf.cast(mask, tf.float32)], axis=-1)
         stacked = tf.image.stateless_random_crop(stacked, [height, width, 4], seed=seeds[1])
         if self.flip:

@@ -30,9 +30,10 @@ def feature_pyramid(
     resolutions are kept and named by their stride, `stride_<s>`, with `s`
     the input height divided by the map's. ResNets with the ImageNet stem give
     strides 4/8/16/32; with the CIFAR stem (below 96 px) and `tiny`, 1/2/4/8.
-    The vectors of squeeze-and-excitation blocks (global pooling kept as
-    1x1 maps) are not levels; so a map that is 1x1 only because the image is
-    that small is not one either.
+    A level must lie on every path from the input to the output, which leaves
+    out the branches of a block, such as the vectors of squeeze-and-excitation
+    blocks (global pooling kept as 1x1 maps). A stage output that is 1x1
+    because the image is small (stride 32 of a 32 px image) is a level.
 
     Args:
         backbone: A functional `keras.Model` from images to pooled features.

@@ -135,14 +135,16 @@ def load_segmentation_split(
     num_classes: int,
     ignore_index: int | None,
     limits: FileLimits | None = None,
+    split_key: str = "data.split",
 ) -> SegmentationSplit:
     """Decodes every (image, mask) pair of a split, resized to `size` (h, w), and checks the masks.
 
     Raises `UsageError` for a mask value that is neither a class nor
-    `ignore_index`, and when no pair is usable.
+    `ignore_index`, and when no pair is usable. `split_key` names the setting
+    that chose `split`, for the message when the split does not exist.
     """
     limits = limits or FileLimits(64.0, 89_478_485)
-    pairs, skipped = _pairs(path, split)
+    pairs, skipped = _pairs(path, split, split_key)
     root = _describe_root(path, split)
     total = len(pairs) + len(skipped)
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -184,9 +186,9 @@ def load_segmentation_split(
     )
 
 
-def split_image_ids(path: str, split: str) -> np.ndarray:
+def split_image_ids(path: str, split: str, split_key: str = "data.split") -> np.ndarray:
     """Ids of the images of a split, from the listing alone (for the pretraining-overlap check)."""
-    pairs, skipped = _pairs(path, split)
+    pairs, skipped = _pairs(path, split, split_key)
     images = [image for image, _ in pairs] + [p for p, _ in skipped]
     return example_ids(os.path.realpath(p) for p in images)
 
@@ -198,9 +200,21 @@ def _resize_mask(mask: np.ndarray, size: tuple) -> np.ndarray:
     return resized.numpy()[..., 0].astype(np.uint8)
 
 
-def _pairs(path: str, split: str) -> tuple[list, list]:
+def split_folders(path: str) -> list[str]:
+    """The splits of a segfolder: its subfolders that hold an `images` folder, sorted."""
+    base = os.path.expanduser(path)
+    if not os.path.isdir(base):
+        return []
+    return sorted(
+        entry.name
+        for entry in os.scandir(base)
+        if entry.is_dir() and os.path.isdir(os.path.join(entry.path, "images"))
+    )
+
+
+def _pairs(path: str, split: str, split_key: str = "data.split") -> tuple[list, list]:
     """(image, mask) paths of every split in `split` ('a+b'), and (image, reason) of those
-    that have no mask."""
+    that have no mask. `split_key` is the setting that chose `split`, blamed when it is absent."""
     base = os.path.expanduser(path)
     if not os.path.isdir(base):
         raise UsageError(f"data.source: segfolder '{base}' does not exist or is not a folder")
@@ -209,14 +223,10 @@ def _pairs(path: str, split: str) -> tuple[list, list]:
         root = os.path.join(base, name)
         images_dir, masks_dir = os.path.join(root, "images"), os.path.join(root, "masks")
         if not os.path.isdir(images_dir) or not os.path.isdir(masks_dir):
-            found = sorted(
-                entry.name
-                for entry in os.scandir(base)
-                if entry.is_dir() and os.path.isdir(os.path.join(entry.path, "images"))
-            )
+            found = ", ".join(split_folders(base)) or "none"
             raise UsageError(
-                f"data.split: segfolder '{base}' has no '{name}/images' and '{name}/masks' "
-                f"folders (splits found: {', '.join(found) or 'none'})"
+                f"{split_key}: segfolder '{base}' has no '{name}/images' and '{name}/masks' "
+                f"folders (splits found: {found})"
             )
         masks = {
             os.path.splitext(rel)[0]: rel

@@ -26,18 +26,18 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from byol_keras.augment.segmentation import JointAugment
 from byol_keras.config import Config
 from byol_keras.data.folder import FileLimits
-from byol_keras.data.segfolder import (
+from byol_keras.errors import UsageError
+from byol_keras.runs import RunDirectory, atomic_write_text
+from byol_keras.transfer.joint_augment import JointAugment
+from byol_keras.transfer.segfolder import (
     SegmentationSplit,
     load_segmentation_split,
     split_image_ids,
 )
-from byol_keras.errors import UsageError
-from byol_keras.evaluation.segmentation_metrics import segmentation_scores
-from byol_keras.evaluation.segmenter import build_segmenter, finetune_segmenter, predict_confusion
-from byol_keras.training.run_dir import RunDirectory, atomic_write_text
+from byol_keras.transfer.segmentation_metrics import segmentation_scores
+from byol_keras.transfer.segmenter import build_segmenter, finetune_segmenter, predict_confusion
 
 VAL_SPLIT = "val"
 PREFIX = "segfolder:"
@@ -49,10 +49,14 @@ def default_segment_data(config: Config) -> str | None:
     return source if isinstance(source, str) and source.startswith(PREFIX) else None
 
 
-def result_name(fraction: float, baseline: str | None) -> str:
-    """`segment`, `segment-10pct`, `segment-random`, `segment-10pct-random`."""
+def result_name(fraction: float, baseline: str | None, seed: int | None = None) -> str:
+    """`segment`, `segment-10pct`, `segment-random`, `segment-10pct-random-seed1`.
+
+    A set `segment.seed` is in the name, so that one seed's result never replaces another's.
+    """
     name = "segment" if fraction == 1.0 else f"segment-{fraction * 100:g}pct"
-    return f"{name}-random" if baseline == "random" else name
+    name = f"{name}-random" if baseline == "random" else name
+    return name if seed is None else f"{name}-seed{seed}"
 
 
 def class_names(config: Config) -> list[str]:
@@ -89,20 +93,26 @@ def evaluate_segmentation(
     size = tuple(seg.image_size)
     limits = FileLimits(config.data.max_file_mb, config.data.max_image_pixels)
 
-    def load(split):
-        return load_segmentation_split(root, split, size, seg.num_classes, seg.ignore_index, limits)
+    def load(split, split_key):
+        return load_segmentation_split(
+            root, split, size, seg.num_classes, seg.ignore_index, limits, split_key
+        )
 
-    train, val, test = load(config.eval.train_split), load(VAL_SPLIT), load(config.data.val_split)
+    train = load(config.eval.train_split, "eval.train_split")
+    val = load(VAL_SPLIT, f"--protocol segment (it selects its model on split '{VAL_SPLIT}')")
+    test = load(config.data.val_split, "data.val_split")
     _check_disjoint({"train": train, "val": val, "test": test})
     if baseline != "random":
         _refuse_pretrained_test_images(config, test)
-    subset = _seeded_subset(len(train), fraction, config.train.seed)
+    seed = config.train.seed if seg.seed is None else seg.seed
+    subset = _seeded_subset(len(train), fraction, seed)
 
+    keras.utils.set_random_seed(seed)  # the head's initial weights
     segmenter = build_segmenter(
         backbone, seg.num_classes, seg.decoder_channels, seg.freeze_backbone
     )
     crop = tuple(seg.crop_size or seg.image_size)
-    augment = JointAugment(crop, tuple(seg.scale_range), seg.ignore_index, seg.jitter)
+    augment = JointAugment(crop, tuple(seg.scale_range), seg.jitter)
     training = finetune_segmenter(
         segmenter,
         (train.images[subset], train.masks[subset]),
@@ -114,7 +124,7 @@ def evaluate_segmentation(
         weight_decay=seg.weight_decay,
         num_classes=seg.num_classes,
         ignore_index=seg.ignore_index,
-        seed=config.train.seed,
+        seed=seed,
     )
     confusion = predict_confusion(
         segmenter, test.images, test.full_masks, seg.num_classes, seg.ignore_index, seg.batch_size
@@ -151,9 +161,9 @@ def evaluate_segmentation(
         "val_curve": training["val_curve"],
         "parameters": {
             "label_fraction": fraction,
-            "subset": "seeded random images of the train split (train.seed)",
-            "seed": config.train.seed,
+            "subset": "seeded random images of the train split",
             **{key: getattr(seg, key) for key in vars(seg)},
+            "seed": seed,  # the one used: segment.seed, else train.seed
             "crop_size": list(crop),
             "batch_size": training["batch_size"],
             "steps": training["steps"],
@@ -173,34 +183,13 @@ def evaluate_segmentation(
     result["wall_time_seconds"] = time.perf_counter() - started
     result["summary_line"] = (
         f"segment ({result['backbone']}) on {spec}:{config.data.val_split}: "
-        f"mean IoU {result['mean_iou']:.2%}, pixel accuracy {result['pixel_accuracy']:.2%} "
+        f"mean IoU {_percent(result['mean_iou'])}, "
+        f"pixel accuracy {_percent(result['pixel_accuracy'])} "
         f"(n_train={len(subset)}, n_test={len(test)}, {result['wall_time_seconds']:.0f} s) "
         f"-> {path}"
     )
     atomic_write_text(path, json.dumps(result, indent=2))
     return result
-
-
-def segment_result(run: RunDirectory, name: str | None) -> tuple[dict, Path]:
-    """The result JSON and model path of a segmentation evaluation of `run` (default `segment`).
-
-    ```python
-    result, model_path = segment_result(RunDirectory("runs/camvid"), "segment-10pct")
-    ```
-    """
-    found = (
-        sorted(p.stem for p in run.eval_dir.glob("segment*.json")) if run.eval_dir.is_dir() else []
-    )
-    name = name or ("segment" if "segment" in found or len(found) != 1 else found[0])
-    path = run.eval_dir / f"{name}.json"
-    model_path = run.eval_dir / name / "model.keras"
-    if not path.is_file() or not model_path.is_file():
-        have = ", ".join(found) or "none"
-        raise UsageError(
-            f"--segmenter: run '{run.root}' has no segmentation result {name!r} with its model "
-            f"(found: {have}); run `byol-keras evaluate --run {run.root} --protocol segment` first"
-        )
-    return json.loads(path.read_text()), model_path
 
 
 def result_test_split(result: dict, size: tuple) -> SegmentationSplit:
@@ -212,6 +201,11 @@ def result_test_split(result: dict, size: tuple) -> SegmentationSplit:
         result["num_classes"],
         result["ignore_index"],
     )
+
+
+def _percent(score: float | None) -> str:
+    # None: the test masks hold no scored pixel (all void), so there is no score to give.
+    return "n/a (no scored test pixel)" if score is None else f"{score:.2%}"
 
 
 def _seeded_subset(count: int, fraction: float, seed: int) -> np.ndarray:

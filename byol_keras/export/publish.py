@@ -1,0 +1,282 @@
+"""One way to publish an export: stage, verify, commit, then write the manifest.
+
+Every exported model (the backbone, the segmenter) goes through `publish`:
+its artifacts are written into a hidden staging folder beside the
+destination, converted to ONNX, checked by the caller's `verify` (which
+reloads them in a fresh process), and only then renamed into place, so an
+export that fails or crashes leaves no version behind. The manifest is
+written last, under `manifests/` and as the export root's `manifest.json`.
+
+```python
+request = check_request(("saved_model", "onnx"), output, "byol_backbone", None, 17)
+manifest = publish(request, run, write_saved_model, verify, {"model": "backbone"})
+```
+"""
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from byol_keras.errors import ExportError, UsageError
+from byol_keras.export.signature import SIGNATURE_NAME
+from byol_keras.export.verify import isolated_python
+from byol_keras.runs import RunDirectory, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("saved_model", "onnx")
+MIN_OPSET = 17
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportRequest:
+    """A checked export request: which formats, where, under which name and version."""
+
+    formats: tuple[str, ...]
+    output: Path
+    name: str
+    version: int
+    opset: int
+
+    @property
+    def destinations(self) -> dict[str, Path]:
+        """Where each format lands: TF Serving's version folder, and the ONNX file beside it."""
+        return {
+            "saved_model": self.output / self.name / str(self.version),
+            "onnx": self.output / "onnx" / f"{self.name}-v{self.version}.onnx",
+        }
+
+
+def check_request(
+    formats, output: str | Path, name: str, version: int | None, opset: int
+) -> ExportRequest:
+    """Checks the request and picks the version, before anything is written but the output folder.
+
+    ```python
+    request = check_request(("onnx",), "runs/quickstart/export", "byol_backbone", None, 17)
+    request.version  # one above the highest present
+    ```
+    """
+    formats = tuple(dict.fromkeys(formats))
+    unknown = [f for f in formats if f not in FORMATS]
+    if not formats or unknown:
+        raise UsageError(f"--format: expected saved_model, onnx or all, got {unknown or 'none'}")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise UsageError(
+            f"--name: {name!r} is not a model name (letters, digits, '_', '.', '-'; "
+            "no path separators)"
+        )
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or version < 1
+    ):
+        raise UsageError(f"--version: expected a positive integer, got {version!r}")
+    if "onnx" in formats:
+        _check_opset(opset)
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"--output: '{output}' exists and is not a directory")
+    output.mkdir(parents=True, exist_ok=True)
+    return ExportRequest(formats, output, name, _choose_version(output, name, version), opset)
+
+
+def publish(
+    request: ExportRequest,
+    run: RunDirectory,
+    write_saved_model: Callable[[Path], None],
+    verify: Callable[[dict, Path], dict],
+    description: dict,
+) -> dict:
+    """Stages, verifies and commits the artifacts, then writes and returns the manifest.
+
+    `write_saved_model(path)` writes the SavedModel that every artifact is
+    made from; `verify(staged, workdir)` checks the staged artifacts (a dict
+    format → path) and returns the verification record, or raises.
+    `description` is the caller's part of the manifest: the model, its
+    contract and preprocessing.
+    """
+    destinations = request.destinations
+    staging = Path(
+        tempfile.mkdtemp(dir=request.output, prefix=f".staging-{request.name}-v{request.version}-")
+    )
+    try:
+        staged = {"saved_model": staging / "saved_model", "onnx": staging / "model.onnx"}
+        write_saved_model(staged["saved_model"])
+        if "onnx" in request.formats:
+            log.info("converting to ONNX (opset %d)", request.opset)
+            convert_to_onnx(staged["saved_model"], staged["onnx"], request.opset)
+        staged = {kind: path for kind, path in staged.items() if kind in request.formats}
+        verification = verify(staged, staging)
+        artifacts = {
+            kind: _describe(kind, path, destinations[kind], request.output, request.opset)
+            for kind, path in staged.items()
+        }
+        _commit(staged, destinations)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    main_format = "saved_model" if "saved_model" in request.formats else "onnx"
+    manifest = {
+        "name": request.name,
+        "version": request.version,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "run": str(run.root),
+        "output": str(request.output),
+        # The folder TF Serving loads; for an ONNX-only export, the ONNX file.
+        "version_dir": str(destinations[main_format]),
+        "artifacts": artifacts,
+        **description,
+        "verification": verification,
+        "versions": library_versions(),
+    }
+    text = json.dumps(manifest, indent=2)
+    (request.output / "manifests").mkdir(exist_ok=True)
+    atomic_write_text(
+        request.output / "manifests" / f"{request.name}-v{request.version}.json", text
+    )
+    atomic_write_text(request.output / "manifest.json", text)
+    log.info("exported %s version %d to %s", request.name, request.version, manifest["version_dir"])
+    return manifest
+
+
+def existing_versions(output: str | Path, name: str) -> set[int]:
+    """Versions of `name` that any artifact or manifest under `output` already uses.
+
+    ```python
+    existing_versions("runs/quickstart/export", "byol_backbone")  # {1, 2}
+    ```
+    """
+    output = Path(output)
+    versions = set()
+    if (output / name).is_dir():
+        versions |= {int(p.name) for p in (output / name).iterdir() if p.name.isdigit()}
+    pattern = re.compile(re.escape(name) + r"-v(\d+)\.(onnx|json)")
+    for folder in (output / "onnx", output / "manifests"):
+        if folder.is_dir():
+            matches = (pattern.fullmatch(p.name) for p in folder.iterdir())
+            versions |= {int(m.group(1)) for m in matches if m}
+    return versions
+
+
+def convert_to_onnx(saved_model: str | Path, path: str | Path, opset: int) -> None:
+    """Converts the SavedModel's serving signature to ONNX with the tf2onnx command line.
+
+    tf2onnx 1.17's Python `from_function` turns the backbone's captured
+    normalisation constants into extra graph inputs with TF 2.21; converting
+    the written SavedModel gives one input, `images`, as the contract says.
+
+    ```python
+    convert_to_onnx("export/byol_backbone/1", "export/onnx/byol_backbone-v1.onnx", opset=17)
+    ```
+    """
+    command = isolated_python(
+        "tf2onnx.convert",
+        [
+            "--saved-model",
+            str(saved_model),
+            "--signature_def",
+            SIGNATURE_NAME,
+            "--tag",
+            "serve",
+            "--opset",
+            str(opset),
+            "--output",
+            str(path),
+        ],
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if result.returncode != 0 or not Path(path).is_file():
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        raise ExportError(f"tf2onnx could not convert the SavedModel: {lines[-1] if lines else ''}")
+
+
+def library_versions() -> dict:
+    """The versions of the libraries that made the artifacts, for the manifest."""
+    import keras
+    import numpy as np
+    import onnx
+    import onnxruntime
+    import tensorflow as tf
+    import tf2onnx
+
+    return {
+        "python": sys.version.split()[0],
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "tf2onnx": tf2onnx.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def _check_opset(opset: int) -> None:
+    import tf2onnx.constants
+
+    newest = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise UsageError(
+            f"--opset: expected {MIN_OPSET} to {newest} (tf2onnx {tf2onnx.__version__}), "
+            f"got {opset!r}"
+        )
+
+
+def _choose_version(output: Path, name: str, version: int | None) -> int:
+    taken = existing_versions(output, name)
+    if version is None:
+        return max(taken, default=0) + 1
+    if version in taken:
+        raise UsageError(
+            f"--version: {name} version {version} already exists in '{output}' "
+            f"(next free: {max(taken) + 1}); exports never overwrite"
+        )
+    return version
+
+
+def _describe(kind: str, staged: Path, destination: Path, output: Path, opset: int) -> dict:
+    relative = destination.relative_to(output).as_posix()
+    if kind == "onnx":
+        return {"path": relative, "sha256": _sha256(staged), "opset": opset}
+    files = sorted(p for p in staged.rglob("*") if p.is_file())
+    return {
+        "path": relative,
+        "signature": SIGNATURE_NAME,
+        "tag_set": "serve",
+        "sha256": {p.relative_to(staged).as_posix(): _sha256(p) for p in files},
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _commit(staged: dict, destinations: dict) -> None:
+    """Renames the verified artifacts into place; the SavedModel version directory goes last."""
+    moved = []
+    try:
+        for kind in sorted(staged, key=lambda k: k == "saved_model"):
+            destination = destinations[kind]
+            if destination.exists():
+                raise UsageError(f"--version: '{destination}' appeared during the export")
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(staged[kind], destination)
+            moved.append(destination)
+    except BaseException:
+        for path in moved:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,18 @@
+"""Dense transfer: a pretrained backbone fine-tuned for per-pixel tasks, in one package.
+
+- `pyramid.py`: `feature_pyramid`, the backbone's multi-scale features (stride 4 to 32).
+- `segfolder.py`: the `segfolder:` source of images with per-pixel class masks.
+- `joint_augment.py`: crops and flips applied alike to an image and its mask.
+- `segmenter.py`: the FPN semantic head, its fine-tuning and prediction.
+- `segmentation_metrics.py`: the confusion matrix, IoU per class and mean IoU.
+- `segment.py`: `evaluate_segmentation`, the `--protocol segment` fine-tune and test.
+- `segment_pictures.py`: test images with their true and predicted masks.
+
+The modules are imported one by one: this file imports none of them, because
+`segfolder.py` also serves pretraining (`data.source: segfolder:...`) and must
+not pull in the fine-tuning code. The segmenter's export is `byol_keras.export.segmenter`.
+
+```python
+from byol_keras.transfer.segment import evaluate_segmentation
+```
+"""
