@@ -237,6 +237,51 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_refuses(tmp_path, caplog):
     assert not lock.exists()  # released on an exception too
 
 
+# Two trainers that find the same stale lock; the delay sits between reading it and removing it.
+CONTENDER = """
+import sys, time
+from pathlib import Path
+from byol_keras.errors import UsageError
+from byol_keras.training import run_lock as module
+
+lock, start, name = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+alive = module._alive
+module._alive = lambda holder: time.sleep(1.0) or alive(holder)
+(start / name).touch()
+while len(list(start.iterdir())) < 2:  # both contenders start together
+    time.sleep(0.01)
+try:
+    with module.run_lock(lock):
+        print("held", flush=True)
+        time.sleep(3.0)
+except UsageError as error:
+    print(error)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux's /proc")
+def test_two_trainers_taking_over_one_stale_lock_leave_one_holder(tmp_path):
+    lock, start = tmp_path / ".lock", tmp_path / "start"
+    start.mkdir()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    lock.write_text(json.dumps({"pid": gone.pid, "host": socket.gethostname(), "started": 1}))
+    contenders = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONTENDER, str(lock), str(start), name],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
+    outcomes = [process.communicate(timeout=60)[0].strip() for process in contenders]
+    assert outcomes.count("held") == 1, outcomes
+    refusal = f"--output: '{tmp_path}' is in use by another training run"
+    assert [line for line in outcomes if line != "held"][0].startswith(refusal), outcomes
+    assert not lock.exists()
+
+
 def test_signal_handlers_are_installed_only_inside_the_block():
     calls = []
     previous = signal.signal(signal.SIGTERM, lambda *args: calls.append(args))

@@ -1,4 +1,4 @@
-"""benchmarks/study.py on a smoke grid: tables, figure, shared cells run once, reruns skip."""
+"""benchmarks/quality/study.py on a smoke grid: tables, figure, shared cells once, reruns skip."""
 
 import importlib.util
 import json
@@ -20,7 +20,8 @@ TINY = [
 
 
 def _study():
-    spec = importlib.util.spec_from_file_location("study", ROOT / "benchmarks" / "study.py")
+    path = ROOT / "benchmarks" / "quality" / "study.py"
+    spec = importlib.util.spec_from_file_location("study", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -36,6 +37,7 @@ def _arguments(output: Path) -> list[str]:
         "--cells", "full BYOL", "SimCLR", "random init", "full",
         "--set", *TINY,
         "--output", str(output),
+        "--record", str(output / "record.json"),
     ]  # fmt: skip
 
 
@@ -88,6 +90,9 @@ def test_smoke_grid_writes_tables_and_figure_and_a_rerun_skips_every_cell(
     # Each method's only augmentation row is its best: a drop of 0.
     assert "| full | " in table and "| 0.00 |" in table
     assert (output / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    record = json.loads((output / "record.json").read_text())
+    assert record["figures"]["tables"] == report["tables"]
+    assert record["command"] == report["command"]
 
     results = sorted((output / "cells").glob("*/*.json"))
     stamps = {path: path.stat().st_mtime_ns for path in results}

@@ -1,10 +1,11 @@
 """Vectorised crop and blur layers for BYOL's views, with per-sample stateless randomness.
 
-Why not KerasCV 0.9's layers (timings: benchmarks/RESULTS.md): `RandomCropAndResize`
-maps a per-image crop over the batch with `tf.vectorized_map`, slower than
-the one batched crop here and much slower still when run eagerly, and
-cannot fold in the flip. `RandomGaussianBlur` is vectorised the same way
-and about as fast, but it has no probability
+Why not KerasCV 0.9's layers (timings: benchmarks/RESULTS.md, "Data
+pipeline"): `RandomCropAndResize` maps a per-image crop over the batch with
+`tf.vectorized_map`, 3–4 times slower than the one batched crop here and
+far slower still when run eagerly, and cannot fold in the flip.
+`RandomGaussianBlur` is vectorised the same way and somewhat faster than
+ours, but it has no probability
 (it needs `RandomApply` around it), pads with zeros, and, like every KerasCV
 layer, draws its sigmas from a stateful generator that cannot be keyed per
 batch. Core Keras's `RandomGaussianBlur` draws one sigma per

@@ -119,7 +119,7 @@ def _fit_softmax(features, labels, num_classes, l2, max_iter):
 
     start = np.zeros(dim * num_classes + num_classes)
     # One BLAS thread: these matrix products are thin, and multi-threaded
-    # OpenBLAS on a busy machine made them far slower (benchmarks/RESULTS.md).
+    # OpenBLAS on a busy machine made them far slower (seen, not benchmarked).
     with threadpool_limits(limits=1, user_api="blas"):
         result = minimize(
             objective,

@@ -1,6 +1,7 @@
 """One `train` process per run directory: a lock file made with O_EXCL, stale-lock aware."""
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -19,8 +20,9 @@ def run_lock(path: str | Path) -> Iterator[Path]:
 
     The file records pid, host and process start time. A second process
     gets `UsageError`. A lock left by a process that no longer runs on this
-    host (killed with SIGKILL, say) is taken over with a log line; one from
-    another host cannot be checked, so the message says how to remove it.
+    host (killed with SIGKILL, say) is taken over with a log line, by one
+    contender only; one from another host cannot be checked, so the message
+    says how to remove it.
 
     ```python
     with run_lock("runs/quickstart/.lock"):
@@ -30,7 +32,8 @@ def run_lock(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mine = _this_process()
-    for _ in range(2):  # a stale lock is removed once, then created again
+    # A stale lock is removed, then created again; a contender that was quicker wins.
+    for _ in range(3):
         try:
             handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -50,7 +53,51 @@ def run_lock(path: str | Path) -> Iterator[Path]:
 
 
 def _remove_if_stale(path: Path, mine: dict) -> None:
-    holder = _read(path)
+    """Removes the lock file `path` if its holder no longer runs; raises `UsageError` if it does.
+
+    Two processes that both find a stale lock must not both remove "it": the
+    slower one would remove the lock the quicker one has just made. So the
+    check and the removal happen under `flock` on the stale file itself, and
+    the file is removed only if `path` still names the very file locked and
+    read. The kernel drops an flock when its process dies, so the guard itself
+    can never go stale.
+
+    ```python
+    _remove_if_stale(Path("runs/quickstart/.lock"), _this_process())
+    ```
+    """
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return  # released meanwhile: try to create it again
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as error:
+            raise UsageError(
+                f"--output: cannot check the lock {path} ({error.strerror}); if no "
+                "`byol-keras train` runs on this directory, delete it"
+            ) from error
+        if not _names(path, handle):
+            return  # removed, or replaced by a newer lock, while this process waited
+        _check_stale(path, mine, _read(path))
+        path.unlink()
+    finally:
+        os.close(handle)  # releases the flock
+
+
+def _names(path: Path, handle: int) -> bool:
+    """Whether `path` still names the file open as `handle`."""
+    try:
+        current = path.stat()
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(handle)
+    return (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def _check_stale(path: Path, mine: dict, holder: dict | None) -> None:
+    """Raises `UsageError` unless `holder` is a process of this host that no longer runs."""
     if holder is None:
         raise UsageError(
             f"--output: {path} exists but is unreadable; if no `byol-keras train` runs on "
@@ -64,7 +111,6 @@ def _remove_if_stale(path: Path, mine: dict) -> None:
     if _alive(holder):
         raise UsageError(f"--output: '{path.parent}' is in use by another training run ({who})")
     log.warning("taking over the stale lock %s of %s, which no longer runs", path, who)
-    path.unlink(missing_ok=True)
 
 
 def _this_process() -> dict:

@@ -8,7 +8,7 @@ peak barely moves while rows (and the output file) grow k-fold; the output's
 rows and the seconds taken are printed alongside.
 
 ```
-python benchmarks/embed_memory.py --run runs/cifar10 \
+python benchmarks/correctness/embed_memory.py --run runs/cifar10 \
     --folder /tmp/cifar10-jpeg/test --factors 1 2 4
 ```
 """
@@ -21,6 +21,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for harness.py
+from harness import Record, add_record_option  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
@@ -73,7 +76,9 @@ def main() -> None:
     parser.add_argument("--folder", required=True, help="image folder (class sub-folders)")
     parser.add_argument("--factors", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batch-size", type=int, default=256)
+    add_record_option(parser)
     args = parser.parse_args()
+    run_record = Record("embed_memory", args.record)
     results = []
     with tempfile.TemporaryDirectory() as scratch:
         for factor in args.factors:
@@ -96,6 +101,7 @@ def main() -> None:
             f"({growth:+.0f} MiB; the rows' embeddings alone are "
             f"{(result['rows'] - base['rows']) * result['dim'] * 4 / 2**20:.0f} MiB more)"
         )
+    run_record.write(sizes=results)
 
 
 if __name__ == "__main__":

@@ -5,14 +5,16 @@ augmentation op costs the same whatever the pixel values, so real images would
 not change the figures.
 
 ```bash
-python benchmarks/bench_pipeline.py --image-size 32 --batch-size 256 --steps 50
+python benchmarks/speed/bench_pipeline.py --image-size 32 --batch-size 256 --steps 50
 ```
 """
 
 import argparse
 import os
 import platform
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -22,6 +24,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from byol_keras.augment import image_batches, make_augmenter, pair_dataset  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for harness.py
+from harness import Record, add_record_option  # noqa: E402
 
 
 def pairs_per_second(dataset: tf.data.Dataset, batch_size: int, steps: int, warmup: int) -> float:
@@ -44,7 +49,9 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=50_000, help="in-memory images")
     parser.add_argument("--preset", default="byol", choices=("byol", "cifar", "digits"))
     parser.add_argument("--seed", type=int, default=0)
+    add_record_option(parser)
     args = parser.parse_args()
+    run_record = Record("bench_pipeline", args.record)
 
     size = args.image_size
     pixels = np.random.default_rng(args.seed).integers(
@@ -87,6 +94,12 @@ def main() -> None:
     in_step = args.steps * args.batch_size / (time.perf_counter() - start)
     print(f"  augmented in a tf.function step (on device):  {in_step:9.0f} pairs/s")
     print(f"  augmented / no augmentation (tf.data):        {augmented / no_augment:9.3f}")
+    run_record.write(
+        no_augmentation_pairs_per_s=no_augment,
+        pair_dataset_pairs_per_s=augmented,
+        in_step_pairs_per_s=in_step,
+        augmented_over_no_augmentation=augmented / no_augment,
+    )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ the runs alternate. The monitor's own time spent measuring is printed by the
 run as a log line ("kNN monitor: ... s in all"), which the benchmark shows.
 
 ```
-python benchmarks/bench_knn_monitor.py --config configs/mnist.yaml \
+python benchmarks/speed/bench_knn_monitor.py --config configs/mnist.yaml \
     --set data.source=npz:../shared/data/mnist.npz --set train.epochs=2 --repeats 2
 ```
 """
@@ -23,6 +23,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for harness.py
+from harness import Record, add_record_option  # noqa: E402
 
 
 def train_once(config: str, overrides: list[str], every: int, output: Path) -> dict:
@@ -48,9 +51,11 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--every", type=int, default=1, help="knn_every_epochs under test")
     parser.add_argument("--repeats", type=int, default=2)
+    add_record_option(parser)
     args = parser.parse_args()
+    run_record = Record("bench_knn_monitor", args.record)
 
-    ratios = []
+    ratios, repeats = [], []
     with tempfile.TemporaryDirectory() as scratch:
         for repeat in range(args.repeats):
             # Alternate the order so that a load change on the machine hits both arms.
@@ -62,6 +67,13 @@ def main() -> None:
             without, with_monitor = result[0], result[args.every]
             ratio = with_monitor["images_per_second"] / without["images_per_second"]
             ratios.append(ratio)
+            repeats.append(
+                {
+                    "without_img_per_s": without["images_per_second"],
+                    "with_img_per_s": with_monitor["images_per_second"],
+                    "monitor_line": with_monitor["monitor_line"].strip(),
+                }
+            )
             print(
                 f"repeat {repeat + 1}: without monitor {without['images_per_second']:.1f} img/s "
                 f"({without['process_seconds']:.0f} s in all), with monitor every {args.every} "
@@ -72,6 +84,7 @@ def main() -> None:
                 flush=True,
             )
     print(f"median slowdown over {len(ratios)} repeats: {1 - statistics.median(ratios):.1%}")
+    run_record.write(repeats=repeats, median_slowdown=1 - statistics.median(ratios))
 
 
 if __name__ == "__main__":

@@ -8,14 +8,15 @@ backbone, projector). Without `--run`, the script builds a run like the
 CIFAR-10 configuration (ResNet-18, CIFAR stem, width 64, 32 px, projector
 4096 → 256) with random weights: latency does not depend on the weights.
 
-    python benchmarks/bench_export_latency.py                 # ResNet-18 at 32 px
-    python benchmarks/bench_export_latency.py --run runs/cifar --batches 1 64 --rounds 30
+    python benchmarks/speed/bench_export_latency.py                 # ResNet-18 at 32 px
+    python benchmarks/speed/bench_export_latency.py --run runs/cifar --batches 1 64 --rounds 30
 """
 
 import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +33,9 @@ from byol_keras.config import from_dict, save_config  # noqa: E402
 from byol_keras.export import export_run  # noqa: E402
 from byol_keras.model import BYOL  # noqa: E402
 from byol_keras.runs import RunDirectory  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for harness.py
+from harness import Record, add_record_option  # noqa: E402
 
 
 def make_run(root: Path, backbone: str, image_size: int, width: int) -> RunDirectory:
@@ -101,7 +105,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
+    add_record_option(parser)
     args = parser.parse_args()
+    run_record = Record("bench_export_latency", args.record)
 
     with tempfile.TemporaryDirectory() as scratch:
         if args.run:
@@ -141,6 +147,7 @@ def main() -> None:
             f"| {tf_result['images_per_second']:.0f}, {ort_result['images_per_second']:.0f} |"
         )
     print(json.dumps({str(k): v for k, v in results.items()}))
+    run_record.write(latency_by_batch={str(k): v for k, v in results.items()})
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ the two paths so that load from other jobs hits both alike; the fit/loop
 ratio is the figure to compare.
 
 ```bash
-python benchmarks/bench_train.py                                 # float32
-python benchmarks/bench_train.py --precision mixed_bfloat16
-python benchmarks/bench_train.py --jit-compile
+python benchmarks/speed/bench_train.py                                 # float32
+python benchmarks/speed/bench_train.py --precision mixed_bfloat16
+python benchmarks/speed/bench_train.py --jit-compile
 ```
 """
 
@@ -17,7 +17,9 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -29,6 +31,9 @@ from byol_keras.backbones import build_backbone  # noqa: E402
 from byol_keras.losses import symmetric_byol_loss  # noqa: E402
 from byol_keras.model import BYOL  # noqa: E402
 from byol_keras.training.schedules import cosine_tau  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for harness.py
+from harness import Record, add_record_option  # noqa: E402
 
 
 def plain_loop_step(model: BYOL, jit_compile: bool):
@@ -74,7 +79,9 @@ def main() -> None:
     parser.add_argument("--jit-compile", action="store_true")
     parser.add_argument("--steps", type=int, default=8, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=3)
+    add_record_option(parser)
     args = parser.parse_args()
+    run_record = Record("bench_train", args.record)
 
     keras.config.set_dtype_policy(args.precision)
     keras.utils.set_random_seed(0)
@@ -137,6 +144,13 @@ def main() -> None:
         f"median: fit {fit_median:.1f} img/s, plain loop {loop_median:.1f} img/s, "
         f"fit/loop {fit_median / loop_median:.3f}; load average now "
         f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}"
+    )
+    run_record.write(
+        fit_img_per_s=fit_rates,
+        loop_img_per_s=loop_rates,
+        fit_median_img_per_s=fit_median,
+        loop_median_img_per_s=loop_median,
+        fit_over_loop=fit_median / loop_median,
     )
 
 

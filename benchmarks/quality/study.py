@@ -24,7 +24,7 @@ A cell whose training fails (e.g. diverges) is recorded as failed; delete its
 `OUTPUT/study.json`, the figure to `OUTPUT/study.png`.
 
 ```
-python benchmarks/study.py --config configs/cifar10_cpu.yaml --data /tmp/cifar10 \
+python benchmarks/quality/study.py --config configs/cifar10_cpu.yaml --data /tmp/cifar10 \
     --output runs/study --seeds 0 --noise-seeds 1
 ```
 
@@ -47,6 +47,9 @@ from pathlib import Path
 from byol_keras.cli import add_overrides
 from byol_keras.config import load_config
 from byol_keras.errors import UsageError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for harness.py
+from harness import Record, add_record_option  # noqa: E402
 
 SECTIONS = ("ablations", "batch", "augment")
 METHODS = {"BYOL": (), "SimCLR": ("model.method=simclr",)}
@@ -365,14 +368,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cells", nargs="+", help="run only the rows with these names")
     add_overrides(parser, help="config overrides for every cell")
     parser.add_argument("--output", type=Path, default=Path("runs/study"))
+    add_record_option(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = " ".join(
-        ["python benchmarks/study.py", *(argv if argv is not None else sys.argv[1:])]
+        ["python benchmarks/quality/study.py", *(argv if argv is not None else sys.argv[1:])]
     )
+    run_record = Record("study", args.record, command)
     try:
         recipe = load_config(args.config, base_overrides(args))
         cells = grid(args, recipe.train.batch_size)
@@ -409,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     (args.output / "study.md").write_text(markdown(args, tables, command))
     figure(tables, args.output / "study.png")
+    run_record.write(tables=tables)
     print(f"study written to {args.output / 'study.md'}")
     return 0
 

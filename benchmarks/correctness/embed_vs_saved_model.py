@@ -8,18 +8,23 @@ and prints the largest absolute difference next to the export tolerance rule
 ```
 byol-keras embed --run RUN --data folder:/tmp/cifar10 --split test --output /tmp/test.npy
 byol-keras export --run RUN
-python benchmarks/embed_vs_saved_model.py --embeddings /tmp/test.npy \
+python benchmarks/correctness/embed_vs_saved_model.py --embeddings /tmp/test.npy \
     --saved-model RUN/export/byol_backbone/1
 ```
 """
 
 import argparse
 import csv
+import sys
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from byol_keras.export.verify import tolerance
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for harness.py
+from harness import Record, add_record_option  # noqa: E402
 
 
 def main() -> None:
@@ -27,7 +32,9 @@ def main() -> None:
     parser.add_argument("--embeddings", required=True, help=".npy written by byol-keras embed")
     parser.add_argument("--saved-model", required=True, help="exported version folder")
     parser.add_argument("--batch-size", type=int, default=500)
+    add_record_option(parser)
     args = parser.parse_args()
+    run_record = Record("embed_vs_saved_model", args.record)
 
     embeddings = np.load(args.embeddings, mmap_mode="r")
     with open(args.embeddings[: -len(".npy")] + ".csv", newline="") as listing:
@@ -44,6 +51,10 @@ def main() -> None:
         f"rows={len(paths)} dim={embeddings.shape[1]} max_abs_diff={worst:.3e} "
         f"tolerance={bound:.3e} agree={worst <= bound}"
     )
+    run_record.write(
+        rows=len(paths), dim=embeddings.shape[1], max_abs_diff=worst, tolerance=bound,
+        agree=bool(worst <= bound),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
