@@ -153,9 +153,27 @@ class BYOLAugmenter(keras.layers.Layer):
         seed = draw_seed(self.seed_generator) if seed is None else tf.cast(seed, tf.int64)
         return tuple(self._view(images, index, fold_seed(seed, index + 1)) for index in range(2))
 
-    def _view(self, images, index: int, seed):
+    def augment_crops(self, crops: tuple, seed) -> tuple[tf.Tensor, tf.Tensor]:
+        """The rest of both views on batches of crops already cut, resized and flipped.
+
+        `crops` is `(first, second)`, float32 `[B, S, S, 3]` in [0, 1], made per
+        image from the original by `augment.crops.crop_pair`; this applies the
+        jitter, grayscale, blur and solarisation, with the numbers `call`
+        would draw from the same `[2]` seed.
+
+        ```python
+        view1, view2 = augmenter.augment_crops((first, second), seed=tf.constant([0, 5]))
+        ```
+        """
+        seed = tf.cast(seed, tf.int64)
+        return tuple(
+            self._view(images, index, fold_seed(seed, index + 1), cropped=True)
+            for index, images in enumerate(crops)
+        )
+
+    def _view(self, images, index: int, seed, cropped: bool = False):
         params = (self.view1, self.view2)[index]
-        x = self.crops[index](images, seed=fold_seed(seed, 0))
+        x = images if cropped else self.crops[index](images, seed=fold_seed(seed, 0))
         batch = tf.shape(x)[:1]
 
         def maybe(salt, prob, transformed, original):

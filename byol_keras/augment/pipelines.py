@@ -1,5 +1,11 @@
 """The tf.data pipelines that feed BYOL: image batches and batches of view pairs.
 
+Images of one size (CIFAR, MNIST, digits) are batched, then augmented whole
+batches at a time. Images of their own sizes (photos, frames) get their
+crops per image, from the original and before batching (augment/crops.py),
+and the rest of the augmentation on whole batches; the cache then holds the
+encoded files (README, "Memory of the cache").
+
 ```python
 augmenter = make_augmenter("cifar", image_size=32, seed=0)
 pairs = pair_dataset(source, augmenter, batch_size=256, seed=0)
@@ -12,6 +18,8 @@ import random
 import tensorflow as tf
 
 from byol_keras.augment.augmenter import BYOLAugmenter
+from byol_keras.augment.crops import crop_pair
+from byol_keras.augment.layers import fold_seed
 from byol_keras.augment.views import view_params
 from byol_keras.data import ImageSource
 from byol_keras.data.source import to_unit_range
@@ -75,18 +83,13 @@ def image_batches(
     model.fit(image_batches(source, 256, seed=0), steps_per_epoch=195)
     ```
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UsageError(f"batch_size: expected a positive integer, got {batch_size!r}")
-    if isinstance(images, ImageSource):
-        images = images.shuffled(seed)
-    if isinstance(images.element_spec, tuple):
-        images = images.map(lambda image, *_: image)
-    if cache:
-        images = images.cache()  # uint8, before shuffling: reshuffled every epoch
-    if shuffle_buffer > 1:
-        images = images.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        images = images.repeat()
+    _check_batch_size(batch_size)
+    if _own_sizes(images):
+        raise UsageError(
+            "augment.on_device: images of their own sizes are cropped per image in tf.data, "
+            "before batching; set augment.on_device: false"
+        )
+    images = _ordered(images, seed, shuffle_buffer, repeat, cache)
     batches = images.batch(batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
     unit = batches.map(to_unit_range, num_parallel_calls=tf.data.AUTOTUNE)
     return unit.prefetch(tf.data.AUTOTUNE)
@@ -104,11 +107,17 @@ def pair_dataset(
 ) -> tf.data.Dataset:
     """Batches of BYOL view pairs `(view1, view2)` from a source or `(uint8 image, label)` examples.
 
-    Batches first, then augments whole batches in parallel `map` calls: the
-    vectorised ops are far faster than a per-image map. Batch `i` is augmented
-    with the stateless seed `(seed, i)` (`seed` falls back to the augmenter's,
-    then to a random one), so equal seeds give equal pairs however many calls
-    run at once. Shuffling is `image_batches`'s.
+    Images of one size are batched first, then augmented whole batches at a
+    time in parallel `map` calls: the vectorised ops are far faster than a
+    per-image map. Images of their own sizes (an `ImageSource` whose
+    `image_size` is None, or a dataset of encoded bytes or of images without
+    a static size) first get each view's crop from the original, per image
+    (`augment.crops.crop_pair`, keyed by `(seed, image index)`), then the
+    rest of the views per batch. Batch `i` is augmented with the stateless
+    seed `(seed, i)` (`seed` falls back to the augmenter's, then to a random
+    one), so equal seeds give equal pairs however many calls run at once.
+    Shuffling is `image_batches`'s. With `cache`, images of their own sizes
+    are kept encoded (the files' bytes) where the source has files.
 
     Args:
         images: An `ImageSource` or a dataset of `(uint8 image, label)` examples.
@@ -129,6 +138,10 @@ def pair_dataset(
     """
     base = seed if seed is not None else augmenter.seed
     base = random.randrange(2**31) if base is None else int(base)
+    if _own_sizes(images):
+        return _pairs_cropped_per_image(
+            images, augmenter, batch_size, base, seed, shuffle_buffer, repeat, cache
+        )
     batches = image_batches(
         images, batch_size, shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat, cache=cache
     )
@@ -141,3 +154,65 @@ def pair_dataset(
         .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+# Folded into each image's seed, so its crops draw numbers of their own,
+# never those of the batch that holds it.
+_CROP_SALT = 7
+
+
+def _pairs_cropped_per_image(
+    images, augmenter: BYOLAugmenter, batch_size: int, base: int, seed, *ordering
+) -> tf.data.Dataset:
+    _check_batch_size(batch_size)
+    if isinstance(images, ImageSource) and images.encoded is not None:
+        images = images.shuffled(seed, encoded=True)
+    items = _ordered(images, seed, *ordering)
+    views = (augmenter.view1, augmenter.view2)
+    base = tf.constant(base, tf.int64)
+
+    def crop(index, item):
+        image_seed = fold_seed(tf.stack([base, index]), _CROP_SALT)
+        return crop_pair(item, views, augmenter.image_size, image_seed)
+
+    def augment(index, crops):
+        return augmenter.augment_crops(crops, seed=tf.stack([base, index]))
+
+    crops = items.enumerate().map(crop, num_parallel_calls=tf.data.AUTOTUNE)
+    # A file that changed or vanished since the source was opened is skipped, not fatal.
+    crops = crops.ignore_errors(log_warning=True)
+    batches = crops.batch(batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
+    return (
+        batches.enumerate()
+        .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def _ordered(images, seed, shuffle_buffer: int, repeat: bool, cache: bool) -> tf.data.Dataset:
+    """The images alone (labels dropped), cached, shuffled and repeated as asked."""
+    if isinstance(images, ImageSource):
+        images = images.shuffled(seed)
+    if isinstance(images.element_spec, tuple):
+        images = images.map(lambda image, *_: image)
+    if cache:
+        images = images.cache()  # before shuffling: reshuffled every epoch
+    if shuffle_buffer > 1:
+        images = images.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        images = images.repeat()
+    return images
+
+
+def _own_sizes(images: ImageSource | tf.data.Dataset) -> bool:
+    """Whether the images have sizes of their own (or are encoded), rather than one static size."""
+    if isinstance(images, ImageSource):
+        return images.image_size is None
+    spec = images.element_spec
+    image = spec[0] if isinstance(spec, tuple) else spec
+    return image.dtype == tf.string or not image.shape[:2].is_fully_defined()
+
+
+def _check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"batch_size: expected a positive integer, got {batch_size!r}")
