@@ -129,8 +129,8 @@ class ImageSource:
         """
         if self.image_size is None:
             raise UsageError(
-                f"{use}: {self.description} holds images of their own sizes, which {use} "
-                "cannot take yet; give it a source of one square size (or resize the files)"
+                f"{use}: {self.description} holds images of different sizes, which {use} "
+                "does not take yet; give it a source of one square size"
             )
         return self.image_size
 
