@@ -5,6 +5,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 from sklearn.datasets import load_digits
@@ -258,6 +259,17 @@ def test_tfds_source_with_mock_data(tmp_path):
 
     with pytest.raises(UsageError, match="no dataset 'no_such_dataset_xyz'"):
         load_source("tfds:no_such_dataset_xyz", data_dir=str(tmp_path))
+
+
+def test_tfds_images_of_varying_shape_keep_their_size_and_their_encoded_bytes(tmp_path):
+    with tfds.testing.mock_data(num_examples=4):
+        source = load_source("tfds:imagenette", image_size=16, data_dir=str(tmp_path))
+        assert source.image_size is None
+        examples = _examples(source)
+        encoded = list(source.shuffled(0, encoded=True).as_numpy_iterator())
+    assert len({image.shape for image, _ in examples}) > 1  # mock images of random shapes
+    decoded = sorted(tf.io.decode_image(data).numpy().tobytes() for data, _ in encoded)
+    assert decoded == sorted(image.tobytes() for image, _ in examples)
 
 
 def test_tfds_without_data_or_network_names_dataset_and_data_dir(tmp_path, monkeypatch):
