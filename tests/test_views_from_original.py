@@ -192,3 +192,32 @@ def test_images_of_their_own_sizes_refuse_on_device_augmentation_and_evaluation(
         image_batches(source, 1)
     with pytest.raises(UsageError, match="evaluation: .* different sizes"):
         source_arrays(source)
+
+
+def test_unusual_files_give_views_of_their_colour(tmp_path):
+    colour = (200, 40, 90)
+    files = {
+        "cmyk.jpg": Image.new("CMYK", (40, 30), (0, 255, 255, 0)),
+        "grey.jpg": Image.new("L", (40, 30), 120),
+        "one_bit.bmp": Image.new("1", (40, 30), 1),  # decoded by Pillow, handed over as PNG
+        "rgba.png": Image.new("RGBA", (40, 30), (*colour, 7)),
+        "palette.gif": Image.new("RGB", (40, 30), colour),
+    }
+    for name, image in files.items():
+        image.save(tmp_path / name)
+    source = load_source(f"folder:{tmp_path}", image_size=8)
+    assert source.image_size is None and source.num_examples == len(files)
+    plain = make_augmenter("byol", image_size=8, seed=0, flip_prob=0.0, **GEOMETRY_ONLY)
+    expected = {
+        "cmyk.jpg": np.asarray(Image.open(tmp_path / "cmyk.jpg").convert("RGB"))[0, 0],
+        "grey.jpg": (120, 120, 120),
+        "one_bit.bmp": (255, 255, 255),
+        "rgba.png": colour,
+        "palette.gif": colour,
+    }
+    pairs = pair_dataset(source, plain, len(files), seed=0, shuffle_buffer=1, repeat=False)
+    views = next(iter(pairs))[0].numpy()
+    # shuffle_buffer=1 keeps the source's seeded order of its keys: match by colour.
+    got = sorted(tuple(np.round(view.mean(axis=(0, 1)) * 255)) for view in views)
+    want = sorted(tuple(float(v) for v in rgb) for rgb in expected.values())
+    np.testing.assert_allclose(got, want, atol=4)
