@@ -4,7 +4,7 @@ Images of one size (CIFAR, MNIST, digits) are batched, then augmented whole
 batches at a time. Images of their own sizes (photos, frames) get their
 crops per image, from the original and before batching (augment/crops.py),
 and the rest of the augmentation on whole batches; the cache then holds the
-encoded files (README, "Memory of the cache").
+encoded files (README, "Views from the original").
 
 ```python
 augmenter = make_augmenter("cifar", image_size=32, seed=0)
