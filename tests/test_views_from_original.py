@@ -221,3 +221,22 @@ def test_unusual_files_give_views_of_their_colour(tmp_path):
     got = sorted(tuple(np.round(view.mean(axis=(0, 1)) * 255)) for view in views)
     want = sorted(tuple(float(v) for v in rgb) for rgb in expected.values())
     np.testing.assert_allclose(got, want, atol=4)
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_camvid_frames_keep_their_size_and_the_cache_holds_their_files(camvid_folder):
+    source = load_source(f"segfolder:{camvid_folder}", split="train+val", image_size=96)
+    assert source.image_size is None and source.num_examples == 468
+    image, _ = next(iter(source.dataset))
+    assert image.shape == (360, 480, 3)
+    cached = sum(len(data) for data, _ in source.shuffled(0, encoded=True).as_numpy_iterator())
+    files = sum(
+        path.stat().st_size
+        for s in ("train", "val")
+        for path in (camvid_folder / s / "images").iterdir()
+    )
+    assert cached == files  # the README's 23.3 MB: the JPEG files, byte for byte
+    augmenter = make_augmenter("byol", image_size=96, seed=0)
+    view1, view2 = next(iter(pair_dataset(source, augmenter, 8, seed=0)))
+    assert view1.shape == view2.shape == (8, 96, 96, 3)
