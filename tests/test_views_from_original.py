@@ -185,11 +185,30 @@ def test_pairs_cropped_per_image_are_reproducible_and_skip_files_that_vanish(tmp
     assert len(first_batches(again)) == 6
 
 
-def test_images_of_their_own_sizes_refuse_on_device_augmentation_and_evaluation(tmp_path):
+def test_on_device_views_of_crops_cut_in_tf_data_equal_the_tf_data_views(tmp_path, tiny_byol):
+    for index, width in enumerate([40, 64, 90, 30]):
+        Image.fromarray(wide_image(30, width)).save(tmp_path / f"{index}.jpg")
+    source = load_source(f"folder:{tmp_path}", image_size=16)
+    augmenter = make_augmenter("byol", image_size=16, seed=0)
+    with pytest.raises(UsageError, match="augmenter="):
+        image_batches(source, 2)
+    crops = image_batches(source, 2, seed=1, augmenter=augmenter)
+    pairs = pair_dataset(source, augmenter, 2, seed=1)
+    for index, (batch, (view1, view2)) in enumerate(zip(crops.take(2), pairs.take(2), strict=True)):
+        assert batch.shape == (2, 2, 16, 16, 3)
+        # The batch's seed in pair_dataset is (seed, batch index): the same views.
+        on_device = augmenter(batch, training=True, seed=tf.constant([1, index], tf.int64))
+        np.testing.assert_allclose(on_device[0], view1, atol=1e-6)
+        np.testing.assert_allclose(on_device[1], view2, atol=1e-6)
+    model = tiny_byol(image_size=16, augmenter=augmenter)
+    model.compile(optimizer="sgd")
+    history = model.fit(crops, steps_per_epoch=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+
+
+def test_evaluation_refuses_images_of_their_own_sizes(tmp_path):
     Image.fromarray(wide_image(30, 50)).save(tmp_path / "a.png")
     source = load_source(f"folder:{tmp_path}", image_size=16)
-    with pytest.raises(UsageError, match="augment.on_device"):
-        image_batches(source, 1)
     with pytest.raises(UsageError, match="evaluation: .* different sizes"):
         source_arrays(source)
 

@@ -56,10 +56,16 @@ def image_batches(
     seed: int | None = None,
     repeat: bool = True,
     cache: bool = True,
+    augmenter: BYOLAugmenter | None = None,
 ) -> tf.data.Dataset:
     """Shuffled float32 [0, 1] image batches of an `ImageSource` or `(uint8 image, label)` examples.
 
     The on-device option: the model runs its augmenter inside `train_step`.
+    Images of their own sizes cannot be batched whole: for them, `augmenter`'s
+    two crops are cut per image here, from the original (as `pair_dataset`
+    does), and each batch is `[batch_size, 2, S, S, 3]`, the crop pairs,
+    which the augmenter inside the model finishes (jitter, grayscale, blur,
+    solarisation). Without `augmenter` such images are refused.
     A source is read in a seeded random order of its keys (`ImageSource.shuffled`):
     folders list their files class by class, which a shuffle buffer alone
     would leave in windows of a few classes. With `cache` that order is drawn
@@ -74,9 +80,12 @@ def image_batches(
         repeat: Whether to repeat the data forever (`fit` then needs
             `steps_per_epoch`).
         cache: Whether to keep the decoded uint8 images in memory.
+        augmenter: The model's `BYOLAugmenter`, whose crops are cut here for
+            images of their own sizes; unused for images of one size.
 
     Returns:
-        A `tf.data.Dataset` of float32 `[batch_size, S, S, 3]` batches.
+        A `tf.data.Dataset` of float32 `[batch_size, S, S, 3]` batches
+        (`[batch_size, 2, S, S, 3]` crop pairs for images of their own sizes).
 
     ```python
     model = BYOL(..., augmenter=make_augmenter("cifar"))
@@ -85,9 +94,23 @@ def image_batches(
     """
     _check_batch_size(batch_size)
     if _own_sizes(images):
-        raise UsageError(
-            "augment.on_device: images of their own sizes are cropped per image in tf.data, "
-            "before batching; set augment.on_device: false"
+        if augmenter is None:
+            raise UsageError(
+                "image_batches: images of their own sizes need augmenter=, whose crops are cut "
+                "per image before batching"
+            )
+        crops = _crop_batches(
+            images,
+            augmenter,
+            batch_size,
+            _base_seed(seed, augmenter),
+            seed,
+            shuffle_buffer,
+            repeat,
+            cache,
+        )
+        return crops.map(lambda first, second: tf.stack([first, second], axis=1)).prefetch(
+            tf.data.AUTOTUNE
         )
     images = _ordered(images, seed, shuffle_buffer, repeat, cache)
     batches = images.batch(batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
@@ -136,18 +159,24 @@ def pair_dataset(
     model.fit(pairs, steps_per_epoch=195, epochs=100)
     ```
     """
-    base = seed if seed is not None else augmenter.seed
-    base = random.randrange(2**31) if base is None else int(base)
+    base = _base_seed(seed, augmenter)
     if _own_sizes(images):
-        return _pairs_cropped_per_image(
+        _check_batch_size(batch_size)
+        batches = _crop_batches(
             images, augmenter, batch_size, base, seed, shuffle_buffer, repeat, cache
         )
-    batches = image_batches(
-        images, batch_size, shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat, cache=cache
-    )
 
-    def augment(index, batch):
-        return augmenter(batch, training=True, seed=tf.stack([tf.constant(base, tf.int64), index]))
+        def augment(index, crops):
+            batch_seed = tf.stack([tf.constant(base, tf.int64), index])
+            return augmenter.augment_crops(crops, seed=batch_seed)
+    else:
+        batches = image_batches(
+            images, batch_size, shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat, cache=cache
+        )
+
+        def augment(index, batch):
+            batch_seed = tf.stack([tf.constant(base, tf.int64), index])
+            return augmenter(batch, training=True, seed=batch_seed)
 
     return (
         batches.enumerate()
@@ -161,10 +190,16 @@ def pair_dataset(
 _CROP_SALT = 7
 
 
-def _pairs_cropped_per_image(
+def _base_seed(seed: int | None, augmenter: BYOLAugmenter | None) -> int:
+    """The seed of the augmentations: `seed`, else the augmenter's, else a random one."""
+    base = seed if seed is not None or augmenter is None else augmenter.seed
+    return random.randrange(2**31) if base is None else int(base)
+
+
+def _crop_batches(
     images, augmenter: BYOLAugmenter, batch_size: int, base: int, seed, *ordering
 ) -> tf.data.Dataset:
-    _check_batch_size(batch_size)
+    """Batches of `(first crops, second crops)`, each cut per image from the original."""
     if isinstance(images, ImageSource) and images.encoded is not None:
         images = images.shuffled(seed, encoded=True)
     items = _ordered(images, seed, *ordering)
@@ -175,18 +210,10 @@ def _pairs_cropped_per_image(
         image_seed = fold_seed(tf.stack([base, index]), _CROP_SALT)
         return crop_pair(item, views, augmenter.image_size, image_seed)
 
-    def augment(index, crops):
-        return augmenter.augment_crops(crops, seed=tf.stack([base, index]))
-
     crops = items.enumerate().map(crop, num_parallel_calls=tf.data.AUTOTUNE)
     # A file that changed or vanished since the source was opened is skipped, not fatal.
     crops = crops.ignore_errors(log_warning=True)
-    batches = crops.batch(batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
-    return (
-        batches.enumerate()
-        .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    return crops.batch(batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _ordered(images, seed, shuffle_buffer: int, repeat: bool, cache: bool) -> tf.data.Dataset:
