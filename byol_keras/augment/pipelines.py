@@ -66,6 +66,7 @@ def image_batches(
     does), and each batch is `[batch_size, 2, S, S, 3]`, the crop pairs,
     which the augmenter inside the model finishes (jitter, grayscale, blur,
     solarisation). Without `augmenter` such images are refused.
+
     A source is read in a seeded random order of its keys (`ImageSource.shuffled`):
     folders list their files class by class, which a shuffle buffer alone
     would leave in windows of a few classes. With `cache` that order is drawn
@@ -197,12 +198,19 @@ def _base_seed(seed: int | None, augmenter: BYOLAugmenter | None) -> int:
 
 
 def _crop_batches(
-    images, augmenter: BYOLAugmenter, batch_size: int, base: int, seed, *ordering
+    images,
+    augmenter: BYOLAugmenter,
+    batch_size: int,
+    base: int,
+    seed: int | None,
+    shuffle_buffer: int,
+    repeat: bool,
+    cache: bool,
 ) -> tf.data.Dataset:
     """Batches of `(first crops, second crops)`, each cut per image from the original."""
     if isinstance(images, ImageSource) and images.encoded is not None:
         images = images.shuffled(seed, encoded=True)
-    items = _ordered(images, seed, *ordering)
+    items = _ordered(images, seed, shuffle_buffer, repeat, cache)
     views = (augmenter.view1, augmenter.view2)
     base = tf.constant(base, tf.int64)
 
