@@ -133,9 +133,11 @@ def _views(config: Config, source: ImageSource):
         seed=config.train.seed,
         **config.augment.overrides(),
     )
+    # On the device, the model's augmenter makes the views; images of their own
+    # sizes still get their crops cut in tf.data (image_batches says how).
     batches = (image_batches if config.augment.on_device else pair_dataset)(
         source,
-        **({} if config.augment.on_device else {"augmenter": augmenter}),
+        augmenter=augmenter,
         batch_size=config.train.batch_size,
         shuffle_buffer=config.data.shuffle_buffer,
         seed=config.train.seed,

@@ -5,6 +5,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 from sklearn.datasets import load_digits
@@ -53,9 +54,9 @@ def test_bad_files_are_skipped_counted_and_logged(tmp_path, caplog):
     assert not source.has_labels and source.num_classes is None and source.class_names is None
     examples = _examples(source)
     assert [label for _, label in examples] == [-1, -1, -1]
+    assert source.image_size is None  # 5x7 files keep their own size
     for (image, _), rgb in zip(examples, colours, strict=True):
-        assert image.shape == (8, 8, 3)
-        np.testing.assert_array_equal(image, np.broadcast_to(rgb, (8, 8, 3)))
+        np.testing.assert_array_equal(image, np.broadcast_to(rgb, (7, 5, 3)))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("skipped 3 of 6" in message for message in warnings), warnings
     for name in ("truncated.jpg", "empty.jpg", "not_an_image.png"):
@@ -94,10 +95,10 @@ def test_unusual_image_kinds_load_as_uint8_rgb(tmp_path, caplog):
     assert source.skipped_files == 0
     assert source.num_examples == len(cases)
     assert any("1 image(s) decoded with Pillow" in r.getMessage() for r in caplog.records)
-    for (image, _), (name, (_, rgb, tolerance)) in zip(
+    for (image, _), (name, (original, rgb, tolerance)) in zip(
         _examples(source), cases.items(), strict=True
     ):
-        assert image.shape == (8, 8, 3), name
+        assert image.shape == (original.height, original.width, 3), name
         error = np.abs(image.astype(int) - np.array(rgb)).max()
         assert error <= tolerance, (name, image[0, 0], rgb)
     # Pillow's own reading of the CMYK file agrees with ours.
@@ -105,16 +106,23 @@ def test_unusual_image_kinds_load_as_uint8_rgb(tmp_path, caplog):
     assert np.abs(_examples(source)[0][0][0, 0].astype(int) - pillow_rgb).max() <= 3
 
 
-def test_images_already_at_the_target_size_keep_their_exact_pixels(tmp_path):
+def test_small_squares_of_one_size_are_resized_and_larger_images_keep_their_own(tmp_path):
     pixels = np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8)
     _save(tmp_path / "noise.png", Image.fromarray(pixels))
-    ((image, _),) = _examples(load_source(f"folder:{tmp_path}", image_size=12))
+    _save(tmp_path / "grey.png", Image.new("RGB", (12, 12), (9, 9, 9)))
+    exact = load_source(f"folder:{tmp_path}", image_size=12)
+    assert exact.image_size == 12
+    ((grey, _), (image, _)) = _examples(exact)
     np.testing.assert_array_equal(image, pixels)
-    ((small, _),) = _examples(load_source(f"folder:{tmp_path}", image_size=6))
-    # Halving a noise image averages neighbours: the result is smoother, not a crop.
-    assert small.shape == (6, 6, 3)
-    assert small.std() < 0.8 * pixels.std()
-    assert abs(small.mean() - pixels.mean()) < 2
+    enlarged = load_source(f"folder:{tmp_path}", image_size=24)
+    assert enlarged.image_size == 24  # resizing up to the views loses nothing
+    assert _examples(enlarged)[1][0].shape == (24, 24, 3)
+    # Squashing to 6 px would lose what the crops need: the images keep their size.
+    views_smaller = load_source(f"folder:{tmp_path}", image_size=6)
+    assert views_smaller.image_size is None and views_smaller.encoded is not None
+    np.testing.assert_array_equal(_examples(views_smaller)[1][0], pixels)
+    _save(tmp_path / "wide.png", Image.new("RGB", (12, 6), (9, 9, 9)))
+    assert load_source(f"folder:{tmp_path}", image_size=12).image_size is None
 
 
 def test_labels_come_from_sorted_first_level_folder_names(tmp_path):
@@ -251,6 +259,17 @@ def test_tfds_source_with_mock_data(tmp_path):
 
     with pytest.raises(UsageError, match="no dataset 'no_such_dataset_xyz'"):
         load_source("tfds:no_such_dataset_xyz", data_dir=str(tmp_path))
+
+
+def test_tfds_images_of_varying_shape_keep_their_size_and_their_encoded_bytes(tmp_path):
+    with tfds.testing.mock_data(num_examples=4):
+        source = load_source("tfds:imagenette", image_size=16, data_dir=str(tmp_path))
+        assert source.image_size is None
+        examples = _examples(source)
+        encoded = list(source.shuffled(0, encoded=True).as_numpy_iterator())
+    assert len({image.shape for image, _ in examples}) > 1  # mock images of random shapes
+    decoded = sorted(tf.io.decode_image(data).numpy().tobytes() for data, _ in encoded)
+    assert decoded == sorted(image.tobytes() for image, _ in examples)
 
 
 def test_tfds_without_data_or_network_names_dataset_and_data_dir(tmp_path, monkeypatch):

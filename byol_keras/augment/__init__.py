@@ -3,6 +3,7 @@
 - `views.py`: `ViewParams` and the presets (`view_params("cifar")`).
 - `layers.py`: our own `RandomResizedCrop` and `RandomGaussianBlur`, and seed helpers.
 - `augmenter.py`: `BYOLAugmenter`, the layer that draws one view of a batch.
+- `crops.py`: each view's crop cut per image from the original, for images of their own sizes.
 - `pipelines.py`: `make_augmenter`, `image_batches` and `pair_dataset` for `fit`.
 
 ```python

@@ -75,7 +75,10 @@ class BYOLAugmenter(keras.layers.Layer):
 
     Call it on float32 images in [0, 1] of shape `[B, H, W, 3]` (uint8 is
     scaled by 1/255); it returns `(view1, view2)`, each `[B, S, S, 3]` float32
-    in [0, 1] with `S = image_size`. With `training=False` both views are the
+    in [0, 1] with `S = image_size`. A `[B, 2, S, S, 3]` input is a batch of
+    crop pairs already cut from the originals (`image_batches` makes them for
+    images of their own sizes): only the rest of each view is applied
+    (`augment_crops`). With `training=False` both views are the
     plain bilinear resize. An optional `seed` call argument (`[2]` integers)
     keys all random numbers (what `pair_dataset` passes, one per batch);
     without it the layer advances its own `keras.random.SeedGenerator`, which
@@ -147,15 +150,39 @@ class BYOLAugmenter(keras.layers.Layer):
         if images.dtype.is_integer:
             images = to_unit_range(images)
         images = tf.cast(images, tf.float32)
+        if images.shape.rank == 5:  # crop pairs, cut per image in tf.data
+            crops = images[:, 0], images[:, 1]
+            if not training:
+                return crops
+            seed = draw_seed(self.seed_generator) if seed is None else seed
+            return self.augment_crops(crops, seed)
         if not training:
             plain = tf.image.resize(images, [self.image_size, self.image_size])
             return plain, plain
         seed = draw_seed(self.seed_generator) if seed is None else tf.cast(seed, tf.int64)
         return tuple(self._view(images, index, fold_seed(seed, index + 1)) for index in range(2))
 
-    def _view(self, images, index: int, seed):
+    def augment_crops(self, crops: tuple, seed) -> tuple[tf.Tensor, tf.Tensor]:
+        """The rest of both views on batches of crops already cut, resized and flipped.
+
+        `crops` is `(first, second)`, float32 `[B, S, S, 3]` in [0, 1], made per
+        image from the original by `augment.crops.crop_pair`; this applies the
+        jitter, grayscale, blur and solarisation, with the numbers `call`
+        would draw from the same `[2]` seed.
+
+        ```python
+        view1, view2 = augmenter.augment_crops((first, second), seed=tf.constant([0, 5]))
+        ```
+        """
+        seed = tf.cast(seed, tf.int64)
+        return tuple(
+            self._view(images, index, fold_seed(seed, index + 1), cropped=True)
+            for index, images in enumerate(crops)
+        )
+
+    def _view(self, images, index: int, seed, cropped: bool = False):
         params = (self.view1, self.view2)[index]
-        x = self.crops[index](images, seed=fold_seed(seed, 0))
+        x = images if cropped else self.crops[index](images, seed=fold_seed(seed, 0))
         batch = tf.shape(x)[:1]
 
         def maybe(salt, prob, transformed, original):

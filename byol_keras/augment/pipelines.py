@@ -1,5 +1,11 @@
 """The tf.data pipelines that feed BYOL: image batches and batches of view pairs.
 
+Images of one size (CIFAR, MNIST, digits) are batched, then augmented whole
+batches at a time. Images of their own sizes (photos, frames) get their
+crops per image, from the original and before batching (augment/crops.py),
+and the rest of the augmentation on whole batches; the cache then holds the
+encoded files (README, "Views from the original").
+
 ```python
 augmenter = make_augmenter("cifar", image_size=32, seed=0)
 pairs = pair_dataset(source, augmenter, batch_size=256, seed=0)
@@ -12,6 +18,8 @@ import random
 import tensorflow as tf
 
 from byol_keras.augment.augmenter import BYOLAugmenter
+from byol_keras.augment.crops import crop_pair
+from byol_keras.augment.layers import fold_seed
 from byol_keras.augment.views import view_params
 from byol_keras.data import ImageSource
 from byol_keras.data.source import to_unit_range
@@ -48,10 +56,17 @@ def image_batches(
     seed: int | None = None,
     repeat: bool = True,
     cache: bool = True,
+    augmenter: BYOLAugmenter | None = None,
 ) -> tf.data.Dataset:
     """Shuffled float32 [0, 1] image batches of an `ImageSource` or `(uint8 image, label)` examples.
 
     The on-device option: the model runs its augmenter inside `train_step`.
+    Images of their own sizes cannot be batched whole: for them, `augmenter`'s
+    two crops are cut per image here, from the original (as `pair_dataset`
+    does), and each batch is `[batch_size, 2, S, S, 3]`, the crop pairs,
+    which the augmenter inside the model finishes (jitter, grayscale, blur,
+    solarisation). Without `augmenter` such images are refused.
+
     A source is read in a seeded random order of its keys (`ImageSource.shuffled`):
     folders list their files class by class, which a shuffle buffer alone
     would leave in windows of a few classes. With `cache` that order is drawn
@@ -66,27 +81,39 @@ def image_batches(
         repeat: Whether to repeat the data forever (`fit` then needs
             `steps_per_epoch`).
         cache: Whether to keep the decoded uint8 images in memory.
+        augmenter: The model's `BYOLAugmenter`, whose crops are cut here for
+            images of their own sizes; unused for images of one size.
 
     Returns:
-        A `tf.data.Dataset` of float32 `[batch_size, S, S, 3]` batches.
+        A `tf.data.Dataset` of float32 `[batch_size, S, S, 3]` batches
+        (`[batch_size, 2, S, S, 3]` crop pairs for images of their own sizes).
 
     ```python
     model = BYOL(..., augmenter=make_augmenter("cifar"))
     model.fit(image_batches(source, 256, seed=0), steps_per_epoch=195)
     ```
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UsageError(f"batch_size: expected a positive integer, got {batch_size!r}")
-    if isinstance(images, ImageSource):
-        images = images.shuffled(seed)
-    if isinstance(images.element_spec, tuple):
-        images = images.map(lambda image, *_: image)
-    if cache:
-        images = images.cache()  # uint8, before shuffling: reshuffled every epoch
-    if shuffle_buffer > 1:
-        images = images.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        images = images.repeat()
+    _check_batch_size(batch_size)
+    if _own_sizes(images):
+        if augmenter is None:
+            raise UsageError(
+                "image_batches: images of their own sizes need augmenter=, whose crops are cut "
+                "per image before batching"
+            )
+        crops = _crop_batches(
+            images,
+            augmenter,
+            batch_size,
+            _base_seed(seed, augmenter),
+            seed,
+            shuffle_buffer,
+            repeat,
+            cache,
+        )
+        return crops.map(lambda first, second: tf.stack([first, second], axis=1)).prefetch(
+            tf.data.AUTOTUNE
+        )
+    images = _ordered(images, seed, shuffle_buffer, repeat, cache)
     batches = images.batch(batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
     unit = batches.map(to_unit_range, num_parallel_calls=tf.data.AUTOTUNE)
     return unit.prefetch(tf.data.AUTOTUNE)
@@ -104,11 +131,17 @@ def pair_dataset(
 ) -> tf.data.Dataset:
     """Batches of BYOL view pairs `(view1, view2)` from a source or `(uint8 image, label)` examples.
 
-    Batches first, then augments whole batches in parallel `map` calls: the
-    vectorised ops are far faster than a per-image map. Batch `i` is augmented
-    with the stateless seed `(seed, i)` (`seed` falls back to the augmenter's,
-    then to a random one), so equal seeds give equal pairs however many calls
-    run at once. Shuffling is `image_batches`'s.
+    Images of one size are batched first, then augmented whole batches at a
+    time in parallel `map` calls: the vectorised ops are far faster than a
+    per-image map. Images of their own sizes (an `ImageSource` whose
+    `image_size` is None, or a dataset of encoded bytes or of images without
+    a static size) first get each view's crop from the original, per image
+    (`augment.crops.crop_pair`, keyed by `(seed, image index)`), then the
+    rest of the views per batch. Batch `i` is augmented with the stateless
+    seed `(seed, i)` (`seed` falls back to the augmenter's, then to a random
+    one), so equal seeds give equal pairs however many calls run at once.
+    Shuffling is `image_batches`'s. With `cache`, images of their own sizes
+    are kept encoded (the files' bytes) where the source has files.
 
     Args:
         images: An `ImageSource` or a dataset of `(uint8 image, label)` examples.
@@ -127,17 +160,94 @@ def pair_dataset(
     model.fit(pairs, steps_per_epoch=195, epochs=100)
     ```
     """
-    base = seed if seed is not None else augmenter.seed
-    base = random.randrange(2**31) if base is None else int(base)
-    batches = image_batches(
-        images, batch_size, shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat, cache=cache
-    )
+    base = _base_seed(seed, augmenter)
+    if _own_sizes(images):
+        _check_batch_size(batch_size)
+        batches = _crop_batches(
+            images, augmenter, batch_size, base, seed, shuffle_buffer, repeat, cache
+        )
 
-    def augment(index, batch):
-        return augmenter(batch, training=True, seed=tf.stack([tf.constant(base, tf.int64), index]))
+        def augment(index, crops):
+            batch_seed = tf.stack([tf.constant(base, tf.int64), index])
+            return augmenter.augment_crops(crops, seed=batch_seed)
+    else:
+        batches = image_batches(
+            images, batch_size, shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat, cache=cache
+        )
+
+        def augment(index, batch):
+            batch_seed = tf.stack([tf.constant(base, tf.int64), index])
+            return augmenter(batch, training=True, seed=batch_seed)
 
     return (
         batches.enumerate()
         .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+# Folded into each image's seed, so its crops draw numbers of their own,
+# never those of the batch that holds it.
+_CROP_SALT = 7
+
+
+def _base_seed(seed: int | None, augmenter: BYOLAugmenter | None) -> int:
+    """The seed of the augmentations: `seed`, else the augmenter's, else a random one."""
+    base = seed if seed is not None or augmenter is None else augmenter.seed
+    return random.randrange(2**31) if base is None else int(base)
+
+
+def _crop_batches(
+    images,
+    augmenter: BYOLAugmenter,
+    batch_size: int,
+    base: int,
+    seed: int | None,
+    shuffle_buffer: int,
+    repeat: bool,
+    cache: bool,
+) -> tf.data.Dataset:
+    """Batches of `(first crops, second crops)`, each cut per image from the original."""
+    if isinstance(images, ImageSource) and images.encoded is not None:
+        images = images.shuffled(seed, encoded=True)
+    items = _ordered(images, seed, shuffle_buffer, repeat, cache)
+    views = (augmenter.view1, augmenter.view2)
+    base = tf.constant(base, tf.int64)
+
+    def crop(index, item):
+        image_seed = fold_seed(tf.stack([base, index]), _CROP_SALT)
+        return crop_pair(item, views, augmenter.image_size, image_seed)
+
+    crops = items.enumerate().map(crop, num_parallel_calls=tf.data.AUTOTUNE)
+    # A file that changed or vanished since the source was opened is skipped, not fatal.
+    crops = crops.ignore_errors(log_warning=True)
+    return crops.batch(batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _ordered(images, seed, shuffle_buffer: int, repeat: bool, cache: bool) -> tf.data.Dataset:
+    """The images alone (labels dropped), cached, shuffled and repeated as asked."""
+    if isinstance(images, ImageSource):
+        images = images.shuffled(seed)
+    if isinstance(images.element_spec, tuple):
+        images = images.map(lambda image, *_: image)
+    if cache:
+        images = images.cache()  # before shuffling: reshuffled every epoch
+    if shuffle_buffer > 1:
+        images = images.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        images = images.repeat()
+    return images
+
+
+def _own_sizes(images: ImageSource | tf.data.Dataset) -> bool:
+    """Whether the images have sizes of their own (or are encoded), rather than one static size."""
+    if isinstance(images, ImageSource):
+        return images.image_size is None
+    spec = images.element_spec
+    image = spec[0] if isinstance(spec, tuple) else spec
+    return image.dtype == tf.string or not image.shape[:2].is_fully_defined()
+
+
+def _check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"batch_size: expected a positive integer, got {batch_size!r}")

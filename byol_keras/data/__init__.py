@@ -38,7 +38,13 @@ def load_source(
     max_file_mb: float = DataConfig.max_file_mb,
     max_image_pixels: int = DataConfig.max_image_pixels,
 ) -> ImageSource:
-    """Opens the image source that `spec` names, with every image resized to `image_size`.
+    """Opens the image source that `spec` names; `image_size` is the side of the views.
+
+    Sources of one square size (digits, npz, CIFAR-like tfds data, folders of
+    small same-size squares) resize every image to `image_size` as before;
+    folders of photos, segfolders and tfds data of varying sizes hand over
+    each image at its own size (`ImageSource.image_size` None), and training
+    crops its views from the original (`augment.pair_dataset`).
 
     Unreadable image files, files that are not regular files, files over
     `max_file_mb` MiB and images whose header states more than
@@ -49,7 +55,7 @@ def load_source(
     Args:
         spec: `digits`, `tfds:<name>`, `folder:<path>`, `npz:<path>` or `segfolder:<path>`.
         split: The split to read (see the table above).
-        image_size: Side of the square uint8 images it yields.
+        image_size: Side of the views; that of the images, for sources of one size.
         data_dir: tensorflow-datasets' data folder.
         max_file_mb: Larger files are skipped.
         max_image_pixels: Images whose header states more pixels are skipped.
@@ -60,7 +66,7 @@ def load_source(
     ```python
     source = load_source("tfds:cifar10", split="train[:10%]", image_size=32)
     for image, label in source.dataset.take(1):
-        image.dtype, image.shape  # uint8, (32, 32, 3)
+        image.dtype, image.shape  # uint8, (32, 32, 3); a photo folder's keep their own
     ```
     """
     if not isinstance(spec, str) or not spec.strip():
@@ -87,9 +93,7 @@ def load_source(
             rest, split, image_size, FileLimits(max_file_mb, max_image_pixels)
         )
     if prefix == "segfolder":
-        return load_segfolder_source(
-            rest, split, image_size, FileLimits(max_file_mb, max_image_pixels)
-        )
+        return load_segfolder_source(rest, split, FileLimits(max_file_mb, max_image_pixels))
     return load_npz_source(rest, split, image_size)
 
 

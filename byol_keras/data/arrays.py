@@ -54,6 +54,7 @@ def load_digits_source(split: str, image_size: int) -> ImageSource:
         num_classes=10,
         class_names=[str(digit) for digit in range(10)],
         skipped_files=0,
+        image_size=image_size,
         description=f"digits:{split} ({len(indices)} images, 10 classes)",
         example_ids=example_ids(f"digits:{index}" for index in indices),
     )
@@ -130,6 +131,7 @@ def load_npz_source(path: str, split: str, image_size: int) -> ImageSource:
         num_classes=num_classes,
         class_names=class_names,
         skipped_files=0,
+        image_size=image_size,
         description=f"npz:{path}:{split} ({count} images, {labelled})",
         example_ids=example_ids(f"npz:{real_path}:{split}:{index}" for index in range(count)),
     )

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from byol_keras.data.source import ImageSource, example_ids, log, resize_uint8, to_rgb
+from byol_keras.data.source import ImageSource, decode_rgb, example_ids, log, resize_uint8
 from byol_keras.errors import UsageError, first_line
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -52,7 +52,12 @@ def load_folder_source(path: str, split: str, image_size: int, limits: FileLimit
     """Loads a tree of image files; first-level sub-folders name the classes.
 
     `<path>/<split>` is used when it exists, else `<path>` itself. Images
-    directly in the root are unlabelled (label -1).
+    directly in the root are unlabelled (label -1). When every file is one
+    square size no larger than `image_size` (CIFAR-10's 32-px JPEGs at 32),
+    resizing loses nothing: images are resized to `image_size` as they are
+    decoded and the source has that `image_size`. Otherwise each image keeps
+    its own size (`image_size` None), so that views are cropped from the
+    original.
 
     ```python
     source = load_folder_source("cifar10-jpeg/", "test", image_size=32)
@@ -72,7 +77,7 @@ def load_folder_source(path: str, split: str, image_size: int, limits: FileLimit
     labels = [class_index[rel.split("/")[0]] if "/" in rel else -1 for rel in files]
     paths = [os.path.join(root, *rel.split("/")) for rel in files]
 
-    native, fallback, skipped = check_files(paths, limits)
+    native, fallback, skipped, sizes = check_files(paths, limits)
     if skipped:
         shown = "; ".join(
             f"{os.path.relpath(p, root)}: {why}" for p, why in skipped[:_REPORTED_SKIPS]
@@ -97,11 +102,13 @@ def load_folder_source(path: str, split: str, image_size: int, limits: FileLimit
         log.info("folder '%s': %d image(s) decoded with Pillow", root, len(fallback))
 
     pillow_only = set(fallback)
+    shared = set(sizes.values())
+    one_size = not fallback and len(shared) == 1 and _square_within(shared.pop(), image_size)
     keys, decode = file_keys_and_decode(
         [paths[i] for i in good],
         [labels[i] for i in good],
         [i in pillow_only for i in good] if fallback else None,
-        image_size,
+        image_size if one_size else None,
     )
     labelled = f"{len(class_names)} classes" if class_names else "unlabelled"
     return ImageSource(
@@ -114,11 +121,18 @@ def load_folder_source(path: str, split: str, image_size: int, limits: FileLimit
         description=f"folder:{root} ({len(good)} images, {labelled}, {len(skipped)} skipped)",
         example_ids=example_ids(os.path.realpath(paths[i]) for i in good),
         key_path=_key_path,
+        image_size=image_size if one_size else None,
+        encoded=read_encoded,
     )
 
 
 def _key_path(path, *_label_and_flag):
     return path
+
+
+def _square_within(size: tuple[int, int], image_size: int) -> bool:
+    height, width = size
+    return height == width <= image_size
 
 
 def _class_names(base: str, root: str, files: list[str]) -> list[str] | None:
@@ -195,17 +209,16 @@ def _split_root(path: str, split: str) -> str:
 
 
 def _tf_decode(path: tf.Tensor) -> tf.Tensor:
-    return _tf_decode_bytes(tf.io.read_file(path))
-
-
-def _tf_decode_bytes(data: tf.Tensor) -> tf.Tensor:
-    return to_rgb(tf.io.decode_image(data, channels=0, expand_animations=False, dtype=tf.uint8))
+    return decode_rgb(tf.io.read_file(path))
 
 
 def check_files(
     paths: list[str], limits: FileLimits
-) -> tuple[list[int], list[int], list[tuple[str, str]]]:
-    """Splits file indices into TF-decodable, Pillow-only, and (path, reason) skipped."""
+) -> tuple[list[int], list[int], list[tuple[str, str]], dict[int, tuple[int, int]]]:
+    """Splits file indices into TF-decodable, Pillow-only, and (path, reason) skipped.
+
+    The fourth result maps each TF-decodable index to its image's (height, width).
+    """
     with ThreadPoolExecutor(max_workers=8) as pool, warnings.catch_warnings():
         # Pillow warns about images over its own pixel limit; ours decides instead.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -215,14 +228,16 @@ def check_files(
 
     def probe(index, path):
         data = tf.io.read_file(path)
-        # A JPEG decoded at 1/8 scale still reads (and checks) every byte, at a
-        # fraction of the cost; the shape keeps the decode from being pruned.
-        shape = tf.cond(
-            tf.io.is_jpeg(data),
-            lambda: tf.shape(tf.io.decode_jpeg(data, ratio=8)),
-            lambda: tf.shape(_tf_decode_bytes(data)),
-        )
-        return index, shape
+
+        def jpeg_size():
+            # A JPEG decoded at 1/8 scale still reads (and checks) every byte, at
+            # a fraction of the cost; the dependency keeps it from being pruned.
+            checked = tf.io.decode_jpeg(data, ratio=8)
+            with tf.control_dependencies([checked]):
+                return tf.image.extract_jpeg_shape(data)[:2]
+
+        size = tf.cond(tf.io.is_jpeg(data), jpeg_size, lambda: tf.shape(decode_rgb(data))[:2])
+        return index, size
 
     indices = tf.data.Dataset.from_tensor_slices(
         (
@@ -231,15 +246,15 @@ def check_files(
         )
     )
     checked = indices.map(probe, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
-    native = set()
-    for batch, _ in checked.batch(4096):
-        native.update(batch.numpy().tolist())
+    native = {}
+    for batch, sizes in checked.batch(4096):
+        native.update(zip(batch.numpy().tolist(), map(tuple, sizes.numpy().tolist()), strict=True))
     failed = [i for i in candidates if i not in native]
     with ThreadPoolExecutor(max_workers=4) as pool:
         reasons = list(pool.map(lambda i: _pillow_problem(paths[i]), failed))
     fallback = [i for i, why in zip(failed, reasons, strict=True) if why is None]
     skipped += [(paths[i], why) for i, why in zip(failed, reasons, strict=True) if why is not None]
-    return sorted(native), fallback, sorted(skipped)
+    return sorted(native), fallback, sorted(skipped), native
 
 
 def file_problem(path: str, limits: FileLimits) -> str | None:
@@ -323,29 +338,26 @@ def pillow_decode(path: str) -> np.ndarray:
 
 
 def file_keys_and_decode(
-    paths: list[str], labels: list[int], use_pillow: list[bool] | None, image_size: int
+    paths: list[str], labels: list[int], use_pillow: list[bool] | None, image_size: int | None
 ) -> tuple[tf.data.Dataset, Callable]:
     """Path keys and their decoder for image files, the `ImageSource` pieces of a folder.
 
     `use_pillow[i]` sends file i to Pillow (formats TensorFlow cannot decode);
-    None decodes every file with TensorFlow.
+    None decodes every file with TensorFlow. Images are resized to
+    `image_size`, or keep their own size when it is None. `read_encoded`
+    reads the same keys as encoded bytes.
 
     ```python
     keys, decode = file_keys_and_decode(["a.jpg", "b.png"], [0, 1], None, 32)
     ```
     """
 
-    def pillow(path):
-        image = tf.py_function(lambda p: pillow_decode(os.fsdecode(p.numpy())), [path], tf.uint8)
-        image.set_shape([None, None, 3])
-        return image
-
     def decode(path, label, pillow_flag=None):
         if pillow_flag is None:
             image = _tf_decode(path)
         else:
-            image = tf.cond(pillow_flag, lambda: pillow(path), lambda: _tf_decode(path))
-        return resize_uint8(image, image_size), label
+            image = tf.cond(pillow_flag, lambda: _pillow(path), lambda: _tf_decode(path))
+        return (image if image_size is None else resize_uint8(image, image_size)), label
 
     columns = ([os.fsencode(p) for p in paths], tf.constant(labels, tf.int32))
     if use_pillow is not None:
@@ -353,3 +365,27 @@ def file_keys_and_decode(
         # stop the dataset from being serialised (tf.distribute, snapshots).
         columns += (tf.constant(use_pillow, tf.bool),)
     return tf.data.Dataset.from_tensor_slices(columns), decode
+
+
+def read_encoded(path: tf.Tensor, label: tf.Tensor, pillow_flag: tf.Tensor | None = None):
+    """A key of `file_keys_and_decode` as `(encoded bytes, label)`, bytes that `decode_rgb` reads.
+
+    A file only Pillow can read (flagged by the up-front check) is decoded by
+    Pillow and handed over as PNG bytes.
+
+    ```python
+    data, label = read_encoded(tf.constant("cat.jpg"), tf.constant(0))
+    ```
+    """
+    if pillow_flag is None:
+        return tf.io.read_file(path), label
+    data = tf.cond(
+        pillow_flag, lambda: tf.io.encode_png(_pillow(path)), lambda: tf.io.read_file(path)
+    )
+    return data, label
+
+
+def _pillow(path: tf.Tensor) -> tf.Tensor:
+    image = tf.py_function(lambda p: pillow_decode(os.fsdecode(p.numpy())), [path], tf.uint8)
+    image.set_shape([None, None, 3])
+    return image

@@ -24,11 +24,17 @@ MAX_CLASSES = 100_000
 
 @dataclass(frozen=True)
 class ImageSource:
-    """A finite stream of `(uint8 image [S, S, 3], int32 label)` examples, in order or shuffled.
+    """A finite stream of `(uint8 image [H, W, 3], int32 label)` examples, in order or shuffled.
 
-    `label` is -1 for unlabelled examples. A source is a dataset of cheap keys
-    (file paths, array indices) and the `decode` function that turns a key into
-    an example, so that shuffling moves keys rather than decoded images.
+    `label` is -1 for unlabelled examples. Images come either all at one
+    square size `image_size` (digits, npz and tfds arrays such as CIFAR or
+    MNIST, and folders of small same-size squares, resized to it as before), or
+    each at its own size and aspect (`image_size` None: photos, frames), for
+    views cropped from the original (`augment.pipelines.pair_dataset`).
+
+    A source is a dataset of cheap keys (file paths, array indices) and the
+    `decode` function that turns a key into an example, so that shuffling
+    moves keys rather than decoded images.
     `dataset` is the examples in the source's own order (folders list their
     files sorted, hence class by class); `shuffled(seed)` draws a new seeded
     order of all the keys on every pass, before decoding. `example_ids` names
@@ -49,12 +55,19 @@ class ImageSource:
         key_path: Turns a key into its file path (a string tensor), for
             listings such as `byol-keras embed`'s; `None` when examples are
             not files.
+        image_size: The side of every (square) image; `None` when each
+            image keeps its own size.
+        encoded: Turns a key into `(encoded image bytes, int32 label)`, bytes
+            that `decode_rgb` reads, so that a pipeline can cache the small
+            encoded files and decode only the crop of a JPEG; `None` when
+            the source holds no encoded files.
 
     ```python
     source = load_source("folder:photos/", image_size=64)
     source.num_examples, source.skipped_files, source.has_labels
+    source.image_size  # None: the photos keep their own sizes; 64 is the views'
     for image, label in source.shuffled(seed=0).take(1):
-        image.shape  # (64, 64, 3)
+        image.shape  # (480, 640, 3), say
     ```
     """
 
@@ -70,6 +83,8 @@ class ImageSource:
     # examples in full would hold the whole data set in memory.
     shuffle_keys: bool = True
     key_path: Callable | None = None
+    image_size: int | None = None
+    encoded: Callable | None = None
 
     @property
     def has_labels(self) -> bool:
@@ -81,23 +96,43 @@ class ImageSource:
         """The examples in the source's order, for evaluation and export."""
         return self._decoded(self.keys)
 
-    def shuffled(self, seed: int | None = None) -> tf.data.Dataset:
+    def shuffled(self, seed: int | None = None, encoded: bool = False) -> tf.data.Dataset:
         """The examples in a new random order on every pass, seeded by `seed`.
+
+        With `encoded`, the examples are `(encoded bytes, label)` (see `encoded`).
 
         ```python
         first_epoch = list(source.shuffled(seed=0).take(3))
         ```
         """
-        if not self.shuffle_keys:
-            return self.dataset
-        keys = self.keys.shuffle(self.num_examples, seed=seed, reshuffle_each_iteration=True)
+        keys = self.keys
+        if self.shuffle_keys:
+            keys = keys.shuffle(self.num_examples, seed=seed, reshuffle_each_iteration=True)
+        if encoded:
+            if self.encoded is None:
+                raise ValueError(f"{self.description} holds no encoded files")
+            return self._decoded(keys, self.encoded)
         return self._decoded(keys)
 
-    def _decoded(self, keys: tf.data.Dataset) -> tf.data.Dataset:
-        examples = keys.map(self.decode, num_parallel_calls=tf.data.AUTOTUNE)
+    def _decoded(self, keys: tf.data.Dataset, decode: Callable | None = None) -> tf.data.Dataset:
+        examples = keys.map(decode or self.decode, num_parallel_calls=tf.data.AUTOTUNE)
         # Every file was decoded once when the source was opened; this only
         # guards a long run against files that change or vanish meanwhile.
         return examples.ignore_errors(log_warning=True)
+
+    def require_one_size(self, use: str) -> int:
+        """The images' common side; a one-line `UsageError` naming `use` when sizes vary.
+
+        ```python
+        size = source.require_one_size("kNN evaluation")  # 32 for CIFAR-10
+        ```
+        """
+        if self.image_size is None:
+            raise UsageError(
+                f"{use}: {self.description} holds images of different sizes, which {use} "
+                "does not take yet; give it a source of one square size"
+            )
+        return self.image_size
 
     def shared_examples(self, other: "ImageSource") -> int:
         """How many examples of `other` are also in this source (by `example_ids`)."""
@@ -163,6 +198,16 @@ def keep_labelled(dataset: tf.data.Dataset) -> tf.data.Dataset:
     ```
     """
     return dataset.filter(lambda image, label: label >= 0)
+
+
+def decode_rgb(data: tf.Tensor) -> tf.Tensor:
+    """Decodes encoded image bytes (JPEG, PNG, GIF, BMP, WebP) into uint8 RGB `[H, W, 3]`.
+
+    ```python
+    decode_rgb(tf.io.read_file("cat.jpg")).shape  # (480, 640, 3)
+    ```
+    """
+    return to_rgb(tf.io.decode_image(data, channels=0, expand_animations=False, dtype=tf.uint8))
 
 
 def resize_uint8(image: tf.Tensor, image_size: int) -> tf.Tensor:

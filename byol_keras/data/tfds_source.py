@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from byol_keras.data.source import ImageSource, example_ids, resize_uint8, to_rgb
+from byol_keras.data.source import ImageSource, decode_rgb, example_ids, resize_uint8, to_rgb
 from byol_keras.errors import UsageError, first_line
 
 
@@ -13,24 +13,39 @@ def load_tfds_source(
 
     `split` goes to tfds unchanged, so slices like "train[:10%]" work. Data
     that is not yet prepared in `data_dir` is downloaded and prepared first.
+    Images of one static shape (CIFAR, MNIST) are resized to `image_size` as
+    they are read; images of varying shapes (ImageNet) keep their own size,
+    and their encoded bytes are what training caches and crops.
 
     ```python
     source = load_tfds_source("cifar10", "train[:10%]", image_size=32)
     source.num_examples, source.class_names[0]  # 5000, 'airplane'
     ```
     """
+    import tensorflow_datasets as tfds
+
     builder = _prepared_builder(name, data_dir)
     label = _class_label(builder, name)
     num_examples = _split_size(builder, name, split)
+    height, width = builder.info.features["image"].shape[:2]
+    one_size = height is not None and height == width
+    # Images of their own sizes stay encoded until training crops them.
+    decoders = None if one_size else {"image": tfds.decode.SkipDecoding()}
     try:
-        raw = builder.as_dataset(split=split, shuffle_files=False)
+        raw = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
     except (KeyError, ValueError) as error:
         raise UsageError(f"data.split: bad split '{split}' for tfds dataset '{name}'") from error
 
+    def target(example):
+        return tf.cast(example["label"], tf.int32) if label is not None else tf.constant(-1)
+
     def convert(example):
-        image = resize_uint8(to_rgb(example["image"]), image_size)
-        target = tf.cast(example["label"], tf.int32) if label is not None else tf.constant(-1)
-        return image, target
+        if one_size:
+            return resize_uint8(to_rgb(example["image"]), image_size), target(example)
+        return decode_rgb(example["image"]), target(example)
+
+    def encoded(example):
+        return example["image"], target(example)
 
     if num_examples is None:  # split sizes unknown (e.g. mocked data): count once
         num_examples = int(raw.cardinality())
@@ -51,6 +66,8 @@ def load_tfds_source(
         description=f"tfds:{name}:{split} ({num_examples} images, {labelled})",
         example_ids=example_ids(_example_names(builder, name, split, num_examples)),
         shuffle_keys=False,
+        image_size=image_size if one_size else None,
+        encoded=None if one_size else encoded,
     )
 
 

@@ -89,6 +89,8 @@ def embed_run(
     sources = [
         (label, source_from_config(config, data, split)) for label, split in _splits(data, splits)
     ]
+    for _, source in sources:
+        source.require_one_size("embed")
     embedder = Embedder(_network(run, what), batch_size)
     dim = int(embedder.backbone.output_shape[-1])
     expected = sum(source.num_examples for _, source in sources)

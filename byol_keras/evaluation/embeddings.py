@@ -50,6 +50,8 @@ def source_arrays(
 
 def _selected(source, max_examples: int | None, seed: int, labelled_only: bool):
     """The source's dataset cut to a seeded subset and to labelled examples; an upper bound on n."""
+    # Until evaluation has a transform of its own for photos of their own sizes.
+    source.require_one_size("evaluation")
     dataset, capacity = source.dataset, source.num_examples
     if max_examples is not None and max_examples < source.num_examples:
         chosen = np.random.default_rng(seed).choice(

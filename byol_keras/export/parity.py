@@ -111,6 +111,7 @@ def _real_images(config: Config) -> tuple[np.ndarray | None, str]:
     for spec, split in candidates:
         try:
             source = source_from_config(config, spec, split)
+            source.require_one_size("the parity check")
             images = [image.numpy() for image, _ in source.dataset.take(REAL_IMAGES)]
         except UsageError as error:
             reasons.append(str(error))

@@ -17,7 +17,7 @@ holding a value that is neither a class (`0..segment.num_classes - 1`) nor
 file: it raises `UsageError` naming the file and the value.
 
 ```python
-source = load_segfolder_source("camvid", "train+val", image_size=96, limits=FileLimits(64, 10**8))
+source = load_segfolder_source("camvid", "train+val", limits=FileLimits(64, 10**8))
 split = load_segmentation_split("camvid", "test", (120, 160), num_classes=11, ignore_index=11)
 split.images.shape, split.masks.shape  # (233, 120, 160, 3) float32, (233, 120, 160) uint8
 ```
@@ -39,6 +39,7 @@ from byol_keras.data.folder import (
     file_problem,
     list_image_files,
     pillow_decode,
+    read_encoded,
 )
 from byol_keras.data.source import ImageSource, example_ids, log
 from byol_keras.errors import UsageError, first_line
@@ -87,10 +88,10 @@ def segmentation_input(images, size: tuple) -> tf.Tensor:
     return tf.image.resize(pixels, size, method="bilinear")
 
 
-def load_segfolder_source(
-    path: str, split: str, image_size: int, limits: FileLimits
-) -> ImageSource:
+def load_segfolder_source(path: str, split: str, limits: FileLimits) -> ImageSource:
     """The images of `segfolder:<path>` split `split` as an unlabelled `ImageSource` (for BYOL).
+
+    Each image keeps its own size, so that BYOL's views are cropped from the frame.
 
     Images without a usable mask are skipped as the segmentation protocol
     skips them; only the masks' headers are read.
@@ -102,7 +103,7 @@ def load_segfolder_source(
         problems = list(pool.map(lambda pair: _header_problem(*pair, limits), pairs))
     skipped += [(pair[0], why) for pair, why in zip(pairs, problems, strict=True) if why]
     pairs = [pair for pair, why in zip(pairs, problems, strict=True) if not why]
-    native, fallback, broken = check_files([image for image, _ in pairs], limits)
+    native, fallback, broken, _ = check_files([image for image, _ in pairs], limits)
     skipped += broken
     good = sorted(native + fallback)
     _log_skipped(root, skipped, total)
@@ -111,10 +112,7 @@ def load_segfolder_source(
     paths = [pairs[i][0] for i in good]
     pillow_only = set(fallback)
     keys, decode = file_keys_and_decode(
-        paths,
-        [-1] * len(good),
-        [i in pillow_only for i in good] if fallback else None,
-        image_size,
+        paths, [-1] * len(good), [i in pillow_only for i in good] if fallback else None, None
     )
     return ImageSource(
         keys=keys,
@@ -125,6 +123,7 @@ def load_segfolder_source(
         skipped_files=len(skipped),
         description=f"segfolder:{root} ({len(good)} images, masks unused, {len(skipped)} skipped)",
         example_ids=example_ids(os.path.realpath(p) for p in paths),
+        encoded=read_encoded,
     )
 
 

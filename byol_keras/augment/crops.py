@@ -1,0 +1,137 @@
+"""Views cropped from each original image, at its own size, before batching.
+
+For sources whose images have their own sizes (`ImageSource.image_size`
+None: photos, video frames, ImageNet), each view's random resized crop is
+drawn per image, in that image's pixels, with torchvision's
+`RandomResizedCrop` semantics (`crop_window`); only the crop is decoded
+(`tf.image.decode_and_crop_jpeg` for JPEG bytes, as DeepMind's BYOL input
+pipeline does) and only the crop is resized to the view size, antialiased,
+so a view never passes through a squashed thumbnail. The flip is applied
+here too; the rest of the view (jitter, grayscale, blur, solarisation) runs
+on whole batches in `BYOLAugmenter.augment_crops`.
+
+Every random number is stateless, keyed by one `[2]` seed per image, so a
+pipeline stays reproducible under parallel `map`.
+
+```python
+view1, view2 = crop_pair(tf.io.read_file("street.jpg"), view_params("byol"), 96, seed=[0, 7])
+view1.shape  # (96, 96, 3) float32 in [0, 1]
+```
+"""
+
+import math
+
+import tensorflow as tf
+
+from byol_keras.augment.layers import fold_seed
+from byol_keras.augment.views import ViewParams
+from byol_keras.data.source import decode_rgb, to_rgb
+
+ATTEMPTS = 10  # torchvision's
+
+
+def crop_window(height, width, area: tuple, aspect: tuple, seed) -> tf.Tensor:
+    """A random crop `[top, left, crop_height, crop_width]` (int32) of a `height` x `width` image.
+
+    torchvision's `RandomResizedCrop.get_params`: up to 10 attempts, each with
+    an area fraction uniform in `area` and an aspect (w / h) log-uniform in
+    `aspect`, sides rounded to whole pixels; the first that fits is placed
+    uniformly; if none fits, the central crop of the image clamped to the
+    aspect range.
+
+    ```python
+    top, left, h, w = tf.unstack(crop_window(360, 480, (0.08, 1.0), (3 / 4, 4 / 3), [0, 1]))
+    ```
+    """
+    seed = tf.cast(seed, tf.int64)
+    height = tf.cast(height, tf.int32)
+    width = tf.cast(width, tf.int32)
+    height_f, width_f = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    target = height_f * width_f * tf.random.stateless_uniform([ATTEMPTS], fold_seed(seed, 0), *area)
+    log_low, log_high = math.log(aspect[0]), math.log(aspect[1])
+    ratio = tf.exp(tf.random.stateless_uniform([ATTEMPTS], fold_seed(seed, 1), log_low, log_high))
+    crop_w = tf.cast(tf.round(tf.sqrt(target * ratio)), tf.int32)
+    crop_h = tf.cast(tf.round(tf.sqrt(target / ratio)), tf.int32)
+    fits = (crop_w > 0) & (crop_w <= width) & (crop_h > 0) & (crop_h <= height)
+    first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
+    found = tf.reduce_any(fits)
+
+    in_ratio = width_f / height_f
+    too_tall = in_ratio < aspect[0]
+    too_wide = in_ratio > aspect[1]
+    centre_w = tf.where(too_wide, tf.cast(tf.round(height_f * aspect[1]), tf.int32), width)
+    centre_h = tf.where(too_tall, tf.cast(tf.round(width_f / aspect[0]), tf.int32), height)
+
+    crop_h = tf.where(found, crop_h[first], centre_h)
+    crop_w = tf.where(found, crop_w[first], centre_w)
+    # torch.randint(0, n + 1): each of the n + 1 offsets equally likely.
+    spare = tf.cast(tf.stack([height - crop_h, width - crop_w]), tf.float32)
+    uniform = tf.random.stateless_uniform([2], fold_seed(seed, 2))
+    placed = tf.minimum(tf.floor(uniform * (spare + 1.0)), spare)
+    placed = tf.cast(placed, tf.int32)
+    centred = tf.stack([height - crop_h, width - crop_w]) // 2
+    offset = tf.where(found, placed, centred)
+    return tf.stack([offset[0], offset[1], crop_h, crop_w])
+
+
+def crop_pair(item: tf.Tensor, views: tuple, size: int, seed) -> tuple[tf.Tensor, tf.Tensor]:
+    """The two views' crops of one image, resized to `size`, flipped as each view says.
+
+    Args:
+        item: Encoded image bytes (a string scalar; JPEG is decoded crop by
+            crop) or a uint8 image `[H, W, 3]`.
+        views: The two views' `ViewParams` (their crop and flip numbers).
+        size: Side of the square views.
+        seed: A `[2]` integer seed for this image.
+
+    Returns:
+        Two float32 `[size, size, 3]` crops in [0, 1].
+
+    ```python
+    first, second = crop_pair(image, view_params("byol"), 96, seed=[0, 3])
+    ```
+    """
+    seed = tf.cast(seed, tf.int64)
+    seeds = [fold_seed(seed, index + 1) for index in range(2)]
+
+    def windows(shape):
+        return [
+            crop_window(shape[0], shape[1], view.crop_area, view.crop_aspect, view_seed)
+            for view, view_seed in zip(views, seeds, strict=True)
+        ]
+
+    def from_image(image):
+        return tuple(
+            image[top : top + height, left : left + width]
+            for top, left, height, width in (tf.unstack(w) for w in windows(tf.shape(image)[:2]))
+        )
+
+    def from_jpeg():
+        shape = tf.image.extract_jpeg_shape(item)[:2]
+        return tuple(
+            to_rgb(tf.image.decode_and_crop_jpeg(item, window, channels=0))
+            for window in windows(shape)
+        )
+
+    if item.dtype == tf.string:
+        crops = tf.cond(tf.io.is_jpeg(item), from_jpeg, lambda: from_image(decode_rgb(item)))
+    else:
+        crops = from_image(item)
+    return tuple(
+        _resized_view(crop, view, size, fold_seed(view_seed, 3))
+        for crop, view, view_seed in zip(crops, views, seeds, strict=True)
+    )
+
+
+def _resized_view(crop: tf.Tensor, view: ViewParams, size: int, seed) -> tf.Tensor:
+    # Antialiasing widens the bilinear kernel only when the crop shrinks; an
+    # enlarged crop is plain bilinear.
+    pixels = tf.image.resize(tf.cast(crop, tf.float32), [size, size], "bilinear", antialias=True)
+    view_image = tf.clip_by_value(pixels / 255.0, 0.0, 1.0)
+    if view.flip_prob > 0:
+        coin = tf.random.stateless_uniform([], seed)
+        view_image = tf.cond(
+            coin < view.flip_prob, lambda: tf.reverse(view_image, [1]), lambda: view_image
+        )
+    view_image.set_shape([size, size, 3])
+    return view_image
