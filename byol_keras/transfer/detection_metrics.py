@@ -25,6 +25,8 @@ import io
 from typing import NamedTuple
 
 import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from byol_keras.transfer.boxes import BoxSplit
 
@@ -60,9 +62,6 @@ def detection_scores(truth: BoxSplit, predictions: list[Detections]) -> dict:
     """
     if len(predictions) != len(truth):
         raise ValueError(f"{len(predictions)} predictions for {len(truth)} images")
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints as it goes
         ground_truth = COCO()
         ground_truth.dataset = _ground_truth(truth)
