@@ -204,3 +204,23 @@ def test_real_bccd_reads_with_its_two_degenerate_boxes_skipped(shared_data, tmp_
     assert np.bincount(classes, minlength=3).tolist() == [361, 4155 - 2, 372]  # both were RBC
     boxes = np.concatenate([b for split in every for b in split.boxes])
     assert boxes.min() >= 0 and boxes[:, 2].max() <= 640 and boxes[:, 3].max() <= 480
+
+
+def test_the_cli_exits_2_with_one_line_for_an_unusable_data_set(tmp_path, capsys):
+    from byol_keras import cli
+
+    scenes = [Scene("a", 32, 32, [[0, 0, 8, 8, 0, False]])]
+    coco = write_coco(tmp_path / "coco", {"train": scenes})
+    instances = coco / "annotations" / "instances_train.json"
+    document = json.loads(instances.read_text())
+    document["annotations"][0]["category_id"] = 3
+    instances.write_text(json.dumps(document))
+    for spec, message in (
+        (f"voc:{tmp_path / 'nowhere'}", "does not exist"),
+        (f"coco:{coco}", "has category_id 3, which is not among its categories"),
+    ):
+        code = cli.main(
+            ["train", "--output", str(tmp_path / "run"), "--set", f"data.source={spec}"]
+        )
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and message in lines[0], lines
