@@ -48,6 +48,11 @@ class AnnotatedImage:
         classes: int32 `[k]` indices into the class names.
         difficult: bool `[k]`: VOC `<difficult>` or COCO `iscrowd`; such a
             box is kept for training but is never scored as a positive.
+
+    ```python
+    AnnotatedImage("JPEGImages/a.jpg", "a", np.array([[0.0, 0.0, 10.0, 20.0]]),
+                   np.array([1], np.int32), np.array([False]))
+    ```
     """
 
     path: str
@@ -75,6 +80,12 @@ class BoxSplit:
         clipped_boxes: Boxes cut to their image's bounds.
         needs_pillow: Per image, whether TensorFlow cannot decode it and Pillow must.
         description: One line for logs and results.
+
+    ```python
+    split = load_voc("bccd", "test")
+    for path, boxes, classes in zip(split.paths, split.boxes, split.classes):
+        ...  # boxes [k, 4] in path's own pixels, classes [k] into split.class_names
+    ```
     """
 
     paths: list
@@ -131,6 +142,11 @@ def finish_split(
     `skipped_files` and `skipped_boxes` hold `(name, reason)` for what the
     reader already dropped; `where` names the data set and split in messages.
     Raises `UsageError` when no image is usable.
+
+    ```python
+    split = finish_split(images, ["cat", "dog"], [("b", "no image")], [], "voc:pets split val",
+                         DEFAULT_LIMITS)
+    ```
     """
     total_files = len(images) + len(skipped_files)
     skipped_files = list(skipped_files)

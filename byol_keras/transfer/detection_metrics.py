@@ -41,6 +41,10 @@ class Detections(NamedTuple):
         boxes: `[m, 4]` as `[x0, y0, x1, y1]`.
         scores: `[m]` confidences.
         classes: `[m]` class indices into the split's `class_names`.
+
+    ```python
+    Detections(np.array([[10.0, 10.0, 30.0, 30.0]]), np.array([0.9]), np.array([0]))
+    ```
     """
 
     boxes: np.ndarray
