@@ -14,6 +14,8 @@ print(source.description)  # folder:/home/me/photos (1234 images, unlabelled, 2 
 | `folder:<path>` | image files; `<path>/<split>` when it exists; class sub-folders give labels |
 | `npz:<path>` | `x_train`, `y_train`, `x_test`, `y_test` arrays as in keras.datasets |
 | `segfolder:<path>` | `<split>/images`, `<split>/masks`; images unlabelled; `a+b` joins splits |
+| `voc:<path>` | VOC tree, `ImageSets/Main/<split>.txt`; images unlabelled; `a+b` joins splits |
+| `coco:<path>` | `annotations/instances_<split>.json`, `<split>/`; images unlabelled; `a+b` joins |
 """
 
 from byol_keras.config import Config, DataConfig
@@ -22,11 +24,10 @@ from byol_keras.data.folder import IMAGE_EXTENSIONS, FileLimits, load_folder_sou
 from byol_keras.data.source import ImageSource
 from byol_keras.data.tfds_source import load_tfds_source
 from byol_keras.errors import UsageError
-from byol_keras.transfer.segfolder import load_segfolder_source
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageSource", "load_source", "source_from_config"]
 
-_PREFIXES = ("tfds", "folder", "npz", "segfolder")
+_PREFIXES = ("tfds", "folder", "npz", "segfolder", "voc", "coco")
 
 
 def load_source(
@@ -53,7 +54,8 @@ def load_source(
     raise `UsageError`. `data_dir` is where tensorflow-datasets keeps its data.
 
     Args:
-        spec: `digits`, `tfds:<name>`, `folder:<path>`, `npz:<path>` or `segfolder:<path>`.
+        spec: `digits`, `tfds:<name>`, `folder:<path>`, `npz:<path>`, `segfolder:<path>`,
+            `voc:<path>` or `coco:<path>`.
         split: The split to read (see the table above).
         image_size: Side of the views; that of the images, for sources of one size.
         data_dir: tensorflow-datasets' data folder.
@@ -84,7 +86,8 @@ def load_source(
             raise UsageError(f"data.source: '{spec}' names no {prefix} after the colon")
         raise UsageError(
             f"data.source: unknown source '{spec}' "
-            "(expected digits, tfds:<name>, folder:<path>, npz:<path> or segfolder:<path>)"
+            "(expected digits, tfds:<name>, folder:<path>, npz:<path>, segfolder:<path>, "
+            "voc:<path> or coco:<path>)"
         )
     if prefix == "tfds":
         return load_tfds_source(rest, split, image_size, data_dir)
@@ -92,8 +95,16 @@ def load_source(
         return load_folder_source(
             rest, split, image_size, FileLimits(max_file_mb, max_image_pixels)
         )
+    # Imported here, not at the top: the transfer readers import data.folder,
+    # which runs this file first, so importing them first would be circular.
     if prefix == "segfolder":
+        from byol_keras.transfer.segfolder import load_segfolder_source
+
         return load_segfolder_source(rest, split, FileLimits(max_file_mb, max_image_pixels))
+    if prefix in ("voc", "coco"):
+        from byol_keras.transfer.box_sources import load_box_source
+
+        return load_box_source(prefix, rest, split, FileLimits(max_file_mb, max_image_pixels))
     return load_npz_source(rest, split, image_size)
 
 

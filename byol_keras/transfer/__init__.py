@@ -1,4 +1,4 @@
-"""Dense transfer: a pretrained backbone fine-tuned for per-pixel tasks, in one package.
+"""Dense transfer: a pretrained backbone fine-tuned for per-pixel and box tasks, in one package.
 
 - `pyramid.py`: `feature_pyramid`, the backbone's multi-scale features (stride 4 to 32).
 - `segfolder.py`: the `segfolder:` source of images with per-pixel class masks.
@@ -7,10 +7,15 @@
 - `segmentation_metrics.py`: the confusion matrix, IoU per class and mean IoU.
 - `segment.py`: `evaluate_segmentation`, the `--protocol segment` fine-tune and test.
 - `segment_pictures.py`: test images with their true and predicted masks.
+- `boxes.py`: `BoxSplit`, images with object boxes in their own pixels, and what
+  the box readers share (image checks, clipping, counting what is skipped).
+- `voc.py`, `coco.py`: the `voc:` and `coco:` readers; `box_sources.py` picks one by spec.
+- `detection_metrics.py`: COCO AP figures from pycocotools.
 
 The modules are imported one by one: this file imports none of them, because
-`segfolder.py` also serves pretraining (`data.source: segfolder:...`) and must
-not pull in the fine-tuning code. The segmenter's export is `byol_keras.export.segmenter`.
+`segfolder.py`, `voc.py` and `coco.py` also serve pretraining (`data.source:
+segfolder:...`, `voc:...`) and must not pull in the fine-tuning code. The
+segmenter's export is `byol_keras.export.segmenter`.
 
 ```python
 from byol_keras.transfer.segment import evaluate_segmentation

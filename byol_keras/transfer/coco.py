@@ -1,0 +1,208 @@
+"""The COCO layout as boxes: `coco:<path>`, for detection and, images only, for pretraining.
+
+Layout:
+
+    <path>/annotations/instances_<split>.json   COCO "instances" JSON
+    <path>/<split>/<file_name>                  the images it lists
+
+`split` may join splits with '+' (`train+val`); they must declare the same
+categories. Boxes are `[x, y, w, h]` in pixels, read as `[x, y, x + w, y + h]`.
+The classes are the `categories`, in the order of their ids. `iscrowd` boxes
+are kept but flagged `difficult`, so they are never scored as positives.
+
+Skipped and counted, never fatal: an image entry without an integer `id` and
+a `file_name` inside the split folder, or whose file is missing or unreadable
+(the image is dropped); an annotation without an integer `image_id` of a
+listed image or without a `bbox` of four finite numbers, or whose box is
+degenerate (w <= 0 or h <= 0) or lies entirely outside the image (the box is
+dropped). A box partly outside is clipped. A missing path or JSON file, a
+file that is not COCO JSON, an annotation's unknown `category_id`, or an
+empty split raises `UsageError`.
+
+```python
+split = load_coco("my-coco", "val")
+split.class_names[:2], split.skipped_boxes  # ['person', 'bicycle'], 0
+```
+"""
+
+import json
+import math
+import os
+
+import numpy as np
+
+from byol_keras.data.folder import FileLimits
+from byol_keras.errors import UsageError, first_line
+from byol_keras.transfer.boxes import (
+    DEFAULT_LIMITS,
+    AnnotatedImage,
+    BoxSplit,
+    finish_split,
+    split_parts,
+)
+
+
+def load_coco(
+    path: str,
+    split: str,
+    limits: FileLimits = DEFAULT_LIMITS,
+    source_key: str = "data.source",
+    split_key: str = "data.split",
+) -> BoxSplit:
+    """Reads split `split` ('a+b' joins splits) of the COCO tree at `path` into a `BoxSplit`.
+
+    `source_key` and `split_key` name the settings blamed in a `UsageError`.
+
+    ```python
+    load_coco("coco2017", "val2017").num_boxes
+    ```
+    """
+    base = os.path.expanduser(path)
+    if not os.path.isdir(base):
+        raise UsageError(f"{source_key}: COCO tree '{base}' does not exist or is not a folder")
+    images, skipped_files, skipped_boxes = [], [], []
+    class_names = None
+    for name in split_parts(split, split_key):
+        document = _read_json(base, name, source_key, split_key)
+        categories = _categories(document, name, source_key)
+        names = [category_name for _, category_name in categories]
+        if class_names is not None and names != class_names:
+            raise UsageError(
+                f"{split_key}: the splits of '{split}' declare different categories in '{base}'"
+            )
+        class_names = names
+        index = {category_id: i for i, (category_id, _) in enumerate(categories)}
+        found, files, boxes = _split_images(base, name, document, index, source_key)
+        images += found
+        skipped_files += files
+        skipped_boxes += boxes
+    if not images and not skipped_files:
+        raise UsageError(f"{split_key}: split '{split}' of COCO tree '{base}' lists no images")
+    return finish_split(
+        images,
+        class_names,
+        skipped_files,
+        skipped_boxes,
+        f"coco:{base} split {split}",
+        limits,
+        source_key,
+    )
+
+
+def _read_json(base: str, split: str, source_key: str, split_key: str) -> dict:
+    folder = os.path.join(base, "annotations")
+    json_path = os.path.join(folder, f"instances_{split}.json")
+    if not os.path.isfile(json_path):
+        found = sorted(
+            entry.name[len("instances_") : -len(".json")]
+            for entry in (os.scandir(folder) if os.path.isdir(folder) else [])
+            if entry.name.startswith("instances_") and entry.name.endswith(".json")
+        )
+        raise UsageError(
+            f"{split_key}: COCO tree '{base}' has no annotations/instances_{split}.json "
+            f"(splits: {', '.join(found) or 'none'})"
+        )
+    try:
+        with open(json_path, encoding="utf-8") as stream:
+            document = json.load(stream)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{source_key}: cannot read '{json_path}': {first_line(error)}") from None
+    if not isinstance(document, dict) or not all(
+        isinstance(document.get(key), list) for key in ("images", "annotations", "categories")
+    ):
+        raise UsageError(
+            f"{source_key}: '{json_path}' is not COCO instances JSON "
+            "(needs 'images', 'annotations' and 'categories' lists)"
+        )
+    return document
+
+
+def _categories(document: dict, split: str, source_key: str) -> list[tuple[int, str]]:
+    """(id, name) of every category, sorted by id; a malformed one is the file's mistake."""
+    categories = []
+    for entry in document["categories"]:
+        if not (
+            isinstance(entry, dict)
+            and _is_int(entry.get("id"))
+            and isinstance(entry.get("name"), str)
+        ):
+            raise UsageError(
+                f"{source_key}: instances_{split}.json has a category without an integer 'id' "
+                f"and a 'name': {str(entry)[:80]}"
+            )
+        categories.append((entry["id"], entry["name"]))
+    ids = [category_id for category_id, _ in categories]
+    if not categories or len(set(ids)) != len(ids):
+        raise UsageError(
+            f"{source_key}: instances_{split}.json declares no categories or repeats an id"
+        )
+    return sorted(categories)
+
+
+def _split_images(base: str, split: str, document: dict, index: dict, source_key: str):
+    """The split's `AnnotatedImage`s, and (name, reason) of the images and boxes skipped."""
+    folder = os.path.realpath(os.path.join(base, split))
+    entries, skipped_files = {}, []
+    for position, entry in enumerate(document["images"]):
+        file_name = entry.get("file_name") if isinstance(entry, dict) else None
+        if not (isinstance(file_name, str) and file_name and _is_int(entry.get("id"))):
+            skipped_files.append((f"{split} image #{position}", "no integer id and file_name"))
+            continue
+        image_path = os.path.realpath(os.path.join(folder, file_name))
+        if os.path.commonpath([image_path, folder]) != folder:
+            skipped_files.append((file_name, "file_name points outside the split folder"))
+        elif entry["id"] in entries:
+            skipped_files.append((file_name, f"repeats image id {entry['id']}"))
+        elif not os.path.isfile(image_path):
+            skipped_files.append((file_name, f"no image in {split}/"))
+            entries[entry["id"]] = None
+        else:
+            entries[entry["id"]] = (image_path, file_name, [])
+    skipped_boxes = []
+    for position, entry in enumerate(document["annotations"]):
+        image_id = entry.get("image_id") if isinstance(entry, dict) else None
+        if not _is_int(image_id) or image_id not in entries:
+            where = f"{split} annotation #{position}"
+            skipped_boxes.append((where, "no image_id of a listed image"))
+            continue
+        if entries[image_id] is None:  # its image is skipped, and counted there
+            continue
+        category = entry.get("category_id")
+        if not _is_int(category) or category not in index:
+            raise UsageError(
+                f"{source_key}: annotation #{position} of instances_{split}.json has "
+                f"category_id {category!r}, which is not among its categories"
+            )
+        bbox = entry.get("bbox")
+        name = entries[image_id][1]
+        if not (
+            isinstance(bbox, list)
+            and len(bbox) == 4
+            and all(_is_number(value) and math.isfinite(value) for value in bbox)
+        ):
+            skipped_boxes.append((name, "bbox is not four finite numbers"))
+        elif bbox[2] <= 0 or bbox[3] <= 0:
+            skipped_boxes.append((name, "degenerate (w <= 0 or h <= 0)"))
+        else:
+            x, y, w, h = (float(value) for value in bbox)
+            crowd = bool(entry.get("iscrowd", 0))
+            entries[image_id][2].append(([x, y, x + w, y + h], index[category], crowd))
+    images = [
+        AnnotatedImage(
+            path=image_path,
+            name=file_name,
+            boxes=np.array([b for b, _, _ in boxes], np.float64).reshape(-1, 4),
+            classes=np.array([k for _, k, _ in boxes], np.int32),
+            difficult=np.array([c for _, _, c in boxes], bool),
+        )
+        for image_path, file_name, boxes in filter(None, entries.values())
+    ]
+    return images, skipped_files, skipped_boxes
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
