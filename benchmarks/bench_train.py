@@ -27,7 +27,7 @@ import tensorflow as tf  # noqa: E402
 
 from byol_keras.backbones import build_backbone  # noqa: E402
 from byol_keras.losses import symmetric_byol_loss  # noqa: E402
-from byol_keras.model import BYOL  # noqa: E402
+from byol_keras.methods.byol import BYOL  # noqa: E402
 from byol_keras.training.schedules import cosine_tau  # noqa: E402
 
 
