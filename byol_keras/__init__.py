@@ -55,10 +55,6 @@ _LAZY = {
 }
 
 
-# A run's model.keras loads once Keras is imported, with no import of ours first.
-register_with_keras()
-
-
 def __getattr__(name: str):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
@@ -71,3 +67,7 @@ def __dir__() -> list[str]:
 
 __all__ = sorted(_LAZY)
 __version__ = "0.1.0"
+
+# Last, so that the package is complete when the classes' modules import from it: a run's
+# model.keras loads once Keras is imported, with no other import of ours first.
+register_with_keras()

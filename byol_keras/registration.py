@@ -6,9 +6,10 @@ modules that register them were imported; Keras imports modules by itself
 only for its own packages. `import byol_keras` must not import TensorFlow,
 for the command line's quiet start, so it calls `register_with_keras()`:
 when Keras is already imported the modules are imported at once, and
-otherwise right after Keras's import finishes. TensorFlow imports Keras
-halfway through its own import, so the modules then wait for TensorFlow
-to finish too.
+otherwise once Keras's import has finished. They wait for every import
+under way to finish: TensorFlow's, which imports Keras halfway through its
+own, and ours, because a module of ours that imports Keras at its top
+(`byol_keras.losses`, say) has not yet defined what the others import from it.
 
 ```python
 import byol_keras  # no TensorFlow yet
@@ -48,14 +49,14 @@ def _import_serializable() -> None:
 
 
 class _AfterKerasImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: wraps the loading of Keras and TensorFlow to register afterwards."""
+    """Finds nothing itself: wraps the loading of Keras, TensorFlow and ours to register after."""
 
     def __init__(self):
         self._finding = False
         self._loading: set[str] = set()
 
     def find_spec(self, name, path=None, target=None):
-        if name not in _WATCHED or self._finding:
+        if self._finding or not (name in _WATCHED or name.startswith("byol_keras.")):
             return None
         self._finding = True  # the other finders find the spec; this one only wraps it
         try:
@@ -78,7 +79,7 @@ class _AfterKerasImport(importlib.abc.MetaPathFinder):
         return spec
 
     def _register_when_ready(self) -> None:
-        # Inside TensorFlow's import, Keras is done but TensorFlow is not: wait for it.
+        # Inside TensorFlow's import, or one of ours, Keras is done but the other is not.
         if "keras" not in sys.modules or self._loading:
             return
         if self in sys.meta_path:

@@ -1,6 +1,7 @@
 """The method classes: the one-class BYOL's loss curves and saved models, the registry, imports."""
 
 import ast
+import inspect
 import json
 import os
 import subprocess
@@ -155,6 +156,10 @@ LOAD = "import keras; m = keras.models.load_model({path!r}); print(type(m).__nam
         "import byol_keras, sys; assert 'tensorflow' not in sys.modules",
         "import keras; import byol_keras",
         "import byol_keras; import tensorflow",
+        # Modules that import Keras before defining what the method classes import from them.
+        "import byol_keras.losses",
+        "from byol_keras.training.schedules import cosine_tau",
+        "import byol_keras.methods.simsiam",
     ],
 )
 def test_import_byol_keras_is_all_load_model_needs_in_a_fresh_process(first):
@@ -174,3 +179,16 @@ def test_the_classes_keep_their_former_and_public_addresses():
 
     assert (byol_keras.BYOL, byol_keras.SimSiam, byol_keras.SimCLR) == (BYOL, SimSiam, SimCLR)
     assert (byol_keras.model.BYOL, byol_keras.model.SimCLR) == (BYOL, SimCLR)
+
+
+@pytest.mark.parametrize("cls", [SelfSupervisedModel, BYOL, SimCLR])
+def test_the_docstring_documents_every_constructor_argument(cls):
+    section = cls.__doc__.split("Args:")[1].split("```")[0]
+    documented = set()
+    for line in section.splitlines():
+        # An entry is "name: ..." or "a, b, c: as for ...", indented once (8 spaces).
+        if line.startswith(" " * 8) and not line.startswith(" " * 9) and ":" in line:
+            documented.update(n.strip().lstrip("*") for n in line.split(":")[0].split(","))
+    parameters = set(inspect.signature(cls).parameters)
+    expected = parameters - {"kwargs"} if cls is SelfSupervisedModel else parameters
+    assert documented == expected

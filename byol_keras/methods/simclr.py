@@ -19,9 +19,15 @@ class SimCLR(SelfSupervisedModel):
     either (`use_predictor=True` adds one).
 
     Args:
-        backbone, projection_dim, projector_hidden_dim, predictor_hidden_dim,
-            total_steps, augmenter, sync_batchnorm, input_shape,
-            use_predictor: as for `SelfSupervisedModel`.
+        backbone: the `keras.Model` to pretrain.
+        projection_dim: output size of the projector (and predictor).
+        projector_hidden_dim: hidden size of the projector.
+        predictor_hidden_dim: hidden size of the predictor, if any.
+        total_steps: length of the run in optimizer updates (see `SelfSupervisedModel`).
+        augmenter: optional layer that turns an image batch into two views.
+        sync_batchnorm: whether the heads' BatchNorm uses global-batch statistics.
+        input_shape: shape of one image, for a backbone that declares none.
+        use_predictor: whether a predictor follows the projector (`None`: no).
         temperature: NT-Xent's temperature, > 0.
         **kwargs: `keras.Model`'s, such as `name`.
 
