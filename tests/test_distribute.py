@@ -21,7 +21,7 @@ from byol_keras.errors import UsageError
 from byol_keras.training.distribute import is_chief, make_strategy, writable_run_dir
 
 HELPER = Path(__file__).parent / "helpers" / "distribute.py"
-ROOT = HELPER.parents[1]
+ROOT = HELPER.parents[2]  # the repository root, so that subprocesses import this checkout
 
 
 def _env(**extra) -> dict:
