@@ -23,11 +23,11 @@ import importlib.abc
 import importlib.util
 import sys
 
+from byol_keras.methods import METHODS
+
 # The modules whose import registers what a run's model.keras refers to.
 SERIALIZABLE_MODULES = (
-    "byol_keras.methods.byol",
-    "byol_keras.methods.simsiam",
-    "byol_keras.methods.simclr",
+    *(method.module for method in METHODS.values()),
     "byol_keras.training.lars",
     "byol_keras.training.schedules",
     "byol_keras.augment.augmenter",

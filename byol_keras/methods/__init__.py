@@ -79,9 +79,3 @@ def method_class(name: str) -> type:
     """
     method = get_method(name)
     return getattr(importlib.import_module(method.module), method.class_name)
-
-
-def import_classes() -> None:
-    """Imports every method's class, which registers it for `keras.models.load_model`."""
-    for method in METHODS.values():
-        importlib.import_module(method.module)
