@@ -13,16 +13,21 @@ model.fit(pairs, epochs=10, steps_per_epoch=source.num_examples // 128)
 
 import importlib
 
+from byol_keras.registration import register_with_keras
+
 # Every public name loads its module on first use, so that `import byol_keras`
 # imports neither TensorFlow nor Keras. The command line relies on this: it
 # must quiet TensorFlow's start-up logging before TensorFlow is first imported,
 # and `byol-keras` and `python -m byol_keras` run this file before cli.main.
 # `from byol_keras import BYOL` (or any name) imports what that name needs.
 _LAZY = {
-    "BYOL": "byol_keras.model",
+    "BYOL": "byol_keras.methods.byol",
     "BYOLAugmenter": "byol_keras.augment.augmenter",
     "Config": "byol_keras.config",
     "ImageSource": "byol_keras.data",
+    "SelfSupervisedModel": "byol_keras.methods.base",
+    "SimCLR": "byol_keras.methods.simclr",
+    "SimSiam": "byol_keras.methods.simsiam",
     "LARS": "byol_keras.training.lars",
     "UsageError": "byol_keras.errors",
     "ViewParams": "byol_keras.augment.views",
@@ -62,3 +67,7 @@ def __dir__() -> list[str]:
 
 __all__ = sorted(_LAZY)
 __version__ = "0.1.0"
+
+# Last, so that the package is complete when the classes' modules import from it: a run's
+# model.keras loads once Keras is imported, with no other import of ours first.
+register_with_keras()

@@ -5,13 +5,12 @@ returns pooled features of shape (features,). The ImageNet mean/std
 standardisation is the backbone's first layer, so exported models need only
 scale uint8 pixels to [0, 1].
 
-`input_image_shape` and `feature_size` tell BYOL what it needs to know about
+`input_image_shape` and `feature_size` tell the method classes what it needs to know about
 any Keras backbone, including ones built elsewhere.
 """
 
 import keras
 
-from byol_keras.config import Config
 from byol_keras.errors import UsageError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -74,30 +73,6 @@ def build_backbone(
             "resnet50, tiny, or a keras.applications model name)"
         )
     return _application_backbone(application, name, image_size, weights)
-
-
-def backbone_from_config(config: Config, weights: str | None = None) -> keras.Model:
-    """The backbone that `config.model` names, at `config.data.image_size`.
-
-    Args:
-        config: a `Config`; `model.backbone`, `model.stem` and `model.width` choose
-            the network, `data.image_size` its input size.
-        weights: `None` (random), or `"imagenet"` for a `keras.applications` model.
-
-    Returns:
-        A new `keras.Model` from `build_backbone`, untrained unless `weights` is given.
-
-    ```python
-    backbone = backbone_from_config(load_config("configs/quickstart.yaml"))
-    ```
-    """
-    return build_backbone(
-        config.model.backbone,
-        image_size=config.data.image_size,
-        stem=config.model.stem,
-        width=config.model.width,
-        weights=weights,
-    )
 
 
 def _standardized_input(image_size: int) -> tuple:

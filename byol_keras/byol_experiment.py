@@ -2,7 +2,7 @@
 
 Read this file to know what `byol-keras train` does. Each step calls one
 small module: `data` for sources, `augment` for the views, `backbones` and
-`model` for the networks, `optimizers` and `schedules` for the update rule,
+`methods` for the networks, `optimizers` and `schedules` for the update rule,
 `callbacks` for what happens around each step, and `run_dir` for where
 everything is written.
 """
@@ -15,13 +15,14 @@ import keras
 import tensorflow as tf
 
 from byol_keras.augment.pipelines import image_batches, make_augmenter, pair_dataset
-from byol_keras.backbones import backbone_from_config, synchronize_batchnorm
+from byol_keras.backbones import synchronize_batchnorm
+from byol_keras.builders import backbone_from_config, model_from_config
 from byol_keras.config import Config
 from byol_keras.data import ImageSource, source_from_config
 from byol_keras.errors import UsageError
 from byol_keras.evaluation.monitor import KnnMonitor
 from byol_keras.init_weights import IMAGENET, load_init_weights
-from byol_keras.model import BYOL
+from byol_keras.methods.base import SelfSupervisedModel
 from byol_keras.runs import RunDirectory
 from byol_keras.training.callbacks import Checkpoints, Throughput
 from byol_keras.training.distribute import make_strategy, writable_run_dir
@@ -153,8 +154,8 @@ def _compiled_model(
     total_updates: int,
     updates_per_epoch: int,
     init_weights: bool = True,
-) -> BYOL:
-    """The compiled BYOL model; the augmenter goes into it only when views are made on device."""
+) -> SelfSupervisedModel:
+    """The compiled `model.method` model, with the augmenter in it when views are made on device."""
     # Variables made in the scope are mirrored; fit splits each global batch across replicas.
     with strategy.scope():
         model = build_model(
@@ -178,7 +179,7 @@ def _compiled_model(
 
 def _start_or_resume(
     config: Config,
-    model: BYOL,
+    model: SelfSupervisedModel,
     strategy,
     run: RunDirectory,
     shared: RunDirectory,
@@ -237,7 +238,7 @@ class _Callbacks:
 
 
 def _fit(
-    model: BYOL,
+    model: SelfSupervisedModel,
     batches,
     callbacks: _Callbacks,
     config: Config,
@@ -267,8 +268,8 @@ def _fit(
 
 def build_model(
     config: Config, total_steps: int, augmenter=None, init_weights: bool = True
-) -> BYOL:
-    """The model the config describes (BYOL or `model.method`), τ scheduled over `total_steps`.
+) -> SelfSupervisedModel:
+    """The model the config describes (the `model.method` class), τ scheduled over `total_steps`.
 
     Build it inside `strategy.scope()`: with more than one replica BYOL synchronises
     the heads' BatchNorm, and the backbone's is synchronised too when
@@ -281,19 +282,7 @@ def build_model(
         load_init_weights(backbone, start_from)
     if config.model.sync_batchnorm_backbone:
         backbone = synchronize_batchnorm(backbone)
-    return BYOL(
-        backbone,
-        projection_dim=config.model.projection_dim,
-        projector_hidden_dim=config.model.projector_hidden_dim,
-        predictor_hidden_dim=config.model.predictor_hidden_dim,
-        tau_base=config.model.tau_base,
-        total_steps=total_steps,
-        augmenter=augmenter,
-        method=config.model.method,
-        use_predictor=config.model.predictor,
-        tau_schedule=config.model.tau_schedule,
-        temperature=config.model.temperature,
-    )
+    return model_from_config(config, backbone, total_steps, augmenter)
 
 
 def _init_weights_record(spec: str | None) -> str | None:

@@ -98,7 +98,7 @@ class ModelConfig:
     projector_hidden_dim: int = _spec(4096, low=1)
     predictor_hidden_dim: int = _spec(4096, low=1)
     tau_base: float = _spec(0.996, low=0.0, high=1.0)
-    # byol_keras/methods.py: what each method takes as targets and which loss it uses.
+    # byol_keras/methods/: one class per method; the registry there lists the names.
     method: str = _spec("byol", choices=tuple(METHODS))
     predictor: bool | None = None  # null: the method's own (byol, simsiam yes; simclr no)
     tau_schedule: str = _spec("cosine", choices=TAU_SCHEDULES)  # constant: τ = tau_base

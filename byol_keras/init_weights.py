@@ -15,7 +15,6 @@ load_init_weights(backbone, "runs/quickstart/backbone.keras")  # 20 tensors
 ```
 """
 
-import contextlib
 import logging
 import os
 import tempfile
@@ -66,11 +65,6 @@ def load_init_weights(backbone: keras.Model, spec: str) -> int:
 
 
 def _load_keras_file(backbone: keras.Model, path: Path) -> int:
-    import byol_keras.model  # noqa: F401  registers BYOL, for a whole model.keras
-
-    # model.keras holds the augmenter layer when training augmented on the device.
-    with contextlib.suppress(ImportError):
-        import byol_keras.augment  # noqa: F401
     try:
         source = keras.saving.load_model(path, compile=False)
     except Exception as error:  # any failure to read the file is the user's file

@@ -6,7 +6,6 @@ finds the results that evaluation protocols kept (`RunDirectory.find_result`).
 Evaluation and export both build on this module and never on each other.
 """
 
-import contextlib
 import json
 import logging
 import os
@@ -155,15 +154,10 @@ def load_networks(run: RunDirectory) -> tuple["keras.Model", "keras.Model"]:
     backbone, projector = load_networks(RunDirectory("runs/quickstart").require_finished())
     ```
     """
-    import keras
+    import keras  # importing byol_keras registered the classes a run's files name
 
-    import byol_keras.model  # noqa: F401  registers BYOL for load_model
     from byol_keras.precision import compute_dtypes, float32_copy
 
-    # model.keras holds the augmenter layer when training augmented on the device;
-    # importing the module registers that layer for deserialisation.
-    with contextlib.suppress(ImportError):
-        import byol_keras.augment  # noqa: F401
     backbone = keras.saving.load_model(run.backbone_path, compile=False)
     projector = keras.saving.load_model(run.model_path, compile=False).online_projector
     if compute_dtypes(backbone) | compute_dtypes(projector) != {"float32"}:

@@ -73,19 +73,21 @@ def camvid_folder(shared_data, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def tiny_byol():
-    """Builds the tiny seeded BYOL the unit tests share: `tiny_byol(image_size=16, **byol_kwargs)`.
+    """Builds the tiny seeded model the unit tests share: `tiny_byol(image_size=16, **kwargs)`.
 
     A `tiny` backbone of width 4 and heads of 8/16/16 units train in milliseconds a step;
-    keyword arguments other than `image_size`, `width` and `seed` go to `BYOL(...)`.
+    `method` picks the class (BYOL by default) and keyword arguments other than
+    `image_size`, `width` and `seed` go to its constructor.
     """
     import keras
 
     from byol_keras.backbones import build_backbone
-    from byol_keras.model import BYOL
+    from byol_keras.methods import method_class
 
-    def build(image_size: int = 16, width: int = 4, seed: int = 0, **byol_kwargs) -> BYOL:
+    def build(image_size: int = 16, width: int = 4, seed: int = 0, method: str = "byol", **kwargs):
         keras.utils.set_random_seed(seed)
         heads = {"projection_dim": 8, "projector_hidden_dim": 16, "predictor_hidden_dim": 16}
-        return BYOL(build_backbone("tiny", image_size, width=width), **{**heads, **byol_kwargs})
+        backbone = build_backbone("tiny", image_size, width=width)
+        return method_class(method)(backbone, **{**heads, **kwargs})
 
     return build

@@ -6,7 +6,7 @@ import pytest
 from test_model import ema_pairs, view_pair
 
 from byol_keras.config import OptimizerConfig
-from byol_keras.model import _TotalStepsFromFit
+from byol_keras.methods.base import _TotalStepsFromFit
 from byol_keras.training.optimizers import build_optimizer
 from byol_keras.training.schedules import WarmupCosine, cosine_tau
 

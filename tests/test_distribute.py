@@ -21,7 +21,7 @@ from byol_keras.errors import UsageError
 from byol_keras.training.distribute import is_chief, make_strategy, writable_run_dir
 
 HELPER = Path(__file__).parent / "helpers" / "distribute.py"
-ROOT = HELPER.parents[1]
+ROOT = HELPER.parents[2]  # the repository root, so that subprocesses import this checkout
 
 
 def _env(**extra) -> dict:
@@ -207,7 +207,7 @@ def test_make_strategy_rejects_unknown_names():
 
 def test_sync_batchnorm_survives_the_target_copy():
     from byol_keras.backbones import build_backbone, synchronize_batchnorm
-    from byol_keras.model import BYOL
+    from byol_keras.methods.byol import BYOL
 
     model = BYOL(
         synchronize_batchnorm(build_backbone("tiny", 16, width=4)),

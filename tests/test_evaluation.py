@@ -22,7 +22,7 @@ from byol_keras.evaluation.finetune import (
     finetune_classifier,
 )
 from byol_keras.evaluation.linear import fit_linear_probe
-from byol_keras.model import BYOL
+from byol_keras.methods.byol import BYOL
 from byol_keras.runs import RunDirectory
 
 RUN_CONFIG = {

@@ -12,7 +12,17 @@ import byol_keras
 PACKAGE_ROOT = Path(byol_keras.__file__).parent
 # The training core: the method classes and what they are made of. A user can
 # build and fit them without a config file, so none may reach `byol_keras.config`.
-CORE = ("byol_keras.model", "byol_keras.heads", "byol_keras.losses", "byol_keras.target")
+CORE = (
+    "byol_keras.methods.base",
+    "byol_keras.methods.byol",
+    "byol_keras.methods.simsiam",
+    "byol_keras.methods.simclr",
+    "byol_keras.model",
+    "byol_keras.backbones",
+    "byol_keras.heads",
+    "byol_keras.losses",
+    "byol_keras.target",
+)
 
 
 def module_names() -> dict[str, Path]:
@@ -94,10 +104,10 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 
 
 def test_the_graph_sees_imports_inside_functions_and_relative_imports():
-    # A hand-checked sample: byol_experiment imports the model at the top,
+    # A hand-checked sample: byol_experiment imports the method base at the top,
     # evaluation.pictures imports the segmentation pictures inside a function.
     graph = import_graph()
-    assert "byol_keras.model" in graph["byol_keras.byol_experiment"]
+    assert "byol_keras.methods.base" in graph["byol_keras.byol_experiment"]
     assert "byol_keras.transfer.segment_pictures" in graph["byol_keras.evaluation.pictures"]
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_keras.model import BYOL
+from byol_keras.methods.byol import BYOL
 from byol_keras.training.schedules import cosine_tau
 
 SIZE = 16

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from byol_keras.backbones import build_backbone
-from byol_keras.model import BYOL
+from byol_keras.methods.byol import BYOL
 
 SIZE = 16
 
@@ -53,9 +53,9 @@ def test_each_precision_trains_with_a_float32_loss(precision, compute_dtype):
     # Layers built before compile still take the policy; float16 gets loss scaling.
     is_scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert is_scaled == (precision == "mixed_float16")
-    _, prediction = model._online_predictions(view1, training=False)
+    _, prediction = model.online_projection(view1, training=False)
     assert prediction.dtype == compute_dtype
-    step_loss, _ = model._loss_and_projection(view1, view2, training=False)
+    step_loss, _ = model.loss_and_projection(view1, view2, training=False)
     assert step_loss.dtype == "float32"
     # Variables, and so the EMA of the target, stay float32.
     assert {v.dtype for v in model.target_backbone.weights} == {"float32"}

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from tensorflow.python.checkpoint import checkpoint_management
 
-import byol_keras.model  # noqa: F401  registers BYOL, which load_model needs
+from byol_keras.config import load_config
+from byol_keras.errors import UsageError
 from byol_keras.training.callbacks import Checkpoints
-from byol_keras.training.resume import FitCall, remaining_fit_calls
+from byol_keras.training.resume import FitCall, check_config_change, remaining_fit_calls
 from byol_keras.training.schedules import cosine_tau
 from tests.helpers.kill import kill_after_first_checkpoint
 
@@ -124,3 +125,16 @@ def test_kill_between_data_and_index_write_keeps_previous_checkpoint(
     restored = _compiled_tiny(tiny_byol)
     assert Checkpoints(restored, tmp_path / "ckpt").restore() == 5
     np.testing.assert_array_equal(restored.online_backbone.trainable_weights[0].numpy(), good)
+
+
+@pytest.mark.parametrize(
+    ("method", "default"), [("byol", True), ("simsiam", True), ("simclr", False)]
+)
+def test_the_predictor_spelled_out_as_the_methods_default_resumes_the_same_model(method, default):
+    recorded = load_config(None, [f"model.method={method}"]).to_dict()  # model.predictor: null
+    spelled_out = load_config(None, [f"model.method={method}", f"model.predictor={default}"])
+    assert check_config_change(recorded, spelled_out, allow_changes=False, where="run") == []
+    # The other value is another model: a head more or less, refused even with changes allowed.
+    other = load_config(None, [f"model.method={method}", f"model.predictor={not default}"])
+    with pytest.raises(UsageError, match=f"another model .*model.predictor: {default} -> "):
+        check_config_change(recorded, other, allow_changes=True, where="run")

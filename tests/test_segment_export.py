@@ -21,8 +21,8 @@ pytestmark = pytest.mark.slow  # real data, a fine-tune, two conversions and a v
 @pytest.fixture(scope="module")
 def segmented_run(camvid_folder, tmp_path_factory):
     """A run with a ResNet-18 (width 4) backbone and a segmenter fine-tuned for one short epoch."""
-    from byol_keras.backbones import backbone_from_config
-    from byol_keras.model import BYOL
+    from byol_keras.builders import backbone_from_config
+    from byol_keras.methods.byol import BYOL
 
     keras.utils.set_random_seed(0)
     run = RunDirectory(tmp_path_factory.mktemp("camvid-run")).create()

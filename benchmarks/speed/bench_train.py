@@ -29,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 
 from byol_keras.backbones import build_backbone  # noqa: E402
 from byol_keras.losses import symmetric_byol_loss  # noqa: E402
-from byol_keras.model import BYOL  # noqa: E402
+from byol_keras.methods.byol import BYOL  # noqa: E402
 from byol_keras.training.schedules import cosine_tau  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for harness.py

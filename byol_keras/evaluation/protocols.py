@@ -26,7 +26,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from byol_keras.backbones import backbone_from_config
+from byol_keras.builders import backbone_from_config
 from byol_keras.config import Config, load_config
 from byol_keras.data import ImageSource, source_from_config
 from byol_keras.data.labelled import check_classes, check_disjoint

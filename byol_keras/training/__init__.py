@@ -1,4 +1,4 @@
-"""Everything around `BYOL.train_step` that makes a run: optimizers, schedules, callbacks, state.
+"""Everything around the methods' `train_step` that makes a run: optimizers, callbacks, state.
 
 - `optimizers.py`, `lars.py`: the optimizer from the config; LARS (You et al. 2017).
 - `schedules.py`: the warm-up cosine learning rate and the cosine τ schedule.
@@ -7,9 +7,9 @@
 - `steps.py`: gradient accumulation arithmetic.
 - `resume.py`, `run_lock.py`: resuming a run, one writer at a time (the run directory
   itself is `byol_keras.runs`).
-- `distribute.py`: `tf.distribute` strategies and the multi-worker workarounds.
+- `distribute.py`: `tf.distribute` strategies and which worker writes the run directory.
 
 The modules are imported one by one (`from byol_keras.training.schedules import cosine_tau`):
-this file imports none of them, so that `model.py` can use `schedules` and `steps`
-without pulling in the callbacks.
+this file imports none of them, so that the method classes can use `schedules` and
+`steps` without pulling in the callbacks or the config.
 """

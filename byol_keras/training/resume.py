@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from byol_keras.config import Config, from_dict
 from byol_keras.errors import UsageError
+from byol_keras.methods import METHODS
 
 RESUME_WITH_CHANGES = "--resume-with-changes"
 
@@ -58,7 +59,10 @@ def check_config_change(
             f"--output: '{where}' has checkpoints but no readable config.yaml to compare with; "
             f"rerun with {RESUME_WITH_CHANGES} to resume them with this config, or {fresh}"
         )
-    before, after = _flatten(_normalised(recorded)), _flatten(config.to_dict())
+    before, after = (
+        _resolved(_flatten(_normalised(recorded))),
+        _resolved(_flatten(config.to_dict())),
+    )
     changed = [
         key
         for key in sorted(set(before) | set(after))
@@ -86,6 +90,14 @@ def _normalised(recorded: dict) -> dict:
         return from_dict(recorded).to_dict()
     except (UsageError, TypeError, AttributeError):
         return recorded  # a config this version no longer accepts: compare it as written
+
+
+def _resolved(flat: dict) -> dict:
+    """`flat` with `model.predictor: null` replaced by the method's own choice, which it means."""
+    method = METHODS.get(flat.get("model.method"))
+    if flat.get("model.predictor") is None and method is not None:
+        return {**flat, "model.predictor": method.predictor}
+    return flat
 
 
 def _flatten(config: dict) -> dict:

@@ -68,23 +68,23 @@ def mirrored(out_path: str) -> None:
     np.savez(out_path, **results)
 
 
-def _tiny_byol(sync: bool, **method):
+def _tiny_byol(sync: bool, method: str = "byol"):
     import keras
 
     from byol_keras.backbones import build_backbone, synchronize_batchnorm
-    from byol_keras.model import BYOL
+    from byol_keras.methods import method_class
 
     keras.utils.set_random_seed(0)
     backbone = build_backbone("tiny", SIZE, width=4)
-    return BYOL(
+    schedule = {"tau_base": 0.9} if method == "byol" else {}
+    return method_class(method)(
         synchronize_batchnorm(backbone) if sync else backbone,
         projection_dim=8,
         projector_hidden_dim=16,
         predictor_hidden_dim=16,
-        tau_base=0.9,
         total_steps=10,
         sync_batchnorm=sync,
-        **method,
+        **schedule,
     )
 
 
@@ -122,7 +122,7 @@ def _default_byol(sync):
     """The issue's Sequential backbone and BYOL's default arguments (`sync` False: a control)."""
     import keras
 
-    from byol_keras.model import BYOL
+    from byol_keras.methods.byol import BYOL
 
     keras.utils.set_random_seed(0)
     backbone = keras.Sequential(

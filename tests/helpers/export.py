@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from byol_keras.backbones import build_backbone
 from byol_keras.config import from_dict, save_config
-from byol_keras.model import BYOL
+from byol_keras.methods.byol import BYOL
 from byol_keras.runs import RunDirectory
 
 

@@ -1,0 +1,72 @@
+"""The networks a `Config` describes: the adapters between the config and the model classes.
+
+The backbones and the method classes take plain arguments and never read
+the config, so that they stay usable (and testable) without it; these two
+functions are the only place that maps `model.*` keys onto them, next to
+the config and upstream of training and evaluation, which both use them.
+
+```python
+config = load_config("configs/quickstart.yaml")
+model = model_from_config(config, backbone_from_config(config), total_steps=1000)
+```
+"""
+
+import keras
+
+from byol_keras.backbones import build_backbone
+from byol_keras.config import Config
+from byol_keras.methods import get_method, method_class
+
+
+def backbone_from_config(config: Config, weights: str | None = None) -> keras.Model:
+    """The backbone that `config.model` names, at `config.data.image_size`.
+
+    Args:
+        config: a `Config`; `model.backbone`, `model.stem` and `model.width` choose
+            the network, `data.image_size` its input size.
+        weights: `None` (random), or `"imagenet"` for a `keras.applications` model.
+
+    Returns:
+        A new `keras.Model` from `build_backbone`, untrained unless `weights` is given.
+
+    ```python
+    backbone = backbone_from_config(load_config("configs/quickstart.yaml"))
+    ```
+    """
+    return build_backbone(
+        config.model.backbone,
+        image_size=config.data.image_size,
+        stem=config.model.stem,
+        width=config.model.width,
+        weights=weights,
+    )
+
+
+def model_from_config(
+    config: Config,
+    backbone: keras.Model,
+    total_steps: int,
+    augmenter: keras.layers.Layer | None = None,
+) -> keras.Model:
+    """The `model.method` class around `backbone`, with the `model.*` keys that method takes.
+
+    Every method takes the head sizes and `model.predictor`; the registry
+    (`byol_keras.methods`) names the keys only some take (`tau_base` and
+    `tau_schedule` for BYOL, `temperature` for SimCLR).
+
+    ```python
+    model = model_from_config(config, backbone, total_steps=1000)  # BYOL, SimSiam or SimCLR
+    ```
+    """
+    model = config.model
+    options = {key: getattr(model, key) for key in get_method(model.method).options}
+    return method_class(model.method)(
+        backbone,
+        projection_dim=model.projection_dim,
+        projector_hidden_dim=model.projector_hidden_dim,
+        predictor_hidden_dim=model.predictor_hidden_dim,
+        total_steps=total_steps,
+        augmenter=augmenter,
+        use_predictor=model.predictor,
+        **options,
+    )
