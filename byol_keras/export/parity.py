@@ -17,6 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from byol_keras.augment.eval_transform import EvalTransform
 from byol_keras.config import Config
 from byol_keras.errors import ExportVerificationError, UsageError
 from byol_keras.export import signature as serving
@@ -44,7 +45,7 @@ def verify_artifacts(
     Raises `ExportVerificationError` naming every failed check.
     """
     inputs, input_sets = verification_inputs(config)
-    references = reference_outputs(inputs, backbone, projector, config.data.image_size)
+    references = reference_outputs(inputs, backbone, projector, EvalTransform.from_config(config))
     outputs, report = run_in_fresh_process(inputs, artifacts, workdir)
     checks = {kind: compare(outputs.get(kind, {}), references) for kind in artifacts}
     problems = failures(checks)
@@ -122,17 +123,17 @@ def _real_images(config: Config) -> tuple[np.ndarray | None, str]:
     return None, "; ".join(reasons)
 
 
-def reference_outputs(inputs: dict, backbone, projector, image_size: int) -> dict:
-    """The Keras networks' outputs on the same resized inputs: what artifacts must match.
+def reference_outputs(inputs: dict, backbone, projector, transform: EvalTransform) -> dict:
+    """The Keras networks' outputs on the same transformed inputs: what artifacts must match.
 
     ```python
-    references = reference_outputs(inputs, backbone, projector, image_size=16)
+    references = reference_outputs(inputs, backbone, projector, EvalTransform(16))
     references["random"]["embeddings"].shape  # (8, D)
     ```
     """
     references = {}
     for set_name, images in inputs.items():
-        pixels = serving.preprocess(images, image_size)
+        pixels = serving.preprocess(images, transform)
         embeddings = np.asarray(backbone(pixels, training=False), dtype=np.float32)
         references[set_name] = {serving.EMBEDDINGS: embeddings}
         if projector is not None:

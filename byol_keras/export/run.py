@@ -39,6 +39,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from byol_keras.augment.eval_transform import EvalTransform
 from byol_keras.config import load_config
 from byol_keras.errors import ExportError, ExportVerificationError, UsageError
 from byol_keras.export import signature as serving
@@ -116,7 +117,7 @@ def export_run(
 
         segment_result(run, segmenter)  # refuse a missing result before writing anything
     config = load_config(run.config_path)
-    image_size = config.data.image_size
+    transform = EvalTransform.from_config(config)
     output = Path(output) if output is not None else run.root / "export"
     if output.exists() and not output.is_dir():
         raise UsageError(f"--output: '{output}' exists and is not a directory")
@@ -136,8 +137,8 @@ def export_run(
     staging = Path(tempfile.mkdtemp(dir=output, prefix=f".staging-{name}-v{version}-"))
     try:
         staged = {"saved_model": staging / "saved_model", "onnx": staging / "model.onnx"}
-        log.info("writing SavedModel (image size %d)", image_size)
-        serving.write_saved_model(backbone, projector, image_size, staged["saved_model"])
+        log.info("writing SavedModel (%s)", transform.describe()["description"])
+        serving.write_saved_model(backbone, projector, transform, staged["saved_model"])
         if "onnx" in formats:
             log.info("converting to ONNX (opset %d)", opset)
             convert_to_onnx(staged["saved_model"], staged["onnx"], opset)
@@ -160,7 +161,7 @@ def export_run(
         # The folder TF Serving loads; for an ONNX-only export, the ONNX file.
         "version_dir": str(destinations["saved_model" if "saved_model" in formats else "onnx"]),
         "artifacts": artifacts,
-        **_contract_section(serving.contract(backbone, projector, image_size), image_size),
+        **_contract_section(serving.contract(backbone, projector, transform.image_size), transform),
         "precision": {"trained": config.train.precision, "exported": "float32"},
         "verification": verification,
         "versions": _library_versions(),
@@ -331,7 +332,7 @@ def _commit(staged: dict, destinations: dict) -> None:
         raise
 
 
-def _contract_section(contract: dict, image_size: int) -> dict:
+def _contract_section(contract: dict, transform: EvalTransform) -> dict:
     meanings = {
         serving.INPUT_NAME: "RGB pixels 0..255, any height and width",
         serving.EMBEDDINGS: "online backbone features",
@@ -340,10 +341,11 @@ def _contract_section(contract: dict, image_size: int) -> dict:
     return {
         "inputs": {k: {**v, "meaning": meanings[k]} for k, v in contract["inputs"].items()},
         "outputs": {k: {**v, "meaning": meanings[k]} for k, v in contract["outputs"].items()},
-        "preprocessing": f"cast to float32, divide by 255, bilinear resize (half-pixel centres, "
-        f"no antialiasing) to {image_size}x{image_size}; the backbone standardises with the "
+        "preprocessing": f"cast to float32, divide by 255; "
+        f"{transform.describe()['description']}; the backbone standardises with the "
         "ImageNet mean/std inside",
-        "image_size": image_size,
+        "image_size": transform.image_size,
+        "eval_transform": transform.describe(),
         "tolerance": {"rule": TOLERANCE_RULE, "relative": RELATIVE_TOLERANCE},
     }
 
