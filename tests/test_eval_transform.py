@@ -1,9 +1,15 @@
 """The evaluation transform: one centre crop (or squash) for evaluation, embed and the exports."""
 
+import io
+import tarfile
+
 import numpy as np
+import onnxruntime
 import pytest
 import tensorflow as tf
 from helpers.eval_transform import pil_eval_transform
+from helpers.export import make_finished_run
+from PIL import Image
 
 from byol_keras.augment.eval_transform import RESIZE_MODES, EvalTransform
 from byol_keras.backbones import build_backbone
@@ -11,8 +17,11 @@ from byol_keras.config import EvalConfig, load_config
 from byol_keras.data import ImageSource, load_source
 from byol_keras.data.source import to_unit_range
 from byol_keras.errors import UsageError
-from byol_keras.evaluation.embed import _named_batches
+from byol_keras.evaluation.embed import _named_batches, embed_run
 from byol_keras.evaluation.embeddings import Embedder, source_arrays
+from byol_keras.export import export_run
+from byol_keras.export.run import load_networks
+from byol_keras.export.verify import tolerance
 
 PHOTO_SHAPE = (480, 640)  # BCCD's size, a 4:3 photo
 
@@ -150,7 +159,9 @@ def photo_source(photos: list[np.ndarray]) -> ImageSource:
 
 
 def test_sources_of_several_sizes_are_transformed_per_image_then_batched():
-    photos = [random_photo(shape, seed) for seed, shape in enumerate([(30, 40), (48, 20), (16, 16)])]
+    photos = [
+        random_photo(shape, seed) for seed, shape in enumerate([(30, 40), (48, 20), (16, 16)])
+    ]
     source = photo_source(photos)
     transform = EvalTransform(16)
     backbone = build_backbone("tiny", 16, width=4)
@@ -161,7 +172,9 @@ def test_sources_of_several_sizes_are_transformed_per_image_then_batched():
     assert labels.tolist() == [0, 1, 0]
     (batch,) = list(_named_batches(source, transform, batch_size=3))
     assert batch["names"].numpy().tolist() == [0, 1, 2]
-    np.testing.assert_allclose(Embedder(backbone).embed_pixels(batch["pixels"]), expected, atol=1e-5)
+    np.testing.assert_allclose(
+        Embedder(backbone).embed_pixels(batch["pixels"]), expected, atol=1e-5
+    )
     images, _ = source_arrays(source, transform=transform)
     assert images.shape == (3, 16, 16, 3) and images.dtype == np.uint8
     with pytest.raises(ValueError, match="several sizes; pass a transform"):
@@ -171,3 +184,66 @@ def test_sources_of_several_sizes_are_transformed_per_image_then_batched():
 def test_an_embedder_refuses_a_transform_of_another_size():
     with pytest.raises(ValueError, match="makes 32 px images; the backbone takes 16 px"):
         Embedder(build_backbone("tiny", 16, width=4), transform=EvalTransform(32))
+
+
+@pytest.fixture(scope="module")
+def bccd_photo(shared_data) -> np.ndarray:
+    """The first 640x480 blood-smear photograph of BCCD, as RGB uint8."""
+    archive = shared_data / "bccd-voc.tar.gz"
+    if not archive.is_file():
+        pytest.skip(f"{archive} is absent: real-data test skipped")
+    with tarfile.open(archive, "r|gz") as members:
+        for member in members:
+            if member.isfile() and "/JPEGImages/" in member.name:
+                with Image.open(io.BytesIO(members.extractfile(member).read())) as image:
+                    return np.asarray(image.convert("RGB"))
+    pytest.skip(f"{archive} holds no JPEGImages")
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sum(a * b) / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_a_photo_embeds_alike_in_evaluation_embed_the_saved_model_and_onnx(bccd_photo, tmp_path):
+    assert bccd_photo.shape == (480, 640, 3)
+    run = make_finished_run(tmp_path / "run", image_size=32)
+    transform = EvalTransform.from_config(load_config(run.config_path))
+    backbone, _ = load_networks(run)
+    photo = bccd_photo[np.newaxis]
+    # Independent of the code under test: Pillow's crop and resize, then the backbone.
+    reference = backbone(pil_eval_transform(bccd_photo, 32)[np.newaxis], training=False).numpy()
+    limit = tolerance(reference)
+
+    evaluation = Embedder(backbone, transform=transform).embed(photo)
+    manifest = export_run(run.root)
+    assert manifest["verification"]["passed"]
+    assert manifest["eval_transform"] == transform.describe()
+    serve = tf.saved_model.load(manifest["version_dir"]).signatures["serving_default"]
+    saved_model = serve(images=tf.constant(photo))["embeddings"].numpy()
+    session = onnxruntime.InferenceSession(
+        str(run.root / "export" / manifest["artifacts"]["onnx"]["path"]),
+        providers=["CPUExecutionProvider"],
+    )
+    (onnx,) = session.run(["embeddings"], {"images": photo})
+    for name, embedding in [("evaluation", evaluation), ("saved_model", saved_model)]:
+        assert np.abs(embedding - reference).max() <= limit, name
+    assert np.abs(onnx - saved_model).max() <= limit
+    # The central square alone embeds as the whole photo: the crop keeps the aspect.
+    square = serve(images=tf.constant(photo[:, :, 80:560]))["embeddings"].numpy()
+    assert cosine(square, saved_model) > 0.999
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(bccd_photo).save(folder / "BloodImage.png")  # lossless: the same pixels
+    source = load_source(f"folder:{folder}", image_size=32)
+    handed = next(iter(source.dataset))[0].shape
+    if handed != bccd_photo.shape:
+        pytest.xfail(
+            f"the folder source hands {handed}, not the photo at its own size "
+            "(issue 20 item 1: sources keep each image's size)"
+        )
+    result = embed_run(run.root, f"folder:{folder}", tmp_path / "photo.npy", progress=False)
+    assert result["rows"] == 1
+    np.testing.assert_array_less(np.abs(np.load(tmp_path / "photo.npy") - saved_model), limit)
