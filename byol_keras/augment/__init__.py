@@ -4,6 +4,8 @@
 - `layers.py`: our own `RandomResizedCrop` and `RandomGaussianBlur`, and seed helpers.
 - `augmenter.py`: `BYOLAugmenter`, the layer that draws one view of a batch.
 - `pipelines.py`: `make_augmenter`, `image_batches` and `pair_dataset` for `fit`.
+- `eval_transform.py`: `EvalTransform`, the one deterministic resize and centre crop
+  that evaluation, `embed` and the exported models apply.
 
 ```python
 from byol_keras.augment import make_augmenter, pair_dataset

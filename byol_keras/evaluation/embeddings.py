@@ -33,13 +33,14 @@ def source_arrays(
 
     Each image goes through `transform`, rounded back to uint8
     (`EvalTransform.to_uint8`); without one, the source's images must
-    already share one size. With `max_examples` below the source's size, a uniformly random subset
-    chosen with `seed` is kept (in source order); the rest is decoded but not
-    held in memory. Folder sources list files class by class, so taking the
-    first n would keep only the first classes. `labelled_only` then drops
-    examples labelled -1 (the result may be empty; otherwise an empty source
-    raises ValueError). The arrays are allocated once at the expected size and
-    filled batch by batch, so memory peaks at the result, not twice it.
+    already share one size. With `max_examples` below the source's size, a
+    uniformly random subset chosen with `seed` is kept (in source order);
+    the rest is decoded but not held in memory. Folder sources list files
+    class by class, so taking the first n would keep only the first
+    classes. `labelled_only` then drops examples labelled -1 (the result may
+    be empty; otherwise an empty source raises ValueError). The arrays are
+    allocated once at the expected size and filled batch by batch, so
+    memory peaks at the result, not twice it.
 
     ```python
     images, labels = source_arrays(source, max_examples=5000, seed=0, transform=EvalTransform(32))
