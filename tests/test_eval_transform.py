@@ -90,8 +90,16 @@ def test_the_transform_keeps_the_photos_central_square_whatever_surrounds_it():
 def test_images_at_the_target_size_pass_exactly(options):
     images = random_photo((4 * 16, 16)).reshape(4, 16, 16, 3)
     transform = EvalTransform(16, **options)
-    np.testing.assert_array_equal(transform(images).numpy(), to_unit_range(images).numpy())
+    expected = to_unit_range(images).numpy()
+    np.testing.assert_array_equal(transform(images).numpy(), expected)
     np.testing.assert_array_equal(transform.to_uint8(images).numpy(), images)
+    # Where the size is unknown until run time (the exported graph), the resampling runs:
+    # identity matrices, exact products.
+    np.testing.assert_array_equal(transform._resampled(tf.constant(expected)), expected)
+    any_size = [tf.TensorSpec([None, None, None, 3], tf.uint8)]
+    traced = tf.function(transform, input_signature=any_size)(images)
+    # Traced, x / 255 may become x * (1 / 255): one unit in the last place at most.
+    np.testing.assert_allclose(traced, expected, rtol=1.2e-7, atol=0)
 
 
 def test_a_batch_is_transformed_as_its_images_one_by_one():
@@ -123,18 +131,19 @@ def test_config_names_the_transform_and_refuses_bad_values():
 
 
 def test_evaluation_of_same_size_sources_is_unchanged_bit_for_bit():
-    """What evaluation computed before the transform existed: uint8 / 255, then the backbone."""
     source = load_source("digits", split="test", image_size=16)
     backbone = build_backbone("tiny", 16, width=4)
-    features, labels = Embedder(backbone, batch_size=64).embed_source(source)
     images = np.stack([image.numpy() for image, _ in source.dataset])
-    before = np.concatenate(
-        [
-            backbone(to_unit_range(images[start : start + 64]), training=False).numpy()
-            for start in range(0, len(images), 64)
-        ]
-    )
-    np.testing.assert_array_equal(features, before)
+
+    # The Embedder before the transform existed: uint8 / 255 and the backbone, traced.
+    @tf.function(input_signature=[tf.TensorSpec([None, 16, 16, 3], tf.uint8)])
+    def before(batch):
+        return tf.cast(backbone(to_unit_range(batch), training=False), tf.float32)
+
+    expected = np.concatenate([before(images[i : i + 64]) for i in range(0, len(images), 64)])
+    embedder = Embedder(backbone, batch_size=64)
+    np.testing.assert_array_equal(embedder.embed_source(source)[0], expected)
+    np.testing.assert_array_equal(embedder.embed(images), expected)
     arrays, _ = source_arrays(source, transform=EvalTransform(16))
     np.testing.assert_array_equal(arrays, images)
 
@@ -170,11 +179,10 @@ def test_sources_of_several_sizes_are_transformed_per_image_then_batched():
     features, labels = Embedder(backbone, 2, transform).embed_source(source)
     np.testing.assert_allclose(features, expected, atol=1e-5)
     assert labels.tolist() == [0, 1, 0]
-    (batch,) = list(_named_batches(source, transform, batch_size=3))
-    assert batch["names"].numpy().tolist() == [0, 1, 2]
-    np.testing.assert_allclose(
-        Embedder(backbone).embed_pixels(batch["pixels"]), expected, atol=1e-5
-    )
+    embedder = Embedder(backbone, transform=transform)
+    ((pixels, _, names),) = list(_named_batches(source, embedder, batch_size=3))
+    assert pixels.dtype == tf.float32 and names.numpy().tolist() == [0, 1, 2]
+    np.testing.assert_allclose(embedder.embed_batch(pixels), expected, atol=1e-5)
     images, _ = source_arrays(source, transform=transform)
     assert images.shape == (3, 16, 16, 3) and images.dtype == np.uint8
     with pytest.raises(ValueError, match="several sizes; pass a transform"):

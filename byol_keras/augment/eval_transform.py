@@ -87,16 +87,23 @@ class EvalTransform:
     def __call__(self, images: tf.Tensor) -> tf.Tensor:
         """float32 [..., S, S, 3] in [0, 1] from uint8 [H, W, 3] or [batch, H, W, 3] (one H, W)."""
         images = tf.convert_to_tensor(images)
-        if images.shape.rank == 3:
-            return self(images[tf.newaxis])[0]
         pixels = to_unit_range(images)
+        if self.crop_ratio == 1.0 and images.shape[-3:-1] == (self.image_size, self.image_size):
+            # The weights would be identity matrices, and the products exact: skip them.
+            # Known only for static shapes (CIFAR-size sources), never in the exported graph.
+            return pixels
+        if images.shape.rank == 3:
+            return self._resampled(pixels[tf.newaxis])[0]
+        return self._resampled(pixels)
+
+    def _resampled(self, pixels: tf.Tensor) -> tf.Tensor:
+        """float32 [batch, S, S, 3] from float32 [batch, H, W, 3]."""
         shape = tf.shape(pixels)
-        height, width = shape[1], shape[2]
-        rows, columns = self._weights(height, width)
+        rows, columns = self._weights(shape[1], shape[2])
         channels_first = tf.transpose(pixels, [0, 3, 1, 2])  # [batch, 3, H, W]
         resized = tf.matmul(tf.matmul(rows, channels_first), columns, transpose_b=True)
         result = tf.transpose(resized, [0, 2, 3, 1])
-        result.set_shape([images.shape[0], self.image_size, self.image_size, images.shape[-1]])
+        result.set_shape([pixels.shape[0], self.image_size, self.image_size, pixels.shape[-1]])
         return result
 
     def to_uint8(self, images: tf.Tensor) -> tf.Tensor:

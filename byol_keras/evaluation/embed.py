@@ -100,9 +100,9 @@ def embed_run(
     name_column = "path" if sources[0][1].key_path is not None else "index"
     with writer_class(output, expected, dim, name_column) as writer:
         for split, source in sources:
-            for batch in _named_batches(source, embedder.transform, batch_size):
-                names, labels = batch["names"].numpy(), batch["labels"].numpy()
-                features = embedder.embed_pixels(batch["pixels"])
+            for images, labels, names in _named_batches(source, embedder, batch_size):
+                names, labels = names.numpy(), labels.numpy()
+                features = embedder.embed_batch(images)
                 writer.append(written, features, names, labels, source.class_names, split)
                 written += len(labels)
                 bar.update(written)
@@ -175,12 +175,12 @@ def _network(run: RunDirectory, what: str) -> keras.Model:
     return keras.Model(images, projector(backbone(images)), name="backbone_projector")
 
 
-def _named_batches(source, transform: EvalTransform, batch_size: int) -> tf.data.Dataset:
-    """Batches of transformed images, labels and each example's path or index, in order.
+def _named_batches(source, embedder: Embedder, batch_size: int) -> tf.data.Dataset:
+    """Batches of (images, labels, each example's path or index), in the source's order.
 
     The name travels with the image through decoding, so a file that fails
-    to decode drops its own row and no other. Each image is transformed at
-    its own size, before batching.
+    to decode drops its own row and no other. Images of varying size are
+    transformed one by one before batching (`Embedder.batchable`).
     """
 
     def decode(index, key):
@@ -189,10 +189,11 @@ def _named_batches(source, transform: EvalTransform, batch_size: int) -> tf.data
             name = index
         else:
             name = source.key_path(*key) if isinstance(key, tuple) else source.key_path(key)
-        return {"pixels": transform(image), "labels": label, "names": name}
+        return image, label, name
 
     examples = source.keys.enumerate().map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-    return examples.ignore_errors(log_warning=True).batch(batch_size).prefetch(2)
+    examples = embedder.batchable(examples.ignore_errors(log_warning=True))
+    return examples.batch(batch_size).prefetch(2)
 
 
 class _NpyWriter:

@@ -146,21 +146,30 @@ class Embedder:
             features[start : start + len(batch)] = self._forward_images(batch).numpy()
         return features
 
-    def embed_pixels(self, pixels: tf.Tensor) -> np.ndarray:
-        """Features of one batch of transformed images (float32 [b, S, S, 3], `transform_each`)."""
-        return self._forward(pixels).numpy()
+    def batchable(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
+        """`(image, ...)` elements whose images can be batched, for `embed_batch`.
 
-    def transform_each(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
-        """Applies the transform to the image of every `(image, ...)` element, before batching.
+        Images that share one static size (CIFAR, MNIST, digits) stay uint8
+        and are transformed a batch at a time inside the traced forward pass,
+        as the exported model does; images of varying size are transformed
+        one by one here.
 
         ```python
-        batches = embedder.transform_each(source.dataset).batch(256)  # (pixels, labels)
+        for images, labels in embedder.batchable(source.dataset).batch(256):
+            features = embedder.embed_batch(images)
         ```
         """
+        if None not in dataset.element_spec[0].shape.as_list():
+            return dataset
         return dataset.map(
             lambda image, *rest: (self.transform(image), *rest),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
+
+    def embed_batch(self, batch: tf.Tensor) -> np.ndarray:
+        """Features of a batch from `batchable`: uint8 images, or float32 transformed pixels."""
+        forward = self._forward_images if batch.dtype == tf.uint8 else self._forward
+        return forward(batch).numpy()
 
     def embed_source(
         self, source, max_examples: int | None = None, seed: int = 0
@@ -168,9 +177,9 @@ class Embedder:
         """Features and labels of a source's labelled examples, decoded one batch at a time.
 
         The same examples as `source_arrays(source, max_examples, seed,
-        labelled_only=True, transform=self.transform)`, but the transform's float output goes to
-        the backbone unrounded, and only one batch of images is in memory at
-        a time: the features of a million 224 px images take 8 GB (2048
+        labelled_only=True, transform=self.transform)`, but the transform's
+        float output goes to the backbone unrounded, and only one batch of
+        images is in memory at a time: the features of a million 224 px images take 8 GB (2048
         floats each), their pixels 150 GB.
 
         ```python
@@ -181,9 +190,9 @@ class Embedder:
         features = np.empty([capacity, self.backbone.output_shape[-1]], np.float32)
         labels = np.empty([capacity], np.int32)
         count = 0
-        for pixels, label_batch in self.transform_each(dataset).batch(self.batch_size).prefetch(2):
+        for image_batch, label_batch in self.batchable(dataset).batch(self.batch_size).prefetch(2):
             features, labels = _room_for(len(label_batch), count, features, labels)
-            features[count : count + len(label_batch)] = self.embed_pixels(pixels)
+            features[count : count + len(label_batch)] = self.embed_batch(image_batch)
             labels[count : count + len(label_batch)] = label_batch.numpy()
             count += len(label_batch)
         return features[:count], labels[:count]
