@@ -24,7 +24,10 @@ Why not `tf.image.resize(antialias=True)` itself: it lowers to the
 written here as two small weight matrices (output rows x input rows, output
 columns x input columns) applied with matrix products, which every converter
 handles; the ONNX model then computes what evaluation computes, up to float
-rounding.
+rounding. The products cost about 3·S·H·W multiply-adds an image: 0.03 G for
+a 640x480 photo to 32 px, 8 G for a 12-megapixel one to 224 px (about a
+ResNet-50 forward pass; 0.5 s on a 2-core machine, where ScaleAndTranslate
+takes 0.06 s).
 
 ```python
 transform = EvalTransform(image_size=32)  # or EvalTransform.from_config(config)
