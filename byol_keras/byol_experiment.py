@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from byol_keras.augment.eval_transform import EvalTransform
 from byol_keras.augment.pipelines import image_batches, make_augmenter, pair_dataset
 from byol_keras.backbones import synchronize_batchnorm
 from byol_keras.builders import backbone_from_config, model_from_config
@@ -309,6 +310,7 @@ def _knn_monitor(config: Config, run: RunDirectory) -> list[KnnMonitor]:
             queries,
             max_bank=config.eval.knn_max_train,
             seed=config.train.seed,
+            transform=EvalTransform.from_config(config),
             every_epochs=config.eval.knn_every_epochs,
             k=config.eval.knn_k,
             temperature=config.eval.knn_temperature,

@@ -157,6 +157,11 @@ class EvalConfig:
     linear_max_iter: int = _spec(500, low=1)
     finetune_epochs: int = _spec(20, low=1)
     finetune_lr: float = _spec(0.05, low=0.0, open_low=True)
+    # The evaluation transform (augment/eval_transform.py) of every protocol but segment,
+    # of `embed` and of the exported models: resize the short side, then a central square
+    # of crop_ratio × the short side; or squash the whole image (aspect lost).
+    resize: str = _spec("center_crop", choices=("center_crop", "squash"))
+    crop_ratio: float = _spec(1.0, low=0.0, high=1.0, open_low=True)
 
 
 @dataclass

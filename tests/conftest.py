@@ -11,7 +11,11 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# BYOL_KERAS_SHARED_DATA points elsewhere, e.g. from a git worktree that is not beside it.
+SHARED_DATA = Path(
+    os.environ.get("BYOL_KERAS_SHARED_DATA")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from byol_keras.augment.eval_transform import EvalTransform
 from byol_keras.cli import main
 from byol_keras.data import load_source
 from byol_keras.evaluation.embed import _NpyWriter, embed_run
@@ -32,7 +33,7 @@ def read_listing(path):
 
 def test_embeddings_equal_the_saved_models(run, tmp_path):
     backbone, projector = load_networks(run)
-    write_saved_model(backbone, projector, SIZE, tmp_path / "saved_model")
+    write_saved_model(backbone, projector, EvalTransform(SIZE), tmp_path / "saved_model")
     serve = tf.saved_model.load(str(tmp_path / "saved_model")).signatures["serving_default"]
     images, labels = source_arrays(load_source("digits", split="test", image_size=SIZE))
     expected = serve(images=tf.constant(images))

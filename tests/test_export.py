@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import tensorflow as tf
+from helpers.eval_transform import pil_eval_transform
 from helpers.export import make_finished_run, serve_saved_model
 from PIL import Image
 
@@ -63,8 +64,8 @@ def image_folder(shared_data, tmp_path_factory):
 
 
 def keras_embeddings(backbone, images: np.ndarray) -> np.ndarray:
-    """The reference, written out here: scale to [0, 1], bilinear resize, backbone."""
-    pixels = tf.image.resize(images.astype(np.float32) / 255.0, (IMAGE_SIZE, IMAGE_SIZE))
+    """The reference: Pillow's centre crop and antialiased resize to [0, 1], then the backbone."""
+    pixels = np.stack([pil_eval_transform(image, IMAGE_SIZE) for image in images])
     return backbone(pixels, training=False).numpy()
 
 

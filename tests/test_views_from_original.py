@@ -14,6 +14,7 @@ from PIL import Image
 
 from byol_keras.augment import image_batches, make_augmenter, pair_dataset
 from byol_keras.augment.crops import crop_pair, crop_window
+from byol_keras.augment.eval_transform import EvalTransform
 from byol_keras.augment.views import ViewParams
 from byol_keras.data import load_source
 from byol_keras.data.source import resize_uint8
@@ -206,10 +207,14 @@ def test_on_device_views_of_crops_cut_in_tf_data_equal_the_tf_data_views(tmp_pat
     assert np.isfinite(history.history["loss"]).all()
 
 
-def test_evaluation_refuses_images_of_their_own_sizes(tmp_path):
+def test_evaluation_takes_images_of_their_own_sizes_through_its_transform(tmp_path):
     Image.fromarray(wide_image(30, 50)).save(tmp_path / "a.png")
     source = load_source(f"folder:{tmp_path}", image_size=16)
-    with pytest.raises(UsageError, match="evaluation: .* different sizes"):
+    images, _ = source_arrays(source, transform=EvalTransform(16))
+    assert images.shape == (1, 16, 16, 3)  # the central 30x30 square: half red, half blue
+    np.testing.assert_array_equal(images[0, :, :7], np.broadcast_to([255, 0, 0], (16, 7, 3)))
+    np.testing.assert_array_equal(images[0, :, 9:], np.broadcast_to([0, 0, 255], (16, 7, 3)))
+    with pytest.raises(ValueError, match="several sizes; pass a transform"):
         source_arrays(source)
 
 

@@ -5,6 +5,8 @@
 - `augmenter.py`: `BYOLAugmenter`, the layer that draws one view of a batch.
 - `crops.py`: each view's crop cut per image from the original, for images of their own sizes.
 - `pipelines.py`: `make_augmenter`, `image_batches` and `pair_dataset` for `fit`.
+- `eval_transform.py`: `EvalTransform`, the one deterministic resize and centre crop
+  that evaluation, `embed` and the exported models apply.
 
 ```python
 from byol_keras.augment import make_augmenter, pair_dataset

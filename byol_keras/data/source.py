@@ -120,20 +120,6 @@ class ImageSource:
         # guards a long run against files that change or vanish meanwhile.
         return examples.ignore_errors(log_warning=True)
 
-    def require_one_size(self, use: str) -> int:
-        """The images' common side; a one-line `UsageError` naming `use` when sizes vary.
-
-        ```python
-        size = source.require_one_size("kNN evaluation")  # 32 for CIFAR-10
-        ```
-        """
-        if self.image_size is None:
-            raise UsageError(
-                f"{use}: {self.description} holds images of different sizes, which {use} "
-                "does not take yet; give it a source of one square size"
-            )
-        return self.image_size
-
     def shared_examples(self, other: "ImageSource") -> int:
         """How many examples of `other` are also in this source (by `example_ids`)."""
         return int(np.isin(other.example_ids, self.example_ids).sum())

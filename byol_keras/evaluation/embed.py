@@ -8,11 +8,13 @@ and an `embedding` column instead, when pyarrow is installed. Rows follow the
 source's order, split after split.
 
 The embeddings are those of the exported SavedModel: the same float32
-networks (`runs.load_networks`) on the same uint8 images scaled to
-[0, 1]. Memory is flat: one batch of images and embeddings at a time,
-appended to a file whose `.npy` header was written for the announced row
-count. Files the source's up-front check skipped, and files that fail to
-decode meanwhile, are counted and reported.
+networks (`runs.load_networks`) after the same evaluation transform
+(`augment/eval_transform.py`: by default the short side resized, then the
+central square, antialiased), applied to each image at its own size.
+Memory is flat: one batch of images and embeddings at a time, appended to
+a file whose `.npy` header was written for the announced row count. Files
+the source's up-front check skipped, and files that fail to decode
+meanwhile, are counted and reported.
 
 ```python
 result = embed_run("runs/cifar", "folder:~/photos", "photos.npy")
@@ -31,6 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from byol_keras.augment.eval_transform import EvalTransform
 from byol_keras.config import load_config
 from byol_keras.data import source_from_config
 from byol_keras.data.folder import SPLIT_NAMES
@@ -59,8 +62,8 @@ def embed_run(
 
     Args:
         run_dir: A finished run directory.
-        data: A source spec (`digits`, `folder:`, `npz:`, `tfds:`), read at
-            the run's image size; it need not have labels.
+        data: A source spec (`digits`, `folder:`, `npz:`, `tfds:`); it need
+            not have labels. Images get the run's evaluation transform.
         output: A `.npy` file (plus a `.csv` beside it) or a `.parquet` file.
         batch_size: Images per forward pass.
         what: `"backbone"` (the representation) or `"projection"` (the
@@ -89,9 +92,7 @@ def embed_run(
     sources = [
         (label, source_from_config(config, data, split)) for label, split in _splits(data, splits)
     ]
-    for _, source in sources:
-        source.require_one_size("embed")
-    embedder = Embedder(_network(run, what), batch_size)
+    embedder = Embedder(_network(run, what), batch_size, EvalTransform.from_config(config))
     dim = int(embedder.backbone.output_shape[-1])
     expected = sum(source.num_examples for _, source in sources)
     written = 0
@@ -100,9 +101,9 @@ def embed_run(
     name_column = "path" if sources[0][1].key_path is not None else "index"
     with writer_class(output, expected, dim, name_column) as writer:
         for split, source in sources:
-            for batch in _named_batches(source, batch_size):
-                names, labels = batch["names"].numpy(), batch["labels"].numpy()
-                features = embedder.embed(batch["images"].numpy())
+            for images, labels, names in _named_batches(source, embedder, batch_size):
+                names, labels = names.numpy(), labels.numpy()
+                features = embedder.embed_batch(images)
                 writer.append(written, features, names, labels, source.class_names, split)
                 written += len(labels)
                 bar.update(written)
@@ -185,11 +186,12 @@ def _network(run: RunDirectory, what: str) -> keras.Model:
     return keras.Model(images, projector(backbone(images)), name="backbone_projector")
 
 
-def _named_batches(source, batch_size: int) -> tf.data.Dataset:
-    """Batches of images, labels and each example's path or index, in the source's order.
+def _named_batches(source, embedder: Embedder, batch_size: int) -> tf.data.Dataset:
+    """Batches of (images, labels, each example's path or index), in the source's order.
 
     The name travels with the image through decoding, so a file that fails
-    to decode drops its own row and no other.
+    to decode drops its own row and no other. Images of varying size are
+    transformed one by one before batching (`Embedder.batchable`).
     """
 
     def decode(index, key):
@@ -198,10 +200,11 @@ def _named_batches(source, batch_size: int) -> tf.data.Dataset:
             name = index
         else:
             name = source.key_path(*key) if isinstance(key, tuple) else source.key_path(key)
-        return {"images": image, "labels": label, "names": name}
+        return image, label, name
 
     examples = source.keys.enumerate().map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-    return examples.ignore_errors(log_warning=True).batch(batch_size).prefetch(2)
+    examples = embedder.batchable(examples.ignore_errors(log_warning=True))
+    return examples.batch(batch_size).prefetch(2)
 
 
 class _NpyWriter:

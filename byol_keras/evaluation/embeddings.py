@@ -1,39 +1,59 @@
 """Images in memory and their embeddings: what the kNN monitor, evaluation and pictures share.
 
-Evaluation features are computed without augmentation: the source already
-resized every image to the run's `image_size`, and the backbone itself
-standardises pixels, so images only need scaling from uint8 to [0, 1].
+Evaluation features are computed without augmentation: each image, at
+whatever size its source hands it, goes through the evaluation transform
+(`EvalTransform`: resize the short side, centre-crop, antialiased; the
+exported models apply the same ops), and the backbone itself standardises
+pixels. Images are transformed one by one in tf.data, then batched, so a
+source of photos of many sizes works; an image already at the view size
+passes unchanged.
 
 ```python
-images, labels = source_arrays(load_source("digits", split="test", image_size=16))
-features = Embedder(backbone).embed(images)  # float32 [n, feature_dim]
+transform = EvalTransform.from_config(config)
+images, labels = source_arrays(load_source("digits", split="test"), transform=transform)
+features = Embedder(backbone, transform=transform).embed(images)  # float32 [n, feature_dim]
 ```
 """
 
 import numpy as np
 import tensorflow as tf
 
-from byol_keras.data.source import keep_labelled, to_unit_range
+from byol_keras.augment.eval_transform import EvalTransform
+from byol_keras.data.source import keep_labelled
 
 
 def source_arrays(
-    source, max_examples: int | None = None, seed: int = 0, labelled_only: bool = False
+    source,
+    max_examples: int | None = None,
+    seed: int = 0,
+    labelled_only: bool = False,
+    transform: EvalTransform | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Reads an `ImageSource` into uint8 images [n, S, S, 3] and int32 labels [n].
 
-    With `max_examples` below the source's size, a uniformly random subset
-    chosen with `seed` is kept (in source order); the rest is decoded but not
-    held in memory. Folder sources list files class by class, so taking the
-    first n would keep only the first classes. `labelled_only` then drops
-    examples labelled -1 (the result may be empty; otherwise an empty source
-    raises ValueError). The arrays are allocated once at the expected size and
-    filled batch by batch, so memory peaks at the result, not twice it.
+    Each image goes through `transform`, rounded back to uint8
+    (`EvalTransform.to_uint8`); without one, the source's images must
+    already share one size. With `max_examples` below the source's size, a
+    uniformly random subset chosen with `seed` is kept (in source order);
+    the rest is decoded but not held in memory. Folder sources list files
+    class by class, so taking the first n would keep only the first
+    classes. `labelled_only` then drops examples labelled -1 (the result may
+    be empty; otherwise an empty source raises ValueError). The arrays are
+    allocated once at the expected size and filled batch by batch, so
+    memory peaks at the result, not twice it.
 
     ```python
-    images, labels = source_arrays(source, max_examples=5000, seed=0)
+    images, labels = source_arrays(source, max_examples=5000, seed=0, transform=EvalTransform(32))
     ```
     """
     dataset, capacity = _selected(source, max_examples, seed, labelled_only)
+    if transform is not None:
+        dataset = dataset.map(
+            lambda image, label: (transform.to_uint8(image), label),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    elif None in dataset.element_spec[0].shape.as_list():
+        raise ValueError(f"{source.description} has images of several sizes; pass a transform")
     image_shape = dataset.element_spec[0].shape.as_list()
     images = np.empty([capacity, *image_shape], np.uint8)
     labels = np.empty([capacity], np.int32)
@@ -50,8 +70,6 @@ def source_arrays(
 
 def _selected(source, max_examples: int | None, seed: int, labelled_only: bool):
     """The source's dataset cut to a seeded subset and to labelled examples; an upper bound on n."""
-    # Until evaluation has a transform of its own for photos of their own sizes.
-    source.require_one_size("evaluation")
     dataset, capacity = source.dataset, source.num_examples
     if max_examples is not None and max_examples < source.num_examples:
         chosen = np.random.default_rng(seed).choice(
@@ -85,48 +103,84 @@ def _room_for(incoming: int, count: int, *arrays: np.ndarray) -> tuple[np.ndarra
 
 
 class Embedder:
-    """Runs a backbone over uint8 images in batches, traced once per image shape.
+    """Runs a backbone over images in batches, after the evaluation transform.
 
     The backbone is called with `training=False`, so BatchNorm uses its moving
     statistics. Build one per backbone and reuse it: the monitor calls it
-    every few epochs without retracing.
+    every few epochs without retracing. The default transform is
+    `EvalTransform` at the backbone's input size (centre crop, ratio 1).
 
     ```python
-    embedder = Embedder(model.online_backbone, batch_size=512)
+    embedder = Embedder(model.online_backbone, batch_size=512, transform=EvalTransform(32))
     features = embedder.embed(images)  # float32 [n, feature_dim]
     ```
     """
 
-    def __init__(self, backbone, batch_size: int = 256):
+    def __init__(self, backbone, batch_size: int = 256, transform: EvalTransform | None = None):
         self.backbone = backbone
         self.batch_size = batch_size
-        size = backbone.input_shape[1:]
+        size = backbone.input_shape[1]
+        self.transform = transform or EvalTransform(size)
+        if self.transform.image_size != size:
+            raise ValueError(
+                f"the transform makes {self.transform.image_size} px images; "
+                f"the backbone takes {size} px"
+            )
+        square = [None, size, size, 3]
         self._forward = tf.function(
-            self._features,
-            input_signature=[tf.TensorSpec([None, *size], tf.uint8)],
-            reduce_retracing=True,
+            self._features, input_signature=[tf.TensorSpec(square, tf.float32)]
+        )
+        self._forward_images = tf.function(
+            lambda images: self._features(self.transform(images)),
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)],
         )
 
-    def _features(self, images):
-        return tf.cast(self.backbone(to_unit_range(images), training=False), tf.float32)
+    def _features(self, pixels):
+        return tf.cast(self.backbone(pixels, training=False), tf.float32)
 
     def embed(self, images: np.ndarray) -> np.ndarray:
-        """Features of uint8 images [n, S, S, 3] as float32 [n, feature_dim]."""
+        """Features of uint8 images [n, h, w, 3] (one size) as float32 [n, feature_dim]."""
         features = np.empty([len(images), self.backbone.output_shape[-1]], np.float32)
         for start in range(0, len(images), self.batch_size):
             batch = tf.constant(images[start : start + self.batch_size])
-            features[start : start + len(batch)] = self._forward(batch).numpy()
+            features[start : start + len(batch)] = self._forward_images(batch).numpy()
         return features
+
+    def batchable(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
+        """`(image, ...)` elements whose images can be batched, for `embed_batch`.
+
+        Images that share one static size (CIFAR, MNIST, digits) stay uint8
+        and are transformed a batch at a time inside the traced forward pass,
+        as the exported model does; images of varying size are transformed
+        one by one here.
+
+        ```python
+        for images, labels in embedder.batchable(source.dataset).batch(256):
+            features = embedder.embed_batch(images)
+        ```
+        """
+        if None not in dataset.element_spec[0].shape.as_list():
+            return dataset
+        return dataset.map(
+            lambda image, *rest: (self.transform(image), *rest),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+
+    def embed_batch(self, batch: tf.Tensor) -> np.ndarray:
+        """Features of a batch from `batchable`: uint8 images, or float32 transformed pixels."""
+        forward = self._forward_images if batch.dtype == tf.uint8 else self._forward
+        return forward(batch).numpy()
 
     def embed_source(
         self, source, max_examples: int | None = None, seed: int = 0
     ) -> tuple[np.ndarray, np.ndarray]:
         """Features and labels of a source's labelled examples, decoded one batch at a time.
 
-        The same examples, in the same batches, as `embed(source_arrays(source,
-        max_examples, seed, labelled_only=True)[0])`, so the same features, but
-        only one batch of images is in memory at a time: the features of a
-        million 224 px images take 8 GB (2048 floats each), their pixels 150 GB.
+        The same examples as `source_arrays(source, max_examples, seed,
+        labelled_only=True, transform=self.transform)`, but the transform's
+        float output goes to the backbone unrounded, and only one batch of
+        images is in memory at a time: the features of a million 224 px images take 8 GB (2048
+        floats each), their pixels 150 GB.
 
         ```python
         features, labels = Embedder(backbone).embed_source(load_source("digits", split="test"))
@@ -136,9 +190,9 @@ class Embedder:
         features = np.empty([capacity, self.backbone.output_shape[-1]], np.float32)
         labels = np.empty([capacity], np.int32)
         count = 0
-        for image_batch, label_batch in dataset.batch(self.batch_size).prefetch(2):
+        for image_batch, label_batch in self.batchable(dataset).batch(self.batch_size).prefetch(2):
             features, labels = _room_for(len(label_batch), count, features, labels)
-            features[count : count + len(label_batch)] = self._forward(image_batch).numpy()
+            features[count : count + len(label_batch)] = self.embed_batch(image_batch)
             labels[count : count + len(label_batch)] = label_batch.numpy()
             count += len(label_batch)
         return features[:count], labels[:count]

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from byol_keras.augment.eval_transform import EvalTransform
 from byol_keras.data.labelled import check_classes, check_disjoint
 from byol_keras.evaluation.embeddings import Embedder, source_arrays
 from byol_keras.evaluation.knn import knn_top1
@@ -68,20 +69,35 @@ class KnnMonitor(keras.callbacks.Callback):
         self._writer = None
 
     @classmethod
-    def from_sources(cls, bank_source, query_source, max_bank: int | None = None, seed=0, **kw):
+    def from_sources(
+        cls,
+        bank_source,
+        query_source,
+        max_bank: int | None = None,
+        seed=0,
+        transform: EvalTransform | None = None,
+        **kw,
+    ):
         """Reads the bank (capped at `max_bank`, a seeded random subset) and queries into memory.
+
+        Each image goes through the evaluation `transform` (`source_arrays`),
+        as in `byol-keras evaluate --protocol knn`.
 
         ```python
         monitor = KnnMonitor.from_sources(
             load_source("digits", split="train"), load_source("digits", split="test"),
-            max_bank=5000, every_epochs=5,
+            max_bank=5000, transform=EvalTransform(32), every_epochs=5,
         )
         ```
         """
         check_disjoint(bank_source, query_source, "data.val_source")
         # Folder sources label loose files -1: they cannot vote or be scored.
-        bank_images, bank_labels = source_arrays(bank_source, max_bank, seed, labelled_only=True)
-        query_images, query_labels = source_arrays(query_source, labelled_only=True)
+        bank_images, bank_labels = source_arrays(
+            bank_source, max_bank, seed, labelled_only=True, transform=transform
+        )
+        query_images, query_labels = source_arrays(
+            query_source, labelled_only=True, transform=transform
+        )
         check_classes(bank_labels, query_labels, bank_source.class_names, "data.val_source")
         num_classes = max(bank_source.num_classes or 0, query_source.num_classes or 0)
         return cls(bank_images, bank_labels, query_images, query_labels, num_classes, **kw)

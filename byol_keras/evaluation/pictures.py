@@ -11,7 +11,9 @@
   segmenter that `evaluate --protocol segment` kept (`segment_pictures.py`).
 
 Images come from `--data` (default: the run's `data.val_source`): the test
-split is `data.val_split`, the retrieval bank `eval.train_split`.
+split is `data.val_split`, the retrieval bank `eval.train_split`. Each image
+is shown and embedded after the run's evaluation transform
+(`augment/eval_transform.py`), as the evaluation protocols see it.
 
 ```python
 paths = visualize_run("runs/mnist", "tsne")  # [Path("runs/mnist/pictures/tsne.png")]
@@ -27,6 +29,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from byol_keras.augment.eval_transform import EvalTransform
 from byol_keras.config import load_config
 from byol_keras.data import source_from_config
 from byol_keras.data.labelled import check_disjoint
@@ -97,7 +100,7 @@ def _output_path(run: RunDirectory, kind: str, output) -> Path:
 
 
 def _picture_inputs(run: RunDirectory, data: str | None) -> dict:
-    """The test source, a loader for the bank, the embedder and the seed."""
+    """The test source, a bank loader, the embedder, a reader of transformed images, the seed."""
     config = load_config(run.config_path)
     spec = data or config.data.val_source
     if not spec:
@@ -108,10 +111,14 @@ def _picture_inputs(run: RunDirectory, data: str | None) -> dict:
 
     test = load(config.data.val_split)
     backbone = keras.saving.load_model(run.backbone_path, compile=False)
+    transform = EvalTransform.from_config(config)
     return {
         "test": test,
         "bank": lambda: load(config.eval.train_split),
-        "embedder": Embedder(backbone, config.eval.batch_size),
+        "embedder": Embedder(backbone, config.eval.batch_size, transform),
+        "arrays": lambda source, count: source_arrays(
+            source, count, config.train.seed, transform=transform
+        ),
         "seed": config.train.seed,
     }
 
@@ -127,7 +134,7 @@ def _tsne_figure(parts) -> Figure:
     from sklearn.manifold import TSNE
 
     source = parts["test"]
-    images, labels = source_arrays(source, TSNE_POINTS, parts["seed"])
+    images, labels = parts["arrays"](source, TSNE_POINTS)
     if len(images) < 5:
         raise UsageError(f"--data: {source.description} has too few images for t-SNE")
     features = l2_normalize_rows(parts["embedder"].embed(images))
@@ -164,8 +171,8 @@ def _colours(count: int):
 def _retrieval_figure(parts) -> Figure:
     test, bank_source, embedder = parts["test"], parts["bank"](), parts["embedder"]
     check_disjoint(bank_source, test, "--data")  # else each query finds itself first
-    query_images, query_labels = source_arrays(test, RETRIEVAL_QUERIES, parts["seed"])
-    bank_images, bank_labels = source_arrays(bank_source, RETRIEVAL_BANK, parts["seed"])
+    query_images, query_labels = parts["arrays"](test, RETRIEVAL_QUERIES)
+    bank_images, bank_labels = parts["arrays"](bank_source, RETRIEVAL_BANK)
     # The search of the retrieval protocol: cosine similarity, ties to the lower index.
     similarity, neighbours = nearest_neighbours(
         embedder.embed(query_images), embedder.embed(bank_images), RETRIEVAL_NEIGHBOURS
@@ -224,7 +231,7 @@ def occlusion_map(embedder: Embedder, image: np.ndarray, patch: int, stride: int
 
 def _occlusion_figure(parts) -> Figure:
     test, embedder = parts["test"], parts["embedder"]
-    images, labels = source_arrays(test, OCCLUSION_IMAGES, parts["seed"])
+    images, labels = parts["arrays"](test, OCCLUSION_IMAGES)
     size = images.shape[1]
     patch, stride = max(2, size // 4), max(1, size // 8)
     figure = Figure(figsize=(6.5, 3.0 * len(images)), layout="constrained")

@@ -2,8 +2,10 @@
 
 Which data: `--data` (default: the run's `data.val_source`) gives both sets;
 the classifier is fitted on its `eval.train_split` split ("train") and
-reported on its `data.val_split` split ("test"), at the run's image size and
-without augmentation. `retrieval` instead ranks the training split (the
+reported on its `data.val_split` split ("test"), without augmentation: each
+image goes through the evaluation transform (`eval.resize`, `eval.crop_ratio`:
+by default the short side resized, then the central square at the run's
+image size; `augment/eval_transform.py`). `retrieval` instead ranks the training split (the
 gallery) for each test image (a query) and reports Recall@1, Recall@5 and
 mAP@R (`retrieval.py`). Figures are fractions in [0, 1]. Each protocol
 writes `<run>/eval/<protocol>[-<fraction>pct][-random][@<data>].json`; `-random`
@@ -26,6 +28,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from byol_keras.augment.eval_transform import EvalTransform
 from byol_keras.builders import backbone_from_config
 from byol_keras.config import Config, load_config
 from byol_keras.data import ImageSource, source_from_config
@@ -113,6 +116,7 @@ def evaluate_run(
         "train_split": config.eval.train_split,
         "test_split": config.data.val_split,
         "image_size": config.data.image_size,
+        "eval_transform": EvalTransform.from_config(config).describe(),
         "n_train": int(len(train_labels)),
         "max_train": config.eval.max_train,
         "n_test": int(len(test_labels)),
@@ -207,6 +211,7 @@ class _LabelledSplit:
     source: ImageSource
     max_examples: int | None
     seed: int
+    transform: EvalTransform
 
     def features(self, embedder: Embedder) -> tuple[np.ndarray, np.ndarray]:
         """Features and labels; only one batch of images is ever in memory."""
@@ -214,7 +219,9 @@ class _LabelledSplit:
 
     def images(self) -> tuple[np.ndarray, np.ndarray]:
         """Images and labels, all in memory (fine-tuning trains on them for several epochs)."""
-        arrays = source_arrays(self.source, self.max_examples, self.seed, labelled_only=True)
+        arrays = source_arrays(
+            self.source, self.max_examples, self.seed, labelled_only=True, transform=self.transform
+        )
         return self._nonempty(arrays)
 
     def _nonempty(self, arrays: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -236,10 +243,10 @@ def _labelled_sets(config: Config, spec: str):
                 f"--data: {source.description} has no labels; evaluation needs a labelled source"
             )
     check_disjoint(train_source, test_source, "--data")
-    seed = config.train.seed
+    seed, transform = config.train.seed, EvalTransform.from_config(config)
     sets = [
-        _LabelledSplit(train_source, config.eval.max_train, seed),
-        _LabelledSplit(test_source, None, seed),
+        _LabelledSplit(train_source, config.eval.max_train, seed, transform),
+        _LabelledSplit(test_source, None, seed, transform),
     ]
     num_classes = max(train_source.num_classes, test_source.num_classes)
     names = train_source.class_names or test_source.class_names or []
@@ -254,8 +261,12 @@ def _backbone(run: RunDirectory, config: Config, random_init: bool) -> keras.Mod
     return backbone_from_config(config)
 
 
+def _embedder(backbone, config: Config) -> Embedder:
+    return Embedder(backbone, config.eval.batch_size, EvalTransform.from_config(config))
+
+
 def _linear(backbone, config, train_set, test_set, num_classes, _fraction):
-    embedder = Embedder(backbone, config.eval.batch_size)
+    embedder = _embedder(backbone, config)
     train_features, train_labels = train_set.features(embedder)
     probe = fit_linear_probe(
         train_features,
@@ -272,7 +283,7 @@ def _linear(backbone, config, train_set, test_set, num_classes, _fraction):
         "max_iter": config.eval.linear_max_iter,
         "iterations": probe.iterations,
         "seed": config.train.seed,
-        "augmentation": "none (resize only)",
+        "augmentation": "none (the evaluation transform only)",
     }
     test_features, test_labels = test_set.features(embedder)
     scores = probe.scores(test_features)
@@ -280,7 +291,7 @@ def _linear(backbone, config, train_set, test_set, num_classes, _fraction):
 
 
 def _knn(backbone, config, train_set, test_set, num_classes, _fraction):
-    embedder = Embedder(backbone, config.eval.batch_size)
+    embedder = _embedder(backbone, config)
     train_features, train_labels = train_set.features(embedder)
     test_features, test_labels = test_set.features(embedder)
     scores = knn_class_scores(
@@ -296,7 +307,7 @@ def _knn(backbone, config, train_set, test_set, num_classes, _fraction):
         "temperature": config.eval.knn_temperature,
         "similarity": "cosine",
         "weighting": "exp(similarity / temperature), summed per class",
-        "augmentation": "none (resize only)",
+        "augmentation": "none (the evaluation transform only)",
     }
     return parameters, _accuracies(scores, test_labels), train_labels, test_labels
 
@@ -331,7 +342,7 @@ def _finetune(backbone, config, train_set, test_set, num_classes, fraction):
 
 
 def _retrieval(backbone, config, train_set, test_set, _num_classes, _fraction):
-    embedder = Embedder(backbone, config.eval.batch_size)
+    embedder = _embedder(backbone, config)
     gallery_features, gallery_labels = train_set.features(embedder)
     query_features, query_labels = test_set.features(embedder)
 
@@ -347,7 +358,7 @@ def _retrieval(backbone, config, train_set, test_set, _num_classes, _fraction):
         "recall_at_k": "1 when one of the k nearest gallery items has the query's class",
         "map_at_r": "Musgrave, Belongie, Lim, A Metric Learning Reality Check, ECCV 2020",
         "ties": "the lower gallery index ranks first",
-        "augmentation": "none (resize only)",
+        "augmentation": "none (the evaluation transform only)",
     }
     return parameters, figures, gallery_labels, query_labels
 

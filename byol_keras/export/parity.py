@@ -17,6 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from byol_keras.augment.eval_transform import EvalTransform
 from byol_keras.config import Config
 from byol_keras.errors import ExportVerificationError, UsageError
 from byol_keras.export import signature as serving
@@ -44,7 +45,7 @@ def verify_artifacts(
     Raises `ExportVerificationError` naming every failed check.
     """
     inputs, input_sets = verification_inputs(config)
-    references = reference_outputs(inputs, backbone, projector, config.data.image_size)
+    references = reference_outputs(inputs, backbone, projector, EvalTransform.from_config(config))
     outputs, report = run_in_fresh_process(inputs, artifacts, workdir)
     checks = {kind: compare(outputs.get(kind, {}), references) for kind in artifacts}
     problems = failures(checks)
@@ -111,29 +112,46 @@ def _real_images(config: Config) -> tuple[np.ndarray | None, str]:
     for spec, split in candidates:
         try:
             source = source_from_config(config, spec, split)
-            source.require_one_size("the parity check")
-            images = [image.numpy() for image, _ in source.dataset.take(REAL_IMAGES)]
+            images = _first_of_one_size(source.dataset, REAL_IMAGES)
         except UsageError as error:
             reasons.append(str(error))
             continue
         if images:
-            return np.stack(images).astype(np.uint8), f"{spec} split {split}, first {len(images)}"
+            height, width = images[0].shape[:2]
+            description = f"{spec} split {split}, first {len(images)} of {height}x{width}"
+            return np.stack(images).astype(np.uint8), description
         reasons.append(f"{spec} split {split} has no images")
     log.warning("parity check without real images: %s", "; ".join(reasons))
     return None, "; ".join(reasons)
 
 
-def reference_outputs(inputs: dict, backbone, projector, image_size: int) -> dict:
-    """The Keras networks' outputs on the same resized inputs: what artifacts must match.
+def _first_of_one_size(dataset, count: int) -> list[np.ndarray]:
+    """Up to `count` images of the first image's size (photos of other sizes are passed over).
+
+    One input set is one array; a source of photos at their own sizes gives
+    its most common size, real photos that the artifacts crop and resize.
+    """
+    images = []
+    for image, _ in dataset.take(8 * count):
+        if images and image.shape != images[0].shape:
+            continue
+        images.append(image.numpy())
+        if len(images) == count:
+            break
+    return images
+
+
+def reference_outputs(inputs: dict, backbone, projector, transform: EvalTransform) -> dict:
+    """The Keras networks' outputs on the same transformed inputs: what artifacts must match.
 
     ```python
-    references = reference_outputs(inputs, backbone, projector, image_size=16)
+    references = reference_outputs(inputs, backbone, projector, EvalTransform(16))
     references["random"]["embeddings"].shape  # (8, D)
     ```
     """
     references = {}
     for set_name, images in inputs.items():
-        pixels = serving.preprocess(images, image_size)
+        pixels = serving.preprocess(images, transform)
         embeddings = np.asarray(backbone(pixels, training=False), dtype=np.float32)
         references[set_name] = {serving.EMBEDDINGS: embeddings}
         if projector is not None:

@@ -26,6 +26,7 @@ manifest["verification"]   # {"passed": True, "saved_model": {...}, "onnx": {...
 import logging
 from pathlib import Path
 
+from byol_keras.augment.eval_transform import EvalTransform
 from byol_keras.config import load_config
 from byol_keras.errors import ExportError, ExportVerificationError, UsageError
 from byol_keras.export import signature as serving
@@ -105,25 +106,25 @@ def export_run(
         return export_segmenter(run, request, *result)
 
     config = load_config(run.config_path)
-    image_size = config.data.image_size
+    transform = EvalTransform.from_config(config)
     backbone, projector = load_networks(run)
 
     def write_saved_model(path: Path) -> None:
-        log.info("writing SavedModel (image size %d)", image_size)
-        serving.write_saved_model(backbone, projector, image_size, path)
+        log.info("writing SavedModel (%s)", transform.describe()["description"])
+        serving.write_saved_model(backbone, projector, transform, path)
 
     def verify(staged: dict, workdir: Path) -> dict:
         return verify_artifacts(config, staged, backbone, projector, workdir)
 
     description = {
         "model": "backbone",
-        **_contract_section(serving.contract(backbone, projector, image_size), image_size),
+        **_contract_section(serving.contract(backbone, projector, transform.image_size), transform),
         "precision": {"trained": config.train.precision, "exported": "float32"},
     }
     return publish(request, run, write_saved_model, verify, description)
 
 
-def _contract_section(contract: dict, image_size: int) -> dict:
+def _contract_section(contract: dict, transform: EvalTransform) -> dict:
     meanings = {
         serving.INPUT_NAME: "RGB pixels 0..255, any height and width",
         serving.EMBEDDINGS: "online backbone features",
@@ -132,9 +133,10 @@ def _contract_section(contract: dict, image_size: int) -> dict:
     return {
         "inputs": {k: {**v, "meaning": meanings[k]} for k, v in contract["inputs"].items()},
         "outputs": {k: {**v, "meaning": meanings[k]} for k, v in contract["outputs"].items()},
-        "preprocessing": f"cast to float32, divide by 255, bilinear resize (half-pixel centres, "
-        f"no antialiasing) to {image_size}x{image_size}; the backbone standardises with the "
+        "preprocessing": f"cast to float32, divide by 255; "
+        f"{transform.describe()['description']}; the backbone standardises with the "
         "ImageNet mean/std inside",
-        "image_size": image_size,
+        "image_size": transform.image_size,
+        "eval_transform": transform.describe(),
         "tolerance": {"rule": TOLERANCE_RULE, "relative": RELATIVE_TOLERANCE},
     }

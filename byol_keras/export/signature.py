@@ -5,13 +5,15 @@ function, `serving_outputs`:
 
     images  uint8   [batch, height, width, 3]   RGB, any height and width
       → cast to float32, divide by 255                    (the backbone's [0, 1] input)
-      → bilinear resize to the training size              (half-pixel centres, no antialiasing)
+      → the evaluation transform to the training size     (augment/eval_transform.py: by default
+                                                           the short side resized, the central
+                                                           square kept; antialiased)
       → online backbone (standardises with ImageNet mean/std inside)
     embeddings   float32 [batch, D]   the representation to use downstream
     projections  float32 [batch, P]   the online projector applied to embeddings
 
 ```python
-write_saved_model(backbone, projector, image_size=32, path="export/byol_backbone/1")
+write_saved_model(backbone, projector, EvalTransform(32), path="export/byol_backbone/1")
 outputs = tf.saved_model.load("export/byol_backbone/1").signatures["serving_default"](
     images=tf.zeros([2, 480, 640, 3], tf.uint8)
 )
@@ -24,7 +26,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from byol_keras.data.source import to_unit_range
+from byol_keras.augment.eval_transform import EvalTransform
 
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "images"
@@ -33,22 +35,23 @@ EMBEDDINGS = "embeddings"
 PROJECTIONS = "projections"
 
 
-def preprocess(images, image_size: int):
-    """Turns uint8 RGB images of any size into the backbone's float [0, 1] input."""
-    pixels = to_unit_range(images)
-    # An equal-size bilinear resize with half-pixel centres is the identity, so
-    # images already at the training size pass through unchanged.
-    return tf.image.resize(pixels, (image_size, image_size), method="bilinear")
+def preprocess(images, transform: EvalTransform):
+    """Turns uint8 RGB images of any size into the backbone's float [0, 1] input.
+
+    The evaluation transform, the very ops that evaluation and `embed` run:
+    images already at the training size pass through unchanged.
+    """
+    return transform(images)
 
 
 def serving_outputs(
-    images, backbone: keras.Model, projector: keras.Model | None, image_size: int
+    images, backbone: keras.Model, projector: keras.Model | None, transform: EvalTransform
 ) -> dict:
     """The exported function: embeddings (and projections, when a projector is given)."""
     # The signature fixes 3 channels but a loaded signature does not check
     # shapes, and 1 channel would silently broadcast against the RGB mean.
     images = tf.ensure_shape(images, [None, None, None, 3])
-    embeddings = tf.cast(backbone(preprocess(images, image_size), training=False), tf.float32)
+    embeddings = tf.cast(backbone(preprocess(images, transform), training=False), tf.float32)
     outputs = {EMBEDDINGS: embeddings}
     if projector is not None:
         outputs[PROJECTIONS] = tf.cast(projector(embeddings, training=False), tf.float32)
@@ -58,13 +61,13 @@ def serving_outputs(
 def write_saved_model(
     backbone: keras.Model,
     projector: keras.Model | None,
-    image_size: int,
+    transform: EvalTransform,
     path: str | Path,
 ) -> None:
     """Writes a SavedModel whose `serving_default` signature is `serving_outputs`.
 
     ```python
-    write_saved_model(backbone, None, 32, "export/byol_backbone/1")  # embeddings only
+    write_saved_model(backbone, None, EvalTransform(32), "export/byol_backbone/1")  # embeddings
     ```
     """
     archive = keras.export.ExportArchive()
@@ -73,7 +76,7 @@ def write_saved_model(
         archive.track(projector)
 
     def serve(images):
-        return serving_outputs(images, backbone, projector, image_size)
+        return serving_outputs(images, backbone, projector, transform)
 
     archive.add_endpoint(SIGNATURE_NAME, serve, input_signature=[INPUT_SPEC])
     archive.write_out(str(path), verbose=False)
