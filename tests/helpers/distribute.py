@@ -1,4 +1,4 @@
-"""Subprocess entry points for tests/test_distribute.py (devices must be set before TF starts).
+"""Subprocess entry points for tests/training/test_distribute.py (devices set before TF starts).
 
 `python tests/helpers/distribute.py mirrored OUT.npz` trains the same tiny BYOL
 on one device and under a 2-replica MirroredStrategy and writes both results;

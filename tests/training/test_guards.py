@@ -6,12 +6,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_model import view_pair
 
 from byol_keras.cli import main
 from byol_keras.errors import TrainingDiverged
 from byol_keras.training.callbacks import Checkpoints
 from byol_keras.training.guards import CollapseWarning, StopOnNonFiniteLoss
+from tests.helpers.views import view_pair
 
 
 def _checkpoint_weights_finite(path: str) -> bool:

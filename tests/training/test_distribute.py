@@ -20,7 +20,7 @@ import tensorflow as tf
 from byol_keras.errors import UsageError
 from byol_keras.training.distribute import is_chief, make_strategy, writable_run_dir
 
-HELPER = Path(__file__).parent / "helpers" / "distribute.py"
+HELPER = Path(__file__).parents[1] / "helpers" / "distribute.py"
 ROOT = HELPER.parents[2]  # the repository root, so that subprocesses import this checkout
 
 

@@ -146,7 +146,7 @@ def test_a_segfolder_without_split_embeds_its_split_folders_and_blames_split(run
     # Review defect 7: embed without --split asked the segfolder for split 'all' and
     # blamed data.split, which the user never set.
     from byol_keras.errors import UsageError
-    from tests.test_segmentation_data import make_segfolder
+    from tests.helpers.segfolder import make_segfolder
 
     root = make_segfolder(tmp_path / "seg", splits=("train", "test"), per_split=2)
     result = embed_run(run.root, f"segfolder:{root}", tmp_path / "e.npy", progress=False)

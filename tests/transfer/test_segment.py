@@ -6,12 +6,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_evaluation import make_run
-from test_segmentation_data import VOID, _write_pair, make_segfolder
 
 from byol_keras.cli import main
 from byol_keras.evaluation import evaluate_run
 from byol_keras.transfer.segmentation_metrics import confusion_matrix, segmentation_scores
+from tests.helpers.runs import make_run
+from tests.helpers.segfolder import VOID, make_segfolder, write_pair
 
 SEGMENT = {
     "image_size": [16, 24],
@@ -93,6 +93,7 @@ def test_segment_protocol_writes_its_result_and_a_model_that_reproduces_it(segru
     np.testing.assert_array_equal(confusion, result["confusion_matrix"])
 
 
+@pytest.mark.slow
 def test_random_baseline_and_a_frozen_backbone(segrun):
     run, _ = segrun
     result = evaluate_run(run.root, "segment", baseline="random")
@@ -125,7 +126,7 @@ def test_a_bad_class_index_exits_2_with_one_line_naming_file_and_value(tmp_path,
     root = make_segfolder(tmp_path / "data")
     mask = np.zeros((24, 32))
     mask[5, 5] = 9
-    _write_pair(root, "test", "odd", mask)
+    write_pair(root, "test", "odd", mask)
     run = make_run(tmp_path / "run", _config(root))
     line = _error_line(capsys, ["evaluate", "--run", str(run.root), "--protocol", "segment"])
     assert "odd.png" in line and "value 9" in line
@@ -143,6 +144,7 @@ def test_reporting_on_pretraining_images_is_refused(tmp_path, capsys):
     assert "needs a segfolder:<path> source" in line
 
 
+@pytest.mark.slow
 def test_segmentation_picture_shows_the_class_colours_of_the_true_masks(segrun, tmp_path):
     from PIL import Image
 
@@ -173,7 +175,7 @@ def test_a_test_split_without_a_scored_pixel_still_writes_its_result(tmp_path, c
     # Review defect 3: the summary line formatted mean_iou None and crashed after fine-tuning.
     root = make_segfolder(tmp_path / "data", splits=("train", "val"))
     for index in range(2):
-        _write_pair(root, "test", f"void{index}", np.full((24, 32), VOID))
+        write_pair(root, "test", f"void{index}", np.full((24, 32), VOID))
     run = make_run(tmp_path / "run", _config(root, split="train"))
     code = main(["evaluate", "--run", str(run.root), "--protocol", "segment"])
     assert code == 0
@@ -191,6 +193,7 @@ def test_a_missing_validation_split_blames_the_protocol_not_data_split(tmp_path,
     assert "data.split" not in line and "splits found: test, train" in line
 
 
+@pytest.mark.slow
 def test_segment_seed_makes_the_fine_tune_reproducible_and_keeps_each_seed_apart(segrun):
     # segment.seed seeds the subset, the head's initialisation and the fine-tuning.
     run, _ = segrun

@@ -5,14 +5,13 @@ import logging
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from byol_keras.data import load_source
 from byol_keras.errors import UsageError
 from byol_keras.transfer.joint_augment import PADDING, JointAugment
 from byol_keras.transfer.segfolder import load_segmentation_split
+from tests.helpers.segfolder import VOID, make_segfolder, write_pair
 
-VOID = 11
 # The eight corners of the RGB cube; a bilinear blend of two of them is none of them.
 CORNERS = np.array([[(i >> 2) & 1, (i >> 1) & 1, i & 1] for i in range(8)], np.float32)
 
@@ -70,32 +69,9 @@ def test_colour_jitter_changes_the_image_and_never_the_mask():
     assert np.abs(plain[0].numpy() - jittered[0].numpy()).max() > 0.05
 
 
-def _write_pair(root, split, name, mask, image=None, mask_size=None):
-    (root / split / "images").mkdir(parents=True, exist_ok=True)
-    (root / split / "masks").mkdir(parents=True, exist_ok=True)
-    height, width = mask.shape
-    pixels = image if image is not None else np.full((height, width, 3), 40 * mask[..., None] % 256)
-    Image.fromarray(pixels.astype(np.uint8)).save(root / split / "images" / f"{name}.png")
-    picture = Image.fromarray(mask.astype(np.uint8), mode="L")
-    if mask_size:
-        picture = picture.resize(mask_size, Image.NEAREST)
-    picture.save(root / split / "masks" / f"{name}.png")
-
-
-def make_segfolder(root, splits=("train", "val", "test"), size=(24, 32), per_split=3, seed=0):
-    """A small segfolder whose masks hold classes 0..2 and the void index 11."""
-    rng = np.random.default_rng(seed)
-    for split in splits:
-        for index in range(per_split):
-            mask = rng.integers(0, 3, size)
-            mask[0, :] = VOID
-            _write_pair(root, split, f"{split}{index}", mask)
-    return root
-
-
 def test_unusable_pairs_are_skipped_and_counted(tmp_path, caplog):
     root = make_segfolder(tmp_path, splits=("train",))
-    _write_pair(root, "train", "wrong_size", np.zeros((24, 32)), mask_size=(16, 12))
+    write_pair(root, "train", "wrong_size", np.zeros((24, 32)), mask_size=(16, 12))
     (root / "train" / "images" / "no_mask.png").write_bytes(
         (root / "train" / "images" / "train0.png").read_bytes()
     )
@@ -127,7 +103,7 @@ def test_a_mask_value_neither_class_nor_void_names_the_file_and_value(tmp_path):
     root = make_segfolder(tmp_path, splits=("train",))
     mask = np.zeros((24, 32))
     mask[3, 4] = 7
-    _write_pair(root, "train", "bad", mask)
+    write_pair(root, "train", "bad", mask)
     with pytest.raises(
         UsageError, match=r"bad\.png' holds the value 7.*0\.\.2.*ignore_index \(11\)"
     ):

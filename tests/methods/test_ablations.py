@@ -22,7 +22,7 @@ from byol_keras.methods.base import SelfSupervisedModel
 from tests.helpers.kill import kill_after_first_checkpoint
 
 SIZE = 16
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
 # The digits quickstart (the default config), made tiny; checkpoints every 3 steps to kill between.
 STEPS, EPOCHS, EVERY = 8, 4, 3
@@ -172,6 +172,7 @@ def test_simsiam_and_simclr_hold_no_target_variables(tiny_byol, method):
     assert np.isfinite(history.history["collapse"][0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kwargs", "predictor", "settings"),
     [

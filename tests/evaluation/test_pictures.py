@@ -12,7 +12,7 @@ from byol_keras.data import load_source
 from byol_keras.evaluation.embeddings import Embedder, source_arrays
 from byol_keras.evaluation.monitor import KnnMonitor
 from byol_keras.evaluation.pictures import occlusion_map
-from tests.test_evaluation import make_run
+from tests.helpers.runs import make_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -47,8 +47,8 @@ def png_size(path) -> tuple[int, int]:
 
 @pytest.mark.parametrize(
     ("kind", "size"),
-    [("curves", (1000, 720)), ("tsne", (800, 700)), ("retrieval", (1170, 1160)),
-     ("occlusion", (650, 1200))],
+    [("curves", (1000, 720)), pytest.param("tsne", (800, 700), marks=pytest.mark.slow),
+     pytest.param("retrieval", (1170, 1160), marks=pytest.mark.slow), ("occlusion", (650, 1200))],
 )  # fmt: skip
 def test_every_kind_writes_a_png(trained_run, tmp_path, capsys, kind, size):
     output = tmp_path / f"{kind}.png"

@@ -16,7 +16,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_evaluation import make_run
 
 from byol_keras.cli import main
 from byol_keras.errors import UsageError
@@ -24,6 +23,7 @@ from byol_keras.runs import atomic_write_text
 from byol_keras.training.interrupt import StopOnSignal
 from byol_keras.training.run_lock import run_lock
 from byol_keras.training.schedules import cosine_tau
+from tests.helpers.runs import make_run
 
 TAU_BASE = 0.99
 TINY = [
@@ -128,6 +128,7 @@ def test_a_changed_config_is_refused_naming_the_keys(finished, capsys):
     assert "does not fit this model" in _one_error_line(capsys)
 
 
+@pytest.mark.slow
 def test_more_epochs_with_the_option_extend_both_schedules(finished, capsys):
     more = ("train.epochs=3", "train.steps_per_epoch=4")
     assert main(_train(finished, *more)) == 2
@@ -151,6 +152,7 @@ def test_more_epochs_with_the_option_extend_both_schedules(finished, capsys):
     assert model.optimizer.get_config()["learning_rate"]["config"]["total_steps"] == 12
 
 
+@pytest.mark.slow
 def test_a_lower_learning_rate_after_divergence_resumes_with_the_option(tmp_path, capsys):
     sgd = ("optimizer.name=sgd", "optimizer.lr_scaling=none", "train.steps_per_epoch=4")
     explode = (*sgd, "train.epochs=2", "optimizer.base_lr=1.0e+30")

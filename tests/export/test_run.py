@@ -15,8 +15,6 @@ import numpy as np
 import onnxruntime
 import pytest
 import tensorflow as tf
-from helpers.eval_transform import pil_eval_transform
-from helpers.export import make_finished_run, serve_saved_model
 from PIL import Image
 
 from byol_keras import cli
@@ -25,8 +23,10 @@ from byol_keras.errors import UsageError
 from byol_keras.export import export_run
 from byol_keras.export import signature as serving
 from byol_keras.export.parity import verification_inputs
+from tests.helpers.eval_transform import pil_eval_transform
+from tests.helpers.export import make_finished_run, serve_saved_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IMAGE_SIZE = 16
 TOLERANCE = 1e-4  # the documented rule: max|diff| <= 1e-4 * (1 + max|reference|)
 
@@ -248,6 +248,7 @@ def test_a_crashing_converter_leaves_no_version_behind(run, tmp_path, monkeypatc
     assert list(output.iterdir()) == []  # no version folder, no ONNX file, no staging
 
 
+@pytest.mark.slow
 def test_failed_verification_exits_1_with_one_line_and_leaves_no_version(
     run, tmp_path, monkeypatch, capsys
 ):

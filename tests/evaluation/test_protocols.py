@@ -12,7 +12,6 @@ from sklearn.linear_model import LogisticRegression
 
 from byol_keras.backbones import build_backbone
 from byol_keras.cli import main
-from byol_keras.config import from_dict, save_config
 from byol_keras.data import load_source
 from byol_keras.evaluation import compare_with_random_init, evaluate_run
 from byol_keras.evaluation.embeddings import Embedder, source_arrays
@@ -22,35 +21,7 @@ from byol_keras.evaluation.finetune import (
     finetune_classifier,
 )
 from byol_keras.evaluation.linear import fit_linear_probe
-from byol_keras.methods.byol import BYOL
-from byol_keras.runs import RunDirectory
-
-RUN_CONFIG = {
-    "data": {"source": "digits", "val_source": "digits", "image_size": 8},
-    "model": {
-        "backbone": "tiny",
-        "width": 4,
-        "projection_dim": 8,
-        "projector_hidden_dim": 16,
-        "predictor_hidden_dim": 16,
-    },
-    "train": {"epochs": 1, "batch_size": 32},
-    "eval": {"finetune_epochs": 1, "linear_max_iter": 200},
-}
-
-
-def make_run(root, config=RUN_CONFIG):
-    """A finished run directory as training leaves it: config, model and backbone."""
-    keras.utils.set_random_seed(1)
-    run = RunDirectory(root).create()
-    parsed = from_dict(config)
-    save_config(parsed, run.config_path)
-    backbone = build_backbone("tiny", parsed.data.image_size, width=parsed.model.width)
-    model = BYOL(backbone, projection_dim=8, projector_hidden_dim=16, predictor_hidden_dim=16)
-    model.save(run.model_path)
-    backbone.save(run.backbone_path)
-    run.finish({"epochs": 1})
-    return run
+from tests.helpers.runs import RUN_CONFIG, make_run
 
 
 @pytest.fixture(scope="module")
@@ -345,6 +316,7 @@ def test_embedding_a_source_streams_and_equals_embedding_its_images(tmp_path):
         np.testing.assert_allclose(features, embedder.embed(images[labelled]), rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_evaluation_never_holds_the_images_in_memory(tmp_path):
     config = {**RUN_CONFIG, "data": {**RUN_CONFIG["data"], "image_size": 64}}
     run = make_run(tmp_path / "run", config)

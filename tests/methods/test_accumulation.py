@@ -3,12 +3,12 @@
 import keras
 import numpy as np
 import pytest
-from test_model import ema_pairs, view_pair
 
 from byol_keras.config import OptimizerConfig
 from byol_keras.methods.base import _TotalStepsFromFit
 from byol_keras.training.optimizers import build_optimizer
 from byol_keras.training.schedules import WarmupCosine, cosine_tau
+from tests.helpers.views import ema_pairs, view_pair
 
 
 def _model_with_accumulation(tiny_byol, steps=2, tau_base=0.9, total_steps=10):

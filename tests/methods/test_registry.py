@@ -20,7 +20,7 @@ from byol_keras.methods.simclr import SimCLR
 from byol_keras.methods.simsiam import SimSiam
 from tests.fixtures import make_method_curves as fixtures
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECORDED = json.loads((fixtures.FIXTURES / "method_curves.json").read_text())
 
 

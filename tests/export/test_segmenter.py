@@ -1,4 +1,8 @@
-"""export --model segmenter: SavedModel and ONNX agree with the Keras segmenter on real CamVid."""
+"""export --model segmenter: SavedModel and ONNX agree with the Keras segmenter on real CamVid.
+
+The CamVid tests are slow (real data, a fine-tune, two conversions, a verifying subprocess);
+the class check is also tested alone, on hand-made probabilities.
+"""
 
 import json
 
@@ -12,10 +16,11 @@ from PIL import Image
 from byol_keras.cli import main
 from byol_keras.config import from_dict, save_config
 from byol_keras.evaluation import evaluate_run
+from byol_keras.export.segmenter import CLASSES as CLASSES_KEY
+from byol_keras.export.segmenter import PROBABILITIES, _classes_check
 from byol_keras.runs import RunDirectory
 
 CLASSES = 11
-pytestmark = pytest.mark.slow  # real data, a fine-tune, two conversions and a verifying subprocess
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +100,16 @@ def test_exporting_a_segmenter_the_run_lacks_exits_2(segmented_run, capsys):
     assert main([*argv, "--segmenter", "segment-random"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "no segment result 'segment-random'" in error[0]
+
+
+def test_the_class_check_counts_pixels_and_claims_no_max_abs_diff():
+    # Review defect 8: `max_abs_diff` held the number of clearly mismatched pixels.
+    probabilities = np.array([[[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]]], np.float32)  # [1, 3, 2]
+    reference = {PROBABILITIES: probabilities, CLASSES_KEY: np.array([[0, 0, 1]])}
+    # Pixel 1 is a tie (either class is right); pixel 2 has a clear arg-max and got class 0.
+    check = _classes_check(np.array([[0, 1, 0]]), reference)
+    assert "max_abs_diff" not in check
+    assert check["pixels"] == 3 and check["differing_pixels"] == 2
+    assert check["clear_mismatches"] == 1 and check["passed"] is False
+    assert check["margin"] == pytest.approx(2 * 1e-4 * (1 + 0.9))
+    assert _classes_check(np.array([[0, 1, 1]]), reference)["passed"] is True

@@ -7,8 +7,6 @@ import numpy as np
 import onnxruntime
 import pytest
 import tensorflow as tf
-from helpers.eval_transform import pil_eval_transform
-from helpers.export import make_finished_run
 from PIL import Image
 
 from byol_keras.augment.eval_transform import RESIZE_MODES, EvalTransform
@@ -22,6 +20,8 @@ from byol_keras.evaluation.embeddings import Embedder, source_arrays
 from byol_keras.export import export_run
 from byol_keras.export.run import load_networks
 from byol_keras.export.verify import tolerance
+from tests.helpers.eval_transform import pil_eval_transform
+from tests.helpers.export import make_finished_run
 
 PHOTO_SHAPE = (480, 640)  # BCCD's size, a 4:3 photo
 

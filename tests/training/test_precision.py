@@ -62,6 +62,7 @@ def test_each_precision_trains_with_a_float32_loss(precision, compute_dtype):
     assert int(model.optimizer.iterations.numpy()) >= 1
 
 
+@pytest.mark.slow
 def test_xla_step_matches_the_graph_step():
     eager, eager_loss, view1, _ = _trained("float32", jit_compile=False, steps=1)
     xla, xla_loss, _, _ = _trained("float32", jit_compile=True, steps=1)
