@@ -9,7 +9,7 @@ def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     Ties are broken towards the lower class index, as `argmax` does.
 
     ```python
-    top_k_accuracy(np.array([[0.1, 0.9], [0.8, 0.2]]), np.array([1, 1]))  # 0.5
+    assert top_k_accuracy(np.array([[0.1, 0.9], [0.8, 0.2]]), np.array([1, 1])) == 0.5
     ```
     """
     scores, labels = np.asarray(scores), np.asarray(labels)
