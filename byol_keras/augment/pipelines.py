@@ -163,7 +163,7 @@ def pair_dataset(
     ```python
     source = load_source("digits", image_size=16)
     pairs = pair_dataset(source, make_augmenter("digits", image_size=16, seed=0), 32, seed=0)
-    # model.fit(pairs, steps_per_epoch=source.num_examples // 32, epochs=100)
+    # then model.fit(pairs, steps_per_epoch=source.num_examples // 32, epochs=100)
     ```
     """
     base = _base_seed(seed, augmenter)

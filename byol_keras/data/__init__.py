@@ -4,7 +4,7 @@
 from byol_keras.data import load_source
 
 source = load_source("folder:~/photos", image_size=64)
-print(source.description)  # folder:/home/me/photos (3 images, unlabelled, 0 skipped)
+print(source.description)  # folder:/home/me/photos (3 images, 1 classes, 0 skipped)
 ```
 
 | spec | meaning |

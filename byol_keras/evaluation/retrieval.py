@@ -20,7 +20,7 @@ train_features, train_labels = np.eye(4, dtype="float32"), np.array([0, 0, 1, 1]
 test_features, test_labels = train_features[[0, 2]] + 0.1, np.array([0, 1])
 per_query = retrieval_per_query(test_features, test_labels, train_features, train_labels)
 figures = retrieval_figures(per_query, test_labels, ["cat", "dog"])
-figures["map_at_r"], figures["recall_at_1"]  # 0.5, 1.0
+assert (figures["map_at_r"], figures["recall_at_1"]) == (0.75, 1.0)
 ```
 """
 

@@ -16,7 +16,7 @@ skip once.
 from byol_keras.transfer.voc import load_voc
 
 split = load_voc("bccd", "train")
-split.class_names, len(split), split.skipped_boxes  # ['Platelets', 'RBC', 'WBC'], 205, 1
+split.class_names, len(split), split.skipped_boxes  # ['Platelets', 'RBC', 'WBC'], 205, 1 in BCCD
 split.boxes[0].shape, split.classes[0].dtype        # (k, 4) float32, int32
 ```
 """

@@ -21,7 +21,8 @@ outputs = [(boxes, np.ones(len(boxes)), classes)  # a perfect detector
            for boxes, classes in zip(test_split.boxes, test_split.classes)]
 predictions = [Detections(boxes, scores, classes) for boxes, scores, classes in outputs]
 scores = detection_scores(test_split, predictions)  # test_split: a BoxSplit
-scores["ap50"], scores["per_class_ap50"]  # 0.61, {'Platelets': 0.55, 'RBC': 0.58, 'WBC': 0.71}
+assert scores["ap50"] == 1.0  # a trained detector on BCCD: 0.61, say
+scores["per_class_ap50"]  # {'Platelets': 1.0, 'RBC': 1.0, 'WBC': 1.0}
 ```
 """
 

@@ -19,7 +19,7 @@ file: it raises `UsageError` naming the file and the value.
 ```python
 source = load_segfolder_source("camvid", "train+val", limits=FileLimits(64, 10**8))
 split = load_segmentation_split("camvid", "test", (12, 16), num_classes=11, ignore_index=11)
-split.images.shape, split.masks.shape  # (3, 12, 16, 3) float32, (3, 12, 16) uint8
+assert split.images.shape == (3, 12, 16, 3) and split.masks.shape == (3, 12, 16)  # float32, uint8
 ```
 """
 

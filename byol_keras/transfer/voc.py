@@ -21,7 +21,7 @@ without its list, or an empty split raises `UsageError`.
 
 ```python
 split = load_voc("bccd", "train+val")
-split.class_names, len(split)  # ['Platelets', 'RBC', 'WBC'], 292
+split.class_names, len(split)  # ['Platelets', 'RBC', 'WBC'], 292 in BCCD
 ```
 """
 
