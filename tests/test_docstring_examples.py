@@ -15,10 +15,10 @@ Running: a block runs as a script (`exec`) in a fresh namespace that holds
 
 Anything else an example uses it defines or imports itself. It runs in a copy of a
 working directory made once per session (`example_files`) that holds the files the
-examples name: a tiny finished run at `runs/quickstart`, the repository's `configs/`,
-a second one at `runs/mnist` whose data is a small `mnist.npz` beside it,
-a photo folder, a few loose images, a VOC tree `bccd`, a COCO tree
-`my-coco` and a segfolder `camvid`. An output shown in a comment is checked by an
+examples name: the repository's `configs/`, a tiny finished run at `runs/quickstart`
+(digits) and one at `runs/mnist` (a small `mnist.npz` beside it), a photo folder
+`photos/`, a few loose images, a VOC tree `bccd`, a COCO tree `my-coco` and a
+segfolder `camvid`, all generated. An output shown in a comment is checked by an
 `assert` where that is cheap.
 
 Markers, as the first lines of a block:
@@ -84,6 +84,7 @@ def documented(tree: ast.AST, prefix: str = ""):
 
 
 def collect_examples(package: Path = PACKAGE) -> list[Example]:
+    """Every ```python block of every docstring in the package's modules, in file order."""
     examples = []
     for path in sorted(package.rglob("*.py")):
         parts = path.relative_to(package.parent).with_suffix("").parts
@@ -100,6 +101,7 @@ def collect_examples(package: Path = PACKAGE) -> list[Example]:
 
 
 def parameters(examples: list[Example]):
+    """One `pytest.param` per example, with the skip and slow marks its markers ask for."""
     for example in examples:
         marks = []
         if skip := example.marker(SKIP):
@@ -216,7 +218,7 @@ def example_files(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("example", parameters(EXAMPLES))
+@pytest.mark.parametrize("example", list(parameters(EXAMPLES)))
 def test_docstring_example(example: Example, example_files: Path, tmp_path, monkeypatch):
     import keras
 
