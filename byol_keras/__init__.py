@@ -1,13 +1,14 @@
 """byol-keras: BYOL self-supervised pretraining for Keras 3 (TensorFlow backend).
 
 ```python
+# doctest: slow
 from byol_keras import BYOL, build_backbone, load_source, make_augmenter, pair_dataset
 
 source = load_source("digits", image_size=16)
-pairs = pair_dataset(source, make_augmenter("digits", image_size=16), batch_size=128)
-model = BYOL(build_backbone("tiny", image_size=16))
+pairs = pair_dataset(source, make_augmenter("digits", image_size=16), batch_size=32)
+model = BYOL(build_backbone("tiny", image_size=16, width=4))
 model.compile(optimizer="adam")
-model.fit(pairs, epochs=10, steps_per_epoch=source.num_examples // 128)
+model.fit(pairs, epochs=1, steps_per_epoch=2)  # source.num_examples // 32 for a whole epoch
 ```
 """
 

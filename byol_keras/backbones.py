@@ -49,7 +49,8 @@ def build_backbone(
 
     ```python
     backbone = build_backbone("resnet18", image_size=32)
-    features = backbone(images)  # [batch, 512]
+    features = backbone(np.zeros([2, 32, 32, 3], "float32"))  # [batch, 512]
+    assert features.shape == (2, 512)
     ```
     """
     if stem not in ("auto", "cifar", "imagenet"):
@@ -167,6 +168,7 @@ def tiny_cnn(image_size: int, width: int = 32) -> keras.Model:
 
     ```python
     backbone = tiny_cnn(32, width=16)  # features: [batch, 4 * width]
+    assert backbone.output.shape == (None, 64)
     ```
     """
     inputs, x = _standardized_input(image_size)
@@ -202,7 +204,7 @@ def input_image_shape(backbone: keras.Model, input_shape=None) -> tuple:
     model, or a Sequential without `keras.Input`) and `input_shape` is None.
 
     ```python
-    input_image_shape(build_backbone("tiny", image_size=16))  # (16, 16, 3)
+    assert input_image_shape(build_backbone("tiny", image_size=16)) == (16, 16, 3)
     ```
     """
     if input_shape is not None:
@@ -229,8 +231,8 @@ def feature_size(backbone: keras.Model, image_shape: tuple) -> int:
     Raises `UsageError` unless the backbone returns pooled features `[batch, features]`.
 
     ```python
-    feature_size(keras.applications.MobileNet(include_top=False, weights=None,
-                                              pooling="avg"), (32, 32, 3))  # 1024
+    assert feature_size(keras.applications.MobileNet(include_top=False, weights=None,
+                                                     pooling="avg"), (32, 32, 3)) == 1024
     ```
     """
     images = keras.KerasTensor((None, *image_shape))
@@ -255,7 +257,7 @@ def synchronize_batchnorm(model: keras.Model) -> keras.Model:
     and saving.
 
     ```python
-    backbone = synchronize_batchnorm(build_backbone("resnet50", image_size=224))
+    backbone = synchronize_batchnorm(build_backbone("resnet18", image_size=32))
     ```
     """
     for layer in all_layers(model):
@@ -268,6 +270,7 @@ def all_layers(layer: keras.layers.Layer):
     """Every layer inside `layer`, depth first, through nested models.
 
     ```python
+    backbone = build_backbone("resnet18", image_size=32)
     norms = [x for x in all_layers(backbone) if isinstance(x, keras.layers.BatchNormalization)]
     ```
     """

@@ -55,7 +55,10 @@ def model_from_config(
     `tau_schedule` for BYOL, `temperature` for SimCLR).
 
     ```python
+    config = load_config("configs/quickstart.yaml", ["model.method=simsiam"])
+    backbone = backbone_from_config(config)
     model = model_from_config(config, backbone, total_steps=1000)  # BYOL, SimSiam or SimCLR
+    assert type(model).__name__ == "SimSiam"
     ```
     """
     model = config.model

@@ -55,7 +55,9 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
         collapse and τ, steps, images per second, and how the run resumed.
 
     ```python
-    summary = train(load_config("configs/quickstart.yaml"), "runs/quickstart")
+    # doctest: slow
+    config = load_config("configs/quickstart.yaml", ["train.epochs=1", "model.width=4"])
+    summary = train(config, "runs/new")  # the quickstart itself trains 30 epochs
     summary["final_loss"], summary["images_per_second"]
     ```
     """

@@ -249,7 +249,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
     ```python
     config = load_config("configs/quickstart.yaml", ["train.epochs=3"])
-    config.train.epochs  # 3
+    assert config.train.epochs == 3
     ```
     """
     raw: dict = {}

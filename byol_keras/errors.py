@@ -8,7 +8,8 @@ def first_line(error: BaseException) -> str:
     """The first non-empty line of an exception's message, or its type name when it has none.
 
     ```python
-    first_line(OSError("cannot identify image file\nmore detail"))  # 'cannot identify image file'
+    error = OSError("cannot identify image file\\nmore detail")
+    assert first_line(error) == "cannot identify image file"
     ```
     """
     text = str(error).strip()
@@ -22,6 +23,7 @@ class UsageError(ValueError):
     `byol-keras: error: <message>` and exits with code 2.
 
     ```python
+    # doctest: raises UsageError
     raise UsageError("data.source: folder 'imgs/' does not exist")
     ```
     """
@@ -36,6 +38,7 @@ class TrainingDiverged(RuntimeError):
     rerunning with `--resume-with-changes` resumes from it.
 
     ```python
+    # doctest: raises TrainingDiverged
     raise TrainingDiverged("loss is nan at step 120; latest good checkpoint: step 100")
     ```
     """
@@ -48,6 +51,9 @@ class TrainingInterrupted(Exception):
     Ctrl-C, 143 for SIGTERM), as a shell does for a process killed by it.
 
     ```python
+    # doctest: raises TrainingInterrupted
+    import signal
+
     raise TrainingInterrupted(signal.SIGTERM, step=57)
     ```
     """
@@ -64,6 +70,7 @@ class ExportError(RuntimeError):
     """An export that could not produce a verified artifact; the CLI exits with code 1.
 
     ```python
+    # doctest: raises ExportError
     raise ExportError("tf2onnx failed: Unsupported ops: ...")
     ```
     """
@@ -73,6 +80,7 @@ class ExportVerificationError(ExportError):
     """A reloaded artifact differs from the Keras model beyond the tolerance or breaks the contract.
 
     ```python
+    # doctest: raises ExportVerificationError
     raise ExportVerificationError("onnx/random: embeddings differ by 0.3 > tolerance 1.1e-4")
     ```
     """

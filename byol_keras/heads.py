@@ -29,7 +29,8 @@ def mlp_head(
 
     ```python
     projector = mlp_head(input_dim=512, hidden_dim=4096, output_dim=256)
-    z = projector(features)
+    z = projector(np.zeros([2, 512], "float32"))
+    assert z.shape == (2, 256)
     ```
     """
     inputs = keras.Input(shape=(input_dim,), name=f"{name}_input")

@@ -43,6 +43,8 @@ def load_init_weights(backbone: keras.Model, spec: str) -> int:
         The number of tensors loaded: all of the backbone's.
 
     ```python
+    backbone = build_backbone("tiny", 16, width=4)
+    backbone.save_weights("pretrained.weights.h5")
     load_init_weights(backbone, "pretrained.weights.h5")
     ```
     """

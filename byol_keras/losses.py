@@ -21,7 +21,9 @@ def normalized_mse(prediction, target):
         A `[batch]` tensor of losses.
 
     ```python
+    q_online_view1, z_target_view2 = np.ones([4, 8], "float32"), -np.ones([4, 8], "float32")
     loss = normalized_mse(q_online_view1, z_target_view2)  # shape [batch]
+    assert np.allclose(loss, 4.0)  # 2 - 2 cos = 4 for opposite directions
     ```
     """
     prediction = ops.cast(prediction, "float32")
@@ -48,6 +50,7 @@ def symmetric_byol_loss(q1, q2, z1_target, z2_target):
         A scalar tensor, in [0, 8].
 
     ```python
+    q1, q2, z1_t, z2_t = np.random.default_rng(0).normal(size=(4, 2, 8)).astype("float32")
     loss = symmetric_byol_loss(q1, q2, ops.stop_gradient(z1_t), ops.stop_gradient(z2_t))
     ```
     """
@@ -80,6 +83,7 @@ def nt_xent_loss(z1, z2, temperature: float = 0.2):
         A scalar float32 tensor, at least 0; log(2N - 1) when all views are alike.
 
     ```python
+    projection_view1, projection_view2 = np.random.default_rng(0).normal(size=(2, 4, 8))
     loss = nt_xent_loss(projection_view1, projection_view2, temperature=0.2)
     ```
     """

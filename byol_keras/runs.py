@@ -111,7 +111,9 @@ class RunDirectory:
         is the command-line option that named it, for the error message.
 
         ```python
-        result, model_path = run.find_result("segment", "segment-10pct", "--segmenter")
+        # doctest: raises UsageError
+        run = RunDirectory("runs/quickstart")
+        result, model_path = run.find_result("segment", "segment-10pct", "--segmenter")  # none yet
         ```
         """
         found = (

@@ -6,6 +6,7 @@ a subclassed model whose config Keras cannot generate becomes a
 `SharedCodeCopy`, which runs the model's own `call` on separate variables.
 
 ```python
+backbone = build_backbone("tiny", image_size=32, width=4)
 target = frozen_copy(backbone, "target_backbone", image_shape=(32, 32, 3))
 for online, copy in variable_pairs(backbone, target):
     copy.assign(0.99 * copy + 0.01 * online)
@@ -57,8 +58,11 @@ class SharedCodeCopy(keras.layers.Layer):
     computed in training mode are written back to the copy's variables.
 
     ```python
+    backbone = build_backbone("tiny", image_size=16, width=4)
     target = SharedCodeCopy(backbone, name="target_backbone")
+    images = np.random.default_rng(0).random([2, 16, 16, 3]).astype("float32")
     features = target(images)  # equal to backbone(images) until either changes
+    assert np.allclose(features, backbone(images))
     ```
     """
 

@@ -10,8 +10,10 @@
 
 ```python
 from byol_keras.augment import make_augmenter, pair_dataset
+from byol_keras.data import load_source
 
-pairs = pair_dataset(source, make_augmenter("cifar", image_size=32, seed=0), 256, seed=0)
+source = load_source("digits", image_size=16)
+pairs = pair_dataset(source, make_augmenter("digits", image_size=16, seed=0), 32, seed=0)
 ```
 """
 

@@ -1,9 +1,10 @@
 """BYOL's two asymmetric views (Grill et al. 2020, Appendix B): the `BYOLAugmenter` layer.
 
 ```python
-augmenter = make_augmenter("cifar", image_size=32, seed=0)
-pairs = pair_dataset(source.dataset, augmenter, batch_size=256, seed=0)
-view1, view2 = next(iter(pairs))  # each [256, 32, 32, 3] float32 in [0, 1]
+augmenter = make_augmenter("digits", image_size=16, seed=0)
+pairs = pair_dataset(load_source("digits", image_size=16), augmenter, batch_size=8, seed=0)
+view1, view2 = next(iter(pairs))  # each [8, 16, 16, 3] float32 in [0, 1]
+assert view1.shape == view2.shape == (8, 16, 16, 3) and view1.dtype == tf.float32
 ```
 
 A view is: random resized crop and horizontal flip; colour jitter with
@@ -93,8 +94,8 @@ class BYOLAugmenter(keras.layers.Layer):
         **kwargs: Passed to `keras.layers.Layer`.
 
     ```python
-    augmenter = BYOLAugmenter(32, *view_params("byol"), seed=0)
-    view1, view2 = augmenter(tf.random.uniform([8, 32, 32, 3]))
+    augmenter = BYOLAugmenter(16, *view_params("byol"), seed=0)
+    view1, view2 = augmenter(tf.random.uniform([8, 16, 16, 3]))
     ```
     """
 
@@ -171,6 +172,8 @@ class BYOLAugmenter(keras.layers.Layer):
         would draw from the same `[2]` seed.
 
         ```python
+        augmenter = BYOLAugmenter(16, *view_params("byol"), seed=0)
+        first, second = tf.random.uniform([2, 4, 16, 16, 3])  # as crop_pair cuts them, batched
         view1, view2 = augmenter.augment_crops((first, second), seed=tf.constant([0, 5]))
         ```
         """
@@ -269,8 +272,16 @@ def apply_in_order(images, ops: list, order):
     over the batch rather than one per position.
 
     ```python
-    order = tf.constant([[0, 1], [1, 0]])
-    apply_in_order(images, [(scale, factors), (shift, deltas)], order)
+    def scale(images, factors):
+        return images * factors[:, None]
+
+    def shift(images, deltas):
+        return images + deltas[:, None]
+
+    images, factors, deltas = tf.ones([2, 3]), tf.constant([2.0, 2.0]), tf.constant([1.0, 1.0])
+    order = tf.constant([[0, 1], [1, 0]])  # image 0: scale, then shift; image 1: the reverse
+    out = apply_in_order(images, [(scale, factors), (shift, deltas)], order)
+    assert out.numpy().tolist() == [[3.0] * 3, [4.0] * 3]
     ```
     """
     for position in range(len(ops)):

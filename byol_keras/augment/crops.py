@@ -14,8 +14,8 @@ Every random number is stateless, keyed by one `[2]` seed per image, so a
 pipeline stays reproducible under parallel `map`.
 
 ```python
-view1, view2 = crop_pair(tf.io.read_file("street.jpg"), view_params("byol"), 96, seed=[0, 7])
-view1.shape  # (96, 96, 3) float32 in [0, 1]
+view1, view2 = crop_pair(tf.io.read_file("street.jpg"), view_params("byol"), 32, seed=[0, 7])
+assert view1.shape == (32, 32, 3) and view1.dtype == tf.float32  # in [0, 1]
 ```
 """
 
@@ -88,7 +88,8 @@ def crop_pair(item: tf.Tensor, views: tuple, size: int, seed) -> tuple[tf.Tensor
         Two float32 `[size, size, 3]` crops in [0, 1].
 
     ```python
-    first, second = crop_pair(image, view_params("byol"), 96, seed=[0, 3])
+    image = tf.zeros([48, 64, 3], tf.uint8)
+    first, second = crop_pair(image, view_params("byol"), 32, seed=[0, 3])
     ```
     """
     seed = tf.cast(seed, tf.int64)

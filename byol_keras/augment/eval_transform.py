@@ -31,8 +31,9 @@ takes 0.06 s).
 
 ```python
 transform = EvalTransform(image_size=32)  # or EvalTransform.from_config(config)
-pixels = transform(tf.zeros([480, 640, 3], tf.uint8))  # float32 [32, 32, 3] in [0, 1]
-pixels = transform(tf.zeros([8, 480, 640, 3], tf.uint8))  # float32 [8, 32, 32, 3]
+pixels = transform(tf.zeros([48, 64, 3], tf.uint8))  # float32 [32, 32, 3] in [0, 1]
+pixels = transform(tf.zeros([8, 48, 64, 3], tf.uint8))  # float32 [8, 32, 32, 3]
+assert pixels.shape == (8, 32, 32, 3) and pixels.dtype == tf.float32
 ```
 """
 
@@ -57,8 +58,9 @@ class EvalTransform:
             ImageNet evaluation crop (resize to 256, crop 224).
 
     ```python
-    transform = EvalTransform(224, crop_ratio=0.875)
-    transform(images).shape  # (batch, 224, 224, 3) for uint8 images [batch, h, w, 3]
+    transform = EvalTransform(28, crop_ratio=0.875)
+    images = tf.zeros([4, 48, 64, 3], tf.uint8)
+    assert transform(images).shape == (4, 28, 28, 3)  # (batch, 28, 28, 3) for [batch, h, w, 3]
     ```
     """
 
@@ -135,7 +137,7 @@ class EvalTransform:
         """The transform as the export manifest and evaluation results record it.
 
         ```python
-        EvalTransform(32).describe()["resize"]  # "center_crop"
+        assert EvalTransform(32).describe()["resize"] == "center_crop"
         ```
         """
         if self.resize == "squash":

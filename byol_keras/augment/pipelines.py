@@ -7,9 +7,10 @@ and the rest of the augmentation on whole batches; the cache then holds the
 encoded files (README, "Views from the original").
 
 ```python
-augmenter = make_augmenter("cifar", image_size=32, seed=0)
-pairs = pair_dataset(source, augmenter, batch_size=256, seed=0)
-view1, view2 = next(iter(pairs))  # each [256, 32, 32, 3] float32 in [0, 1]
+augmenter = make_augmenter("digits", image_size=16, seed=0)
+pairs = pair_dataset(load_source("digits", image_size=16), augmenter, batch_size=8, seed=0)
+view1, view2 = next(iter(pairs))  # each [8, 16, 16, 3] float32 in [0, 1]
+assert view1.shape == (8, 16, 16, 3)
 ```
 """
 
@@ -89,8 +90,12 @@ def image_batches(
         (`[batch_size, 2, S, S, 3]` crop pairs for images of their own sizes).
 
     ```python
-    model = BYOL(..., augmenter=make_augmenter("cifar"))
-    model.fit(image_batches(source, 256, seed=0), steps_per_epoch=195)
+    # doctest: slow
+    source = load_source("digits", image_size=16)
+    model = BYOL(build_backbone("tiny", image_size=16, width=4),
+                 augmenter=make_augmenter("digits", image_size=16))
+    model.compile(optimizer="adam")
+    model.fit(image_batches(source, 32, seed=0), steps_per_epoch=2)  # views made on the device
     ```
     """
     _check_batch_size(batch_size)
@@ -156,8 +161,9 @@ def pair_dataset(
         A `tf.data.Dataset` of `(view1, view2)` float32 batches.
 
     ```python
-    pairs = pair_dataset(source, make_augmenter("cifar", seed=0), 256, seed=0)
-    model.fit(pairs, steps_per_epoch=195, epochs=100)
+    source = load_source("digits", image_size=16)
+    pairs = pair_dataset(source, make_augmenter("digits", image_size=16, seed=0), 32, seed=0)
+    # then model.fit(pairs, steps_per_epoch=source.num_examples // 32, epochs=100)
     ```
     """
     base = _base_seed(seed, augmenter)

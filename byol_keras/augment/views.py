@@ -2,7 +2,7 @@
 
 ```python
 view1, view2 = view_params("cifar", crop_area=(0.2, 1.0))
-view2.solarize_prob  # 0.2: the paper's views differ only in blur and solarisation
+assert view2.solarize_prob == 0.2  # the paper's views differ only in blur and solarisation
 ```
 
 What each number means, and which layer applies it, is in augment/augmenter.py.

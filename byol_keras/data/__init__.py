@@ -4,7 +4,7 @@
 from byol_keras.data import load_source
 
 source = load_source("folder:~/photos", image_size=64)
-print(source.description)  # folder:/home/me/photos (1234 images, unlabelled, 2 skipped)
+print(source.description)  # folder:/home/me/photos (3 images, 1 classes, 0 skipped)
 ```
 
 | spec | meaning |
@@ -66,9 +66,9 @@ def load_source(
         An `ImageSource`.
 
     ```python
-    source = load_source("tfds:cifar10", split="train[:10%]", image_size=32)
+    source = load_source("digits", split="train", image_size=32)  # or "tfds:cifar10", ...
     for image, label in source.dataset.take(1):
-        image.dtype, image.shape  # uint8, (32, 32, 3); a photo folder's keep their own
+        assert (image.dtype, image.shape) == (tf.uint8, (32, 32, 3))  # a photo folder's: their own
     ```
     """
     if not isinstance(spec, str) or not spec.strip():
@@ -121,6 +121,7 @@ def source_from_config(config: Config, spec: str, split: str) -> ImageSource:
         The `ImageSource`, as `load_source` returns it.
 
     ```python
+    config = load_config("configs/quickstart.yaml")
     source = source_from_config(config, config.data.val_source, config.data.val_split)
     ```
     """

@@ -26,7 +26,7 @@ def load_digits_source(split: str, image_size: int) -> ImageSource:
 
     ```python
     source = load_digits_source("train", image_size=16)
-    source.num_examples  # 1437
+    assert source.num_examples == 1437
     ```
     """
     from sklearn.datasets import load_digits
@@ -79,7 +79,7 @@ def load_npz_source(path: str, split: str, image_size: int) -> ImageSource:
 
     ```python
     source = load_npz_source("mnist.npz", "test", image_size=28)
-    source.num_examples, source.num_classes  # 10000, 10
+    source.num_examples, source.num_classes  # 10000, 10 for the real MNIST
     ```
     """
     if split not in ("train", "test"):

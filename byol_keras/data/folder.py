@@ -60,8 +60,9 @@ def load_folder_source(path: str, split: str, image_size: int, limits: FileLimit
     original.
 
     ```python
-    source = load_folder_source("cifar10-jpeg/", "test", image_size=32)
-    source.class_names[:2], source.skipped_files  # ['airplane', 'automobile'], 0
+    limits = FileLimits(max_file_mb=64.0, max_image_pixels=10**8)
+    source = load_folder_source("photos/", "test", 32, limits)  # photos/test, else photos/ itself
+    assert (source.class_names, source.skipped_files) == (['cat'], 0)
     ```
     """
     base = os.path.expanduser(path)
@@ -166,7 +167,7 @@ def list_image_files(root: str, tree: str | None = None) -> list[str]:
     files only (a link to a regular file may point anywhere).
 
     ```python
-    list_image_files("photos/")  # ['cat/1.jpg', 'cat/2.png', 'loose.webp']
+    assert list_image_files("photos/") == ['cat/1.jpg', 'cat/2.png', 'loose.webp']
     ```
     """
     boundary = os.path.realpath(tree if tree is not None else root)
@@ -323,7 +324,7 @@ def pillow_decode(path: str) -> np.ndarray:
     16-bit grey keeps its high byte, as TensorFlow's PNG decoder does.
 
     ```python
-    pillow_decode("scan.bmp").dtype  # uint8
+    assert pillow_decode("scan.bmp").dtype == np.uint8
     ```
     """
     with Image.open(path) as image:
@@ -348,7 +349,7 @@ def file_keys_and_decode(
     reads the same keys as encoded bytes.
 
     ```python
-    keys, decode = file_keys_and_decode(["a.jpg", "b.png"], [0, 1], None, 32)
+    keys, decode = file_keys_and_decode(["street.jpg", "photos/cat/2.png"], [0, 1], None, 32)
     ```
     """
 
@@ -374,7 +375,7 @@ def read_encoded(path: tf.Tensor, label: tf.Tensor, pillow_flag: tf.Tensor | Non
     Pillow and handed over as PNG bytes.
 
     ```python
-    data, label = read_encoded(tf.constant("cat.jpg"), tf.constant(0))
+    data, label = read_encoded(tf.constant("cat.jpg"), tf.constant(0))  # the file's bytes, 0
     ```
     """
     if pillow_flag is None:

@@ -5,8 +5,10 @@ test example that is also a training example, or a test class that the
 training split lacks, makes the accuracy silently wrong.
 
 ```python
-check_disjoint(train_source, test_source, "--data")
-check_classes(train_labels, test_labels, train_source.class_names, "--data")
+train_source = load_source("digits", split="train")
+test_source = load_source("digits", split="test")
+check_disjoint(train_source, test_source, "--data")  # raises UsageError if they share images
+check_classes(np.array([0, 1, 2]), np.array([2, 1]), ["0", "1", "2"], "--data")
 ```
 """
 

@@ -102,6 +102,7 @@ class ImageSource:
         With `encoded`, the examples are `(encoded bytes, label)` (see `encoded`).
 
         ```python
+        source = load_source("digits", image_size=16)
         first_epoch = list(source.shuffled(seed=0).take(3))
         ```
         """
@@ -129,7 +130,8 @@ def example_ids(names: Iterable[str]) -> np.ndarray:
     """64-bit identities of examples from unique names (file paths, `array:index`).
 
     ```python
-    example_ids(["/data/cat/1.jpg", "/data/cat/2.jpg"])  # uint64 [2]
+    ids = example_ids(["/data/cat/1.jpg", "/data/cat/2.jpg"])  # uint64 [2]
+    assert ids.dtype == np.uint64 and ids.shape == (2,)
     ```
     """
     return np.fromiter(
@@ -149,7 +151,7 @@ def to_rgb(image: tf.Tensor) -> tf.Tensor:
     does (floats are taken to lie in [0, 1]).
 
     ```python
-    to_rgb(tf.zeros([8, 8, 4], tf.uint8)).shape  # (8, 8, 3)
+    assert to_rgb(tf.zeros([8, 8, 4], tf.uint8)).shape == (8, 8, 3)
     ```
     """
     if image.dtype != tf.uint8:
@@ -180,7 +182,8 @@ def keep_labelled(dataset: tf.data.Dataset) -> tf.data.Dataset:
     """Keeps the `(image, label)` examples that have a class label (unlabelled ones are -1).
 
     ```python
-    labelled = keep_labelled(source.dataset)  # e.g. drops loose files of a folder source
+    source = load_source("folder:photos", image_size=32)
+    labelled = keep_labelled(source.dataset)  # drops loose.webp: it is in no class folder
     ```
     """
     return dataset.filter(lambda image, label: label >= 0)
@@ -190,7 +193,7 @@ def decode_rgb(data: tf.Tensor) -> tf.Tensor:
     """Decodes encoded image bytes (JPEG, PNG, GIF, BMP, WebP) into uint8 RGB `[H, W, 3]`.
 
     ```python
-    decode_rgb(tf.io.read_file("cat.jpg")).shape  # (480, 640, 3)
+    assert decode_rgb(tf.io.read_file("cat.jpg")).shape == (48, 64, 3)
     ```
     """
     return to_rgb(tf.io.decode_image(data, channels=0, expand_animations=False, dtype=tf.uint8))
@@ -203,7 +206,7 @@ def resize_uint8(image: tf.Tensor, image_size: int) -> tf.Tensor:
     pixels stay exact.
 
     ```python
-    resize_uint8(tf.zeros([28, 28, 3], tf.uint8), 32).shape  # (32, 32, 3)
+    assert resize_uint8(tf.zeros([28, 28, 3], tf.uint8), 32).shape == (32, 32, 3)
     ```
     """
     shape = tf.shape(image)
@@ -225,7 +228,7 @@ def array_to_uint8(array: np.ndarray, where: str) -> np.ndarray:
     or 0..65535 (16-bit, scaled down); floats must lie in [0, 1] or [0, 255].
 
     ```python
-    array_to_uint8(np.array([0.0, 0.5, 1.0]), "x_train")  # [0, 128, 255]
+    assert array_to_uint8(np.array([0.0, 0.5, 1.0]), "x_train").tolist() == [0, 128, 255]
     ```
     """
     if array.dtype == np.uint8:
@@ -261,7 +264,7 @@ def labels_to_int32(labels: np.ndarray, count: int | None, where: str) -> np.nda
     rather than converted. Shapes (N,) and (N, 1) are accepted.
 
     ```python
-    labels_to_int32(np.array([[3], [1]]), 2, "y_train")  # [3, 1]
+    assert labels_to_int32(np.array([[3], [1]]), 2, "y_train").tolist() == [3, 1]
     ```
     """
     labels = np.asarray(labels)

@@ -18,6 +18,7 @@ def load_tfds_source(
     and their encoded bytes are what training caches and crops.
 
     ```python
+    # doctest: skip downloads CIFAR-10 through tensorflow-datasets
     source = load_tfds_source("cifar10", "train[:10%]", image_size=32)
     source.num_examples, source.class_names[0]  # 5000, 'airplane'
     ```

@@ -17,8 +17,8 @@ the source's up-front check skipped, and files that fail to decode
 meanwhile, are counted and reported.
 
 ```python
-result = embed_run("runs/cifar", "folder:~/photos", "photos.npy")
-result["rows"], result["skipped_files"]  # 1234, 2
+result = embed_run("runs/quickstart", "folder:~/photos", "photos.npy")
+assert (result["rows"], result["skipped_files"]) == (3, 0)
 ```
 """
 

@@ -9,9 +9,11 @@ source of photos of many sizes works; an image already at the view size
 passes unchanged.
 
 ```python
-transform = EvalTransform.from_config(config)
+backbone = keras.saving.load_model("runs/quickstart/backbone.keras")
+transform = EvalTransform.from_config(load_config("runs/quickstart/config.yaml"))
 images, labels = source_arrays(load_source("digits", split="test"), transform=transform)
 features = Embedder(backbone, transform=transform).embed(images)  # float32 [n, feature_dim]
+assert features.shape == (360, 16)
 ```
 """
 
@@ -43,7 +45,9 @@ def source_arrays(
     memory peaks at the result, not twice it.
 
     ```python
-    images, labels = source_arrays(source, max_examples=5000, seed=0, transform=EvalTransform(32))
+    source = load_source("digits", split="test")
+    images, labels = source_arrays(source, max_examples=100, seed=0, transform=EvalTransform(32))
+    assert images.shape == (100, 32, 32, 3) and images.dtype == np.uint8
     ```
     """
     dataset, capacity = _selected(source, max_examples, seed, labelled_only)
@@ -111,8 +115,10 @@ class Embedder:
     `EvalTransform` at the backbone's input size (centre crop, ratio 1).
 
     ```python
-    embedder = Embedder(model.online_backbone, batch_size=512, transform=EvalTransform(32))
-    features = embedder.embed(images)  # float32 [n, feature_dim]
+    backbone = build_backbone("tiny", image_size=32, width=4)  # e.g. model.online_backbone
+    embedder = Embedder(backbone, batch_size=512, transform=EvalTransform(32))
+    features = embedder.embed(np.zeros([10, 48, 64, 3], np.uint8))  # float32 [n, feature_dim]
+    assert features.shape == (10, 16) and features.dtype == np.float32
     ```
     """
 
@@ -155,6 +161,9 @@ class Embedder:
         one by one here.
 
         ```python
+        backbone = build_backbone("tiny", image_size=16, width=4)
+        embedder = Embedder(backbone, transform=EvalTransform(16))
+        source = load_source("folder:photos")  # photos of their own sizes, made batchable
         for images, labels in embedder.batchable(source.dataset).batch(256):
             features = embedder.embed_batch(images)
         ```
@@ -183,7 +192,9 @@ class Embedder:
         floats each), their pixels 150 GB.
 
         ```python
-        features, labels = Embedder(backbone).embed_source(load_source("digits", split="test"))
+        backbone = build_backbone("tiny", image_size=16, width=4)
+        source = load_source("digits", split="test", image_size=16)
+        features, labels = Embedder(backbone).embed_source(source)
         ```
         """
         dataset, capacity = _selected(source, max_examples, seed, labelled_only=True)

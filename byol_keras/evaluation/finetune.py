@@ -45,7 +45,9 @@ def balanced_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarra
     `seed`, so the subset keeps the class proportions and is reproducible.
 
     ```python
+    train_labels = np.repeat([0, 1], 50)
     indices = balanced_subset(train_labels, 0.1, seed=0)
+    assert np.bincount(train_labels[indices]).tolist() == [5, 5]
     ```
     """
     if not 0.0 < fraction <= 1.0:
@@ -73,8 +75,14 @@ def finetune_classifier(
     """Trains `backbone` + a dense head on uint8 images; returns the classifier (softmax outputs).
 
     ```python
-    classifier = finetune_classifier(backbone, images[subset], labels[subset], 10, epochs=20)
-    probabilities = classifier.predict(to_unit_range(test_images))
+    # doctest: slow
+    from byol_keras.evaluation.embeddings import source_arrays
+
+    images, labels = source_arrays(load_source("digits", split="train", image_size=16))
+    subset = balanced_subset(labels, 0.1, seed=0)
+    backbone = build_backbone("tiny", image_size=16, width=4)
+    classifier = finetune_classifier(backbone, images[subset], labels[subset], 10, epochs=1)
+    probabilities = classifier.predict(to_unit_range(images[:8]))
     ```
     """
     keras.utils.set_random_seed(seed)
@@ -125,7 +133,7 @@ def finetune_batch_size(count: int, batch_size: int) -> int:
     at least `MIN_STEPS_PER_EPOCH` steps (never below `MIN_BATCH`, nor above `count`).
 
     ```python
-    finetune_batch_size(144, 256)  # 15
+    assert finetune_batch_size(144, 256) == 15
     ```
     """
     small_enough = math.ceil(count / MIN_STEPS_PER_EPOCH)

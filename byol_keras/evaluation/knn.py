@@ -20,7 +20,7 @@ def l2_normalize_rows(features: np.ndarray) -> np.ndarray:
     """Scales every row to unit length (rows of zeros stay zero).
 
     ```python
-    l2_normalize_rows(np.array([[3.0, 4.0]]))  # [[0.6, 0.8]]
+    assert np.allclose(l2_normalize_rows(np.array([[3.0, 4.0]])), [[0.6, 0.8]])
     ```
     """
     features = np.asarray(features, np.float32)
@@ -44,8 +44,10 @@ def knn_class_scores(
     normalised; the cosine similarity normalises them.
 
     ```python
-    scores = knn_class_scores(train_features, train_labels, test_features, num_classes=10)
-    predictions = scores.argmax(axis=1)
+    train_features, train_labels = np.eye(4, dtype="float32"), np.array([0, 1, 2, 3])
+    test_features = np.array([[0.9, 0.1, 0.0, 0.0]], "float32")
+    scores = knn_class_scores(train_features, train_labels, test_features, num_classes=4)
+    assert scores.argmax(axis=1).tolist() == [0]
     ```
     """
     bank_labels = np.asarray(bank_labels, np.int64)
@@ -90,7 +92,9 @@ def nearest_neighbours(
     query_chunk × (k + gallery_chunk) similarities.
 
     ```python
-    similarity, index = nearest_neighbours(test_features, train_features, k=5)
+    train_features = np.random.default_rng(0).normal(size=(20, 8)).astype("float32")
+    similarity, index = nearest_neighbours(train_features[:3], train_features, k=5)
+    assert index[:, 0].tolist() == [0, 1, 2]  # each is its own nearest neighbour
     ```
     """
     if len(gallery) == 0:
@@ -144,7 +148,8 @@ def knn_top1(
     """Top-1 accuracy (a fraction in [0, 1]) of the weighted kNN classifier on labelled queries.
 
     ```python
-    knn_top1(train_features, train_labels, test_features, test_labels, num_classes=10)
+    features, labels = np.eye(4, dtype="float32"), np.array([0, 1, 2, 3])
+    assert knn_top1(features, labels, features, labels, num_classes=4) == 1.0
     ```
     """
     scores = knn_class_scores(

@@ -51,8 +51,12 @@ def fit_linear_probe(
     """Fits the linear probe on training features; chooses `l2` from `L2_GRID` when None.
 
     ```python
-    probe = fit_linear_probe(train_features, train_labels, num_classes=10)
-    predictions = probe.scores(test_features).argmax(axis=1)
+    rng = np.random.default_rng(0)
+    train_labels = np.repeat([0, 1], 20)
+    train_features = (rng.normal(size=(40, 4)) + 3 * train_labels[:, None]).astype("float32")
+    probe = fit_linear_probe(train_features, train_labels, num_classes=2)
+    predictions = probe.scores(train_features).argmax(axis=1)
+    assert (predictions == train_labels).mean() > 0.9
     ```
     """
     features = np.asarray(features, np.float64)
@@ -88,7 +92,9 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int):
     per class with two or more examples).
 
     ```python
+    labels = np.repeat([0, 1], 50)
     kept, held_out = stratified_split(labels, 0.1, seed=0)
+    assert np.bincount(labels[held_out]).tolist() == [5, 5]
     ```
     """
     rng = np.random.default_rng(seed)

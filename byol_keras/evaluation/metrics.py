@@ -9,7 +9,7 @@ def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     Ties are broken towards the lower class index, as `argmax` does.
 
     ```python
-    top_k_accuracy(np.array([[0.1, 0.9], [0.8, 0.2]]), np.array([1, 1]))  # 0.5
+    assert top_k_accuracy(np.array([[0.1, 0.9], [0.8, 0.2]]), np.array([1, 1])) == 0.5
     ```
     """
     scores, labels = np.asarray(scores), np.asarray(labels)
@@ -26,7 +26,8 @@ def per_class_accuracy(
     """Top-1 accuracy of every class by name; None for a class with no test examples.
 
     ```python
-    per_class_accuracy(np.array([0, 1, 1]), np.array([0, 1, 0]), ["a", "b"])  # {"a": 0.5, "b": 1.0}
+    accuracy = per_class_accuracy(np.array([0, 1, 1]), np.array([0, 1, 0]), ["a", "b"])
+    assert accuracy == {"a": 0.5, "b": 1.0}
     ```
     """
     predictions, labels = np.asarray(predictions), np.asarray(labels)

@@ -36,8 +36,15 @@ class KnnMonitor(keras.callbacks.Callback):
     the callback list: callbacks see the same `logs` dict in list order.
 
     ```python
-    monitor = KnnMonitor(bank_images, bank_labels, test_images, test_labels, 10, every_epochs=5)
-    model.fit(batches, epochs=50, callbacks=[monitor, keras.callbacks.CSVLogger("m.csv")])
+    # doctest: slow
+    images, labels = source_arrays(load_source("digits", split="test", image_size=16))
+    monitor = KnnMonitor(images[:200], labels[:200], images[200:], labels[200:], 10, every_epochs=1)
+    model = BYOL(build_backbone("tiny", image_size=16, width=4))
+    model.compile(optimizer="adam")
+    source = load_source("digits", image_size=16)
+    pairs = pair_dataset(source, make_augmenter("digits", image_size=16), 32)
+    model.fit(pairs, epochs=1, steps_per_epoch=2,
+              callbacks=[monitor, keras.callbacks.CSVLogger("m.csv")])
     ```
     """
 
@@ -86,7 +93,7 @@ class KnnMonitor(keras.callbacks.Callback):
         ```python
         monitor = KnnMonitor.from_sources(
             load_source("digits", split="train"), load_source("digits", split="test"),
-            max_bank=5000, transform=EvalTransform(32), every_epochs=5,
+            max_bank=500, transform=EvalTransform(16), every_epochs=5,
         )
         ```
         """

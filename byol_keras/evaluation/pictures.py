@@ -16,7 +16,9 @@ is shown and embedded after the run's evaluation transform
 (`augment/eval_transform.py`), as the evaluation protocols see it.
 
 ```python
+# doctest: slow
 paths = visualize_run("runs/mnist", "tsne")  # [Path("runs/mnist/pictures/tsne.png")]
+assert [str(path) for path in paths] == ["runs/mnist/pictures/tsne.png"]
 ```
 """
 
@@ -212,7 +214,10 @@ def occlusion_map(embedder: Embedder, image: np.ndarray, patch: int, stride: int
     position (i, j) hides the square whose top-left corner is (i·stride, j·stride).
 
     ```python
-    heat = occlusion_map(Embedder(backbone), image, patch=8, stride=4)
+    image = np.zeros([16, 16, 3], np.uint8)
+    embedder = Embedder(build_backbone("tiny", image_size=16, width=4))
+    heat = occlusion_map(embedder, image, patch=8, stride=4)
+    assert heat.shape == (3, 3)  # rows, columns of patch positions
     ```
     """
     size = image.shape[0]

@@ -13,6 +13,7 @@ is the same protocol on the same architecture, untrained (`--baseline random`),
 and `@<data>` names a `--data` other than the run's `data.val_source`.
 
 ```python
+# doctest: slow
 result = evaluate_run("runs/mnist", "linear")
 result["top1"], result["summary_line"]
 summary = compare_with_random_init("runs/quickstart")  # the quickstart's two probes
@@ -82,6 +83,7 @@ def evaluate_run(
         `parameters` and `summary_line`.
 
     ```python
+    # doctest: slow
     evaluate_run("runs/mnist", "finetune", label_fraction=0.01, baseline="random")
     ```
     """
@@ -184,6 +186,7 @@ def compare_with_random_init(run_dir) -> dict:
     """Linear-probes the pretrained backbone and an untrained copy; merges both into summary.json.
 
     ```python
+    # doctest: slow
     summary = compare_with_random_init("runs/quickstart")
     summary["linear_probe_top1"] > summary["linear_probe_top1_random_init"]
     ```

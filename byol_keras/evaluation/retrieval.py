@@ -16,9 +16,11 @@ relevant ones.
 Equal similarities rank the lower gallery index first.
 
 ```python
+train_features, train_labels = np.eye(4, dtype="float32"), np.array([0, 0, 1, 1])
+test_features, test_labels = train_features[[0, 2]] + 0.1, np.array([0, 1])
 per_query = retrieval_per_query(test_features, test_labels, train_features, train_labels)
-figures = retrieval_figures(per_query, test_labels, class_names)
-figures["map_at_r"], figures["recall_at_1"]
+figures = retrieval_figures(per_query, test_labels, ["cat", "dog"])
+assert (figures["map_at_r"], figures["recall_at_1"]) == (0.75, 1.0)
 ```
 """
 
@@ -63,7 +65,8 @@ def retrieval_per_query(
         `{"recall_at_<k>": ..., "map_at_r": ...}`, one value per query.
 
     ```python
-    per_query = retrieval_per_query(test_features, test_labels, train_features, train_labels)
+    features, labels = np.eye(4, dtype="float32"), np.array([0, 0, 1, 1])
+    per_query = retrieval_per_query(features, labels, features, labels)
     per_query["map_at_r"].mean()
     ```
     """
@@ -104,7 +107,7 @@ def average_precision_at_r(relevant: np.ndarray, relevant_counts: np.ndarray) ->
     """AP@R of ranked results: `relevant` [n, depth] (depth >= R) marks relevant results.
 
     ```python
-    average_precision_at_r(np.array([[True, False, True]]), np.array([2]))  # [0.5]
+    assert average_precision_at_r(np.array([[True, False, True]]), np.array([2])).tolist() == [0.5]
     ```
     """
     relevant = np.asarray(relevant, bool)
@@ -122,7 +125,9 @@ def retrieval_figures(
     """Each figure averaged over all queries, and per class by name (None without queries).
 
     ```python
-    figures = retrieval_figures(per_query, test_labels, ["cat", "dog"])
+    features, labels = np.eye(4, dtype="float32"), np.array([0, 0, 1, 1])
+    per_query = retrieval_per_query(features, labels, features, labels)
+    figures = retrieval_figures(per_query, labels, ["cat", "dog"])
     figures["per_class"]["cat"]["map_at_r"]
     ```
     """

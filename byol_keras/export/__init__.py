@@ -13,6 +13,7 @@ The repository's top-level `export/` folder is the deployment side (TF Serving's
 `models.config`, the serving and ONNX clients); this package writes what it serves.
 
 ```python
+# doctest: slow
 from byol_keras.export import export_run
 
 manifest = export_run("runs/quickstart", formats=("saved_model", "onnx"))

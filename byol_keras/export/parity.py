@@ -5,8 +5,17 @@ The exporting process builds the input sets and the Keras references here;
 process and applies the tolerance.
 
 ```python
-verification = verify_artifacts(config, {"onnx": "model.onnx"}, backbone, projector, workdir)
-verification["onnx"]["random"]["embeddings"]["max_abs_diff"]  # e.g. 3e-06
+# doctest: slow
+from byol_keras.export.signature import write_saved_model
+from byol_keras.runs import RunDirectory, load_networks
+
+run = RunDirectory("runs/quickstart")
+backbone, projector = load_networks(run)
+config = load_config(run.config_path)
+write_saved_model(backbone, projector, EvalTransform.from_config(config), "saved_model")
+artifacts = {"saved_model": "saved_model"}  # or {"onnx": "model.onnx"}, ...
+verification = verify_artifacts(config, artifacts, backbone, projector, Path("."))
+verification["saved_model"]["random"]["embeddings"]["max_abs_diff"]  # e.g. 3e-06
 ```
 """
 
@@ -73,7 +82,7 @@ def verification_inputs(config: Config, seed: int = 0) -> tuple[dict, dict]:
 
     ```python
     inputs, sets = verification_inputs(load_config("runs/quickstart/config.yaml"))
-    inputs["random_large"].shape  # (4, 35, 25, 3) for 16 px training images
+    assert inputs["random_large"].shape == (4, 35, 25, 3)  # for 16 px training images
     ```
     """
     size = config.data.image_size
@@ -145,8 +154,12 @@ def reference_outputs(inputs: dict, backbone, projector, transform: EvalTransfor
     """The Keras networks' outputs on the same transformed inputs: what artifacts must match.
 
     ```python
+    from byol_keras.runs import RunDirectory, load_networks
+
+    inputs, _ = verification_inputs(load_config("runs/quickstart/config.yaml"))
+    backbone, projector = load_networks(RunDirectory("runs/quickstart"))
     references = reference_outputs(inputs, backbone, projector, EvalTransform(16))
-    references["random"]["embeddings"].shape  # (8, D)
+    assert references["random"]["embeddings"].shape == (8, 16)  # (8, D)
     ```
     """
     references = {}

@@ -8,7 +8,18 @@ export that fails or crashes leaves no version behind. The manifest is
 written last, under `manifests/` and as the export root's `manifest.json`.
 
 ```python
-request = check_request(("saved_model", "onnx"), output, "byol_backbone", None, 17)
+# doctest: slow
+from byol_keras.augment.eval_transform import EvalTransform
+from byol_keras.export.signature import write_saved_model as write_signature
+from byol_keras.runs import load_networks
+
+run = RunDirectory("runs/quickstart")
+backbone, projector = load_networks(run)
+request = check_request(("saved_model",), run.root / "export", "byol_backbone", None, 17)
+def write_saved_model(path):
+    write_signature(backbone, projector, EvalTransform(16), path)
+def verify(staged, workdir):
+    return {"passed": True}  # export_run checks each artifact against Keras here
 manifest = publish(request, run, write_saved_model, verify, {"model": "backbone"})
 ```
 """
@@ -65,7 +76,7 @@ def check_request(
 
     ```python
     request = check_request(("onnx",), "runs/quickstart/export", "byol_backbone", None, 17)
-    request.version  # one above the highest present
+    assert request.version == 1  # one above the highest present
     ```
     """
     formats = tuple(dict.fromkeys(formats))
@@ -153,7 +164,7 @@ def existing_versions(output: str | Path, name: str) -> set[int]:
     """Versions of `name` that any artifact or manifest under `output` already uses.
 
     ```python
-    existing_versions("runs/quickstart/export", "byol_backbone")  # {1, 2}
+    existing_versions("runs/quickstart/export", "byol_backbone")  # {1, 2} after two exports
     ```
     """
     output = Path(output)
@@ -176,6 +187,12 @@ def convert_to_onnx(saved_model: str | Path, path: str | Path, opset: int) -> No
     the written SavedModel gives one input, `images`, as the contract says.
 
     ```python
+    # doctest: slow
+    from byol_keras.augment.eval_transform import EvalTransform
+    from byol_keras.export.signature import write_saved_model
+
+    backbone = build_backbone("tiny", image_size=16, width=4)
+    write_saved_model(backbone, None, EvalTransform(16), "export/byol_backbone/1")
     convert_to_onnx("export/byol_backbone/1", "export/onnx/byol_backbone-v1.onnx", opset=17)
     ```
     """

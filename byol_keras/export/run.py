@@ -17,6 +17,7 @@ reloaded in a separate Python process and compared with the Keras backbone
 export that fails or crashes leaves no version behind.
 
 ```python
+# doctest: slow
 manifest = export_run("runs/quickstart", formats=("saved_model", "onnx"))
 manifest["version_dir"]    # runs/quickstart/export/byol_backbone/1
 manifest["verification"]   # {"passed": True, "saved_model": {...}, "onnx": {...}}
@@ -89,8 +90,9 @@ def export_run(
         parity and the verification process.
 
     ```python
-    manifest = export_run("runs/cifar", formats=("onnx",), version=3, opset=18)
-    manifest["artifacts"]["onnx"]["path"]   # onnx/byol_backbone-v3.onnx
+    # doctest: slow
+    manifest = export_run("runs/quickstart", formats=("onnx",), version=3, opset=18)
+    assert manifest["artifacts"]["onnx"]["path"] == "onnx/byol_backbone-v3.onnx"
     ```
     """
     run = RunDirectory(run_dir).require_finished()

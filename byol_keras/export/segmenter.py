@@ -17,7 +17,13 @@ test images at their own size and at a second size, and on random images,
 compared with the Keras segmenter, and only then moved into place (`run.py`).
 
 ```python
-manifest = export_run("runs/camvid", model="segmenter", segmenter="segment-10pct")
+# doctest: slow
+from byol_keras.evaluation import evaluate_run
+
+tiny = ["segment.epochs=1", "segment.image_size=[24, 32]", "segment.decoder_channels=8"]
+evaluate_run("runs/quickstart", "segment", "segfolder:camvid", 0.5, overrides=tiny)
+name = "segment-50pct@segfolder_camvid"  # the result evaluate_run wrote
+manifest = export_run("runs/quickstart", model="segmenter", segmenter=name)
 ```
 """
 

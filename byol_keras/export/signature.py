@@ -13,11 +13,15 @@ function, `serving_outputs`:
     projections  float32 [batch, P]   the online projector applied to embeddings
 
 ```python
-write_saved_model(backbone, projector, EvalTransform(32), path="export/byol_backbone/1")
+# doctest: slow
+from byol_keras.runs import RunDirectory, load_networks
+
+backbone, projector = load_networks(RunDirectory("runs/quickstart"))
+write_saved_model(backbone, projector, EvalTransform(16), path="export/byol_backbone/1")
 outputs = tf.saved_model.load("export/byol_backbone/1").signatures["serving_default"](
-    images=tf.zeros([2, 480, 640, 3], tf.uint8)
+    images=tf.zeros([2, 48, 64, 3], tf.uint8)
 )
-outputs["embeddings"].shape  # (2, D)
+assert outputs["embeddings"].shape == (2, 16)  # (2, D)
 ```
 """
 
@@ -67,7 +71,9 @@ def write_saved_model(
     """Writes a SavedModel whose `serving_default` signature is `serving_outputs`.
 
     ```python
-    write_saved_model(backbone, None, EvalTransform(32), "export/byol_backbone/1")  # embeddings
+    # doctest: slow
+    backbone = build_backbone("tiny", image_size=16, width=4)
+    write_saved_model(backbone, None, EvalTransform(16), "export/byol_backbone/1")  # embeddings
     ```
     """
     archive = keras.export.ExportArchive()
@@ -86,8 +92,10 @@ def contract(backbone: keras.Model, projector: keras.Model | None, image_size: i
     """Input and output names, dtypes and shapes that every artifact must show.
 
     ```python
-    contract(backbone, None, 32)["outputs"]
-    # {"embeddings": {"dtype": "float32", "shape": [None, D]}}
+    backbone = build_backbone("tiny", image_size=16, width=4)
+    assert contract(backbone, None, 16)["outputs"] == {
+        "embeddings": {"dtype": "float32", "shape": [None, 16]}  # [None, D]
+    }
     ```
     """
     # Computed from a symbolic call: subclassed and reloaded models have no `.output`.

@@ -12,8 +12,16 @@ server will. `run_in_fresh_process` writes the inputs to an `.npz`, runs
 per artifact, input set and output.
 
 ```python
-outputs, report = run_in_fresh_process({"random": images}, {"onnx": "m.onnx"}, workdir)
-checks = compare(outputs["onnx"], {"random": {"embeddings": keras_embeddings}})
+# doctest: slow
+from byol_keras.augment.eval_transform import EvalTransform
+from byol_keras.export.signature import write_saved_model
+
+backbone = build_backbone("tiny", image_size=16, width=4)
+write_saved_model(backbone, None, EvalTransform(16), "m")
+images = np.zeros([2, 16, 16, 3], np.uint8)
+keras_embeddings = backbone(images / 255.0).numpy()
+outputs, report = run_in_fresh_process({"random": images}, {"saved_model": "m"}, ".")
+checks = compare(outputs["saved_model"], {"random": {"embeddings": keras_embeddings}})
 ```
 """
 

@@ -15,8 +15,8 @@ Keras, so that `byol_keras.config` loads before TensorFlow; `method_class`
 imports the class itself.
 
 ```python
-get_method("simclr").options  # ("temperature",)
-model = method_class("simclr")(backbone, temperature=0.1)
+assert get_method("simclr").options == ("temperature",)
+model = method_class("simclr")(build_backbone("tiny", image_size=16, width=4), temperature=0.1)
 ```
 """
 

@@ -62,9 +62,14 @@ class SelfSupervisedModel(MultiWorkerWorkarounds, keras.Model):
             `None` takes the method's default.
 
     ```python
-    model = SimSiam(build_backbone("tiny", image_size=16))
+    # doctest: slow
+    from byol_keras import SimSiam
+
+    source = load_source("digits", image_size=16)
+    pairs = pair_dataset(source, make_augmenter("digits", image_size=16), 32)
+    model = SimSiam(build_backbone("tiny", image_size=16, width=4))
     model.compile(optimizer="sgd")
-    model.fit(pairs, epochs=1, steps_per_epoch=10)
+    model.fit(pairs, epochs=1, steps_per_epoch=2)
     ```
     """
 

@@ -32,9 +32,12 @@ class SimCLR(SelfSupervisedModel):
         **kwargs: `keras.Model`'s, such as `name`.
 
     ```python
-    model = SimCLR(build_backbone("tiny", image_size=16), temperature=0.1)
+    # doctest: slow
+    source = load_source("digits", image_size=16)
+    pairs = pair_dataset(source, make_augmenter("digits", image_size=16), 32)
+    model = SimCLR(build_backbone("tiny", image_size=16, width=4), temperature=0.1)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    model.fit(pairs, epochs=10, steps_per_epoch=100)
+    model.fit(pairs, epochs=1, steps_per_epoch=2)
     ```
     """
 

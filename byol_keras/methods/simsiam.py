@@ -18,9 +18,12 @@ class SimSiam(SelfSupervisedModel):
     shows it then collapses).
 
     ```python
-    model = SimSiam(build_backbone("tiny", image_size=16), projection_dim=64)
+    # doctest: slow
+    source = load_source("digits", image_size=16)
+    pairs = pair_dataset(source, make_augmenter("digits", image_size=16), 32)
+    model = SimSiam(build_backbone("tiny", image_size=16, width=4), projection_dim=64)
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
-    model.fit(pairs, epochs=10, steps_per_epoch=100)
+    model.fit(pairs, epochs=1, steps_per_epoch=2)
     ```
     """
 

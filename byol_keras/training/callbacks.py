@@ -14,8 +14,13 @@ class Throughput(keras.callbacks.Callback):
     """Measures training images per second, leaving out the first (tracing) step.
 
     ```python
-    meter = Throughput(batch_size=256)
-    model.fit(data, callbacks=[meter])
+    # doctest: slow
+    model = BYOL(build_backbone("tiny", image_size=16, width=4))
+    model.compile(optimizer="adam")
+    source = load_source("digits", image_size=16)
+    data = pair_dataset(source, make_augmenter("digits", image_size=16), 32)
+    meter = Throughput(batch_size=32)
+    model.fit(data, steps_per_epoch=2, callbacks=[meter])
     meter.images_per_second
     ```
     """
@@ -54,8 +59,11 @@ class Checkpoints(keras.callbacks.Callback):
     worker restores the chief's checkpoints and writes its own elsewhere).
 
     ```python
+    model = BYOL(build_backbone("tiny", image_size=16, width=4))
+    model.compile(optimizer="adam")
     checkpoints = Checkpoints(model, "runs/x/checkpoints", every_steps=500)
     done = checkpoints.restore()  # batches already trained, 0 for a new run
+    assert done == 0
     ```
     """
 

@@ -1,11 +1,14 @@
 """The `tf.distribute` strategy that `train.distribution` names, and who writes the run directory.
 
 ```python
+# doctest: slow
 strategy = make_strategy("mirrored")  # every local GPU (or CPU) as one replica
 with strategy.scope():
-    model = BYOL(...)
-    model.compile(...)
-model.fit(pairs)  # pairs yields GLOBAL batches; Keras splits them across replicas
+    model = BYOL(build_backbone("tiny", image_size=16, width=4))
+    model.compile(optimizer="adam")
+source = load_source("digits", image_size=16)
+pairs = pair_dataset(source, make_augmenter("digits", image_size=16), 32)
+model.fit(pairs, steps_per_epoch=2)  # GLOBAL batches; Keras splits them across replicas
 ```
 
 | name | strategy | replicas |
@@ -89,6 +92,9 @@ def writable_run_dir(output_dir: str | Path, strategy: tf.distribute.Strategy) -
     not a new temporary one, so that restarts reuse it instead of piling up.
 
     ```python
+    from byol_keras.runs import RunDirectory
+
+    strategy = make_strategy("none")  # the default strategy: one process, one device
     run = RunDirectory(writable_run_dir("runs/x", strategy)).create()
     ```
     """

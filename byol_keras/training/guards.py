@@ -27,7 +27,15 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     latest checkpoint stays the last good one.
 
     ```python
-    model.fit(data, callbacks=[StopOnNonFiniteLoss(), Checkpoints(model, "ckpt")])
+    # doctest: slow
+    from byol_keras.training.callbacks import Checkpoints
+
+    model = BYOL(build_backbone("tiny", image_size=16, width=4))
+    model.compile(optimizer="adam")
+    source = load_source("digits", image_size=16)
+    data = pair_dataset(source, make_augmenter("digits", image_size=16), 32)
+    guards = [StopOnNonFiniteLoss(), Checkpoints(model, "ckpt")]
+    model.fit(data, steps_per_epoch=2, callbacks=guards)
     ```
     """
 
@@ -60,8 +68,13 @@ class CollapseWarning(keras.callbacks.Callback):
     are logged and kept in `warnings`, for the run summary.
 
     ```python
+    # doctest: slow
+    model = BYOL(build_backbone("tiny", image_size=16, width=4))
+    model.compile(optimizer="adam")
+    source = load_source("digits", image_size=16)
+    data = pair_dataset(source, make_augmenter("digits", image_size=16), 32)
     watch = CollapseWarning(threshold=0.05, patience=3)
-    model.fit(data, callbacks=[watch])
+    model.fit(data, steps_per_epoch=2, callbacks=[watch])
     watch.warnings  # [] when healthy
     ```
     """

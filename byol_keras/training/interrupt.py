@@ -24,8 +24,17 @@ class StopOnSignal(keras.callbacks.Callback):
     without this callback, for a user who does not want to wait.
 
     ```python
-    with StopOnSignal(checkpoints) as stop:
-        model.fit(data, callbacks=[StopOnNonFiniteLoss(), checkpoints, stop])
+    # doctest: slow
+    from byol_keras.training.callbacks import Checkpoints
+    from byol_keras.training.guards import StopOnNonFiniteLoss
+
+    model = BYOL(build_backbone("tiny", image_size=16, width=4))
+    model.compile(optimizer="adam")
+    source = load_source("digits", image_size=16)
+    data = pair_dataset(source, make_augmenter("digits", image_size=16), 32)
+    checkpoints = Checkpoints(model, "ckpt")
+    with StopOnSignal(checkpoints) as stop:  # SIGINT, SIGTERM: save a checkpoint, then stop
+        model.fit(data, steps_per_epoch=2, callbacks=[StopOnNonFiniteLoss(), checkpoints, stop])
     ```
     """
 

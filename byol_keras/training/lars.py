@@ -40,6 +40,7 @@ class LARS(keras.optimizers.Optimizer):
 
     ```python
     optimizer = LARS(learning_rate=4.8, weight_decay=1.5e-6, trust_coefficient=1e-3)
+    model = BYOL(build_backbone("tiny", image_size=16, width=4))
     model.compile(optimizer=optimizer)
     ```
     """

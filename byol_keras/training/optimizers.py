@@ -15,7 +15,7 @@ def peak_learning_rate(config: OptimizerConfig, batch_size: int) -> float:
     """`base_lr × batch_size / 256` with linear scaling, else `base_lr`.
 
     ```python
-    peak_learning_rate(OptimizerConfig(base_lr=0.2), batch_size=4096)  # 3.2
+    assert peak_learning_rate(OptimizerConfig(base_lr=0.2), batch_size=4096) == 3.2
     ```
     """
     if config.lr_scaling == "linear":
@@ -36,6 +36,7 @@ def build_optimizer(
     gradient accumulation they are already divided by the accumulation steps.
 
     ```python
+    config = load_config("configs/quickstart.yaml")
     optimizer = build_optimizer(config.optimizer, 256, total_steps=10_000, steps_per_epoch=195)
     ```
     """

@@ -47,6 +47,9 @@ def check_config_change(
     (`--resume-with-changes`); a structural key raises even then.
 
     ```python
+    # doctest: raises UsageError
+    recorded = load_config("configs/quickstart.yaml").to_dict()
+    config = load_config("configs/quickstart.yaml", ["optimizer.base_lr=0.1"])
     check_config_change(recorded, config, allow_changes=False, where="runs/quickstart")
     # UsageError: ... differs from the config it was trained with: optimizer.base_lr (...)
     ```
@@ -142,8 +145,8 @@ def remaining_fit_calls(steps_done: int, steps_per_epoch: int, epochs: int) -> l
     batches is exactly `epochs × steps_per_epoch`.
 
     ```python
-    remaining_fit_calls(25, steps_per_epoch=10, epochs=4)
-    # [FitCall(2, 3, 5), FitCall(3, 4, 10)]
+    calls = remaining_fit_calls(25, steps_per_epoch=10, epochs=4)
+    assert calls == [FitCall(2, 3, 5), FitCall(3, 4, 10)]
     ```
     """
     epoch, into_epoch = divmod(steps_done, steps_per_epoch)

@@ -22,6 +22,7 @@ def cosine_tau(step, total_steps, tau_base: float = 0.996):
 
     ```python
     tau = cosine_tau(step=0, total_steps=1000)  # 0.996
+    assert abs(float(tau) - 0.996) < 1e-6
     ```
     """
     total = ops.maximum(ops.cast(total_steps, "float32"), 1.0)
@@ -86,6 +87,7 @@ class PerUpdateSchedule(keras.optimizers.schedules.LearningRateSchedule):
     run k times too fast; this divides the count by k first.
 
     ```python
+    schedule = WarmupCosine(peak_lr=0.4, total_steps=10_000, warmup_steps=500)
     optimizer = keras.optimizers.SGD(PerUpdateSchedule(schedule, 4), gradient_accumulation_steps=4)
     ```
     """

@@ -41,7 +41,7 @@ def load_box_source(prefix: str, path: str, split: str, limits: FileLimits) -> I
     The photos keep their own size: the views are cropped from them.
 
     ```python
-    load_box_source("voc", "bccd", "train+val", DEFAULT_LIMITS).num_examples  # 292
+    load_box_source("voc", "bccd", "train+val", DEFAULT_LIMITS).num_examples  # 292 in BCCD
     ```
     """
     return box_image_source(BOX_FORMATS[prefix](path, split, limits))

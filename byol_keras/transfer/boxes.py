@@ -16,7 +16,7 @@ skip once.
 from byol_keras.transfer.voc import load_voc
 
 split = load_voc("bccd", "train")
-split.class_names, len(split), split.skipped_boxes  # ['Platelets', 'RBC', 'WBC'], 205, 1
+split.class_names, len(split), split.skipped_boxes  # ['Platelets', 'RBC', 'WBC'], 205, 1 in BCCD
 split.boxes[0].shape, split.classes[0].dtype        # (k, 4) float32, int32
 ```
 """
@@ -81,6 +81,8 @@ class BoxSplit:
         description: One line for logs and results.
 
     ```python
+    from byol_keras.transfer.voc import load_voc
+
     split = load_voc("bccd", "test")
     for path, boxes, classes in zip(split.paths, split.boxes, split.classes):
         ...  # boxes [k, 4] in path's own pixels, classes [k] into split.class_names
@@ -143,6 +145,8 @@ def finish_split(
     Raises `UsageError` when no image is usable.
 
     ```python
+    images = [AnnotatedImage("cat.jpg", "a", np.array([[0.0, 0.0, 10.0, 20.0]]),
+                             np.array([1], np.int32), np.array([False]))]
     split = finish_split(images, ["cat", "dog"], [("b", "no image")], [], "voc:pets split val",
                          DEFAULT_LIMITS)
     ```
@@ -197,6 +201,8 @@ def box_image_source(split: BoxSplit) -> ImageSource:
     """The images of a `BoxSplit` at their own size, as an unlabelled `ImageSource`, boxes unused.
 
     ```python
+    from byol_keras.transfer.voc import load_voc
+
     source = box_image_source(load_voc("bccd", "train+val"))
     ```
     """

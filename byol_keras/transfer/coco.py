@@ -54,7 +54,7 @@ def load_coco(
     `source_key` and `split_key` name the settings blamed in a `UsageError`.
 
     ```python
-    load_coco("coco2017", "val2017").num_boxes
+    load_coco("my-coco", "val").num_boxes  # or load_coco("coco2017", "val2017")
     ```
     """
     base = os.path.expanduser(path)

@@ -8,8 +8,10 @@ never a class, with or without a void index. Colour jitter then changes the
 image alone.
 
 ```python
-augment = JointAugment(crop_size=(96, 128), scale_range=(0.75, 1.5))
+augment = JointAugment(crop_size=(24, 32), scale_range=(0.75, 1.5))
+image, mask = tf.zeros([36, 48, 3]), tf.zeros([36, 48], tf.uint8)
 image, mask = augment(image, mask, seed=tf.constant([3, 7]))
+assert image.shape[:2] == mask.shape == (24, 32)
 ```
 """
 

@@ -9,8 +9,9 @@ are the backbone's variables, not copies: training the pyramid trains the
 backbone.
 
 ```python
-pyramid = feature_pyramid(keras.saving.load_model("runs/camvid/backbone.keras"))
-maps = pyramid(images)  # {"stride_4": [b, h/4, w/4, c4], ..., "stride_32": [...]}
+pyramid = feature_pyramid(build_backbone("resnet18", 96))  # or a run's backbone.keras
+maps = pyramid(np.zeros([2, 96, 96, 3], "float32"))  # {"stride_4": [b, h/4, w/4, c4], ...}
+assert maps["stride_4"].shape[:3] == (2, 24, 24) and maps["stride_32"].shape[:3] == (2, 3, 3)
 ```
 """
 
@@ -47,7 +48,7 @@ def feature_pyramid(
 
     ```python
     pyramid = feature_pyramid(build_backbone("resnet18", 128), input_shape=(None, None, 3))
-    sorted(pyramid.output)  # ['stride_16', 'stride_32', 'stride_4', 'stride_8']
+    assert sorted(pyramid.output) == ['stride_16', 'stride_32', 'stride_4', 'stride_8']
     ```
     """
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:

@@ -18,8 +18,8 @@ file: it raises `UsageError` naming the file and the value.
 
 ```python
 source = load_segfolder_source("camvid", "train+val", limits=FileLimits(64, 10**8))
-split = load_segmentation_split("camvid", "test", (120, 160), num_classes=11, ignore_index=11)
-split.images.shape, split.masks.shape  # (233, 120, 160, 3) float32, (233, 120, 160) uint8
+split = load_segmentation_split("camvid", "test", (12, 16), num_classes=11, ignore_index=11)
+assert split.images.shape == (3, 12, 16, 3) and split.masks.shape == (3, 12, 16)  # float32, uint8
 ```
 """
 
@@ -81,7 +81,8 @@ def segmentation_input(images, size: tuple) -> tf.Tensor:
     segmenter resizes the same way, so evaluation scores what is deployed.
 
     ```python
-    segmentation_input(np.zeros([2, 360, 480, 3], np.uint8), (120, 160)).shape  # (2, 120, 160, 3)
+    images = segmentation_input(np.zeros([2, 360, 480, 3], np.uint8), (120, 160))
+    assert images.shape == (2, 120, 160, 3)
     ```
     """
     pixels = tf.cast(images, tf.float32) / 255.0

@@ -13,8 +13,12 @@ Writes `<run>/eval/segment[-<N>pct][-random][@<data>].json` and keeps the
 fine-tuned model at `<run>/eval/segment[...]/model.keras`.
 
 ```python
-result = evaluate_segmentation(run, config, "segfolder:camvid", 0.1, "random", started)
-result["mean_iou"], result["per_class_iou"]["road"]
+# doctest: slow
+from byol_keras.evaluation import evaluate_run  # the way in: it loads the run and checks the flags
+
+tiny = ["segment.epochs=1", "segment.image_size=[24, 32]", "segment.decoder_channels=8"]
+result = evaluate_run("runs/quickstart", "segment", "segfolder:camvid", 0.5, overrides=tiny)
+result["mean_iou"], result["per_class_iou"]  # {"0": ..., "1": ...}; CamVid's names: "road", ...
 ```
 """
 

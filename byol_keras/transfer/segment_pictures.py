@@ -6,7 +6,13 @@ Every class has a fixed colour (the same in every picture and run with as
 many classes), void is black, and a legend names them.
 
 ```python
-path = segmentation_picture(RunDirectory("runs/camvid"), "segment-10pct", Path("seg.png"))
+# doctest: slow
+from byol_keras.evaluation import evaluate_run
+
+tiny = ["segment.epochs=1", "segment.image_size=[24, 32]", "segment.decoder_channels=8"]
+evaluate_run("runs/quickstart", "segment", "segfolder:camvid", 0.5, overrides=tiny)
+run = RunDirectory("runs/quickstart")
+path = segmentation_picture(run, "segment-50pct@segfolder_camvid", Path("seg.png"))
 ```
 """
 

@@ -7,6 +7,8 @@ count nowhere. Averaging per-image or per-batch IoUs would weight a small
 image's classes like a large one's and is not the metric.
 
 ```python
+class_names = [str(index) for index in range(11)]
+pairs = [(np.array([[0, 1], [2, 11]]), np.array([[0, 1], [1, 5]]))]  # (true, predicted) masks
 confusion = np.zeros((11, 11), np.int64)
 for true, predicted in pairs:
     confusion += confusion_matrix(true, predicted, num_classes=11, ignore_index=11)
@@ -24,7 +26,8 @@ def confusion_matrix(
     """Pixel counts `[true class, predicted class]`, int64 `[C, C]`, void pixels left out.
 
     ```python
-    confusion_matrix(np.array([0, 1, 11]), np.array([0, 0, 1]), 2, 11)  # [[1, 0], [1, 0]]
+    confusion = confusion_matrix(np.array([0, 1, 11]), np.array([0, 0, 1]), 2, 11)
+    assert confusion.tolist() == [[1, 0], [1, 0]]
     ```
     """
     true, predicted = np.asarray(true).ravel(), np.asarray(predicted).ravel()

@@ -15,8 +15,10 @@ backbones on dense tasks (e.g. MoCo, DenseCL, and the BYOL follow-ups use
 FPN heads), so the figures compare with theirs in kind.
 
 ```python
+backbone = build_backbone("resnet18", 64)
 segmenter = build_segmenter(backbone, num_classes=11, decoder_channels=64)
-logits = segmenter(images)  # float [0, 1] images [b, h, w, 3] -> [b, h, w, 11]
+logits = segmenter(np.zeros([2, 64, 64, 3], "float32"))  # float [0, 1] images [b, h, w, 3]
+assert logits.shape == (2, 64, 64, 11)
 ```
 """
 
@@ -38,7 +40,9 @@ class ResizeLike(keras.layers.Layer):
     """Resizes `x` bilinearly to the height and width of `reference`, whatever they are at run time.
 
     ```python
+    coarse, fine = tf.zeros([1, 4, 4, 8]), tf.zeros([1, 16, 16, 3])
     upsampled = ResizeLike()([coarse, fine])  # coarse resized to fine's spatial size
+    assert upsampled.shape == (1, 16, 16, 8)
     ```
     """
 
@@ -74,7 +78,7 @@ def build_segmenter(
         float32 logits `[b, h, w, num_classes]`.
 
     ```python
-    segmenter = build_segmenter(keras.saving.load_model("runs/camvid/backbone.keras"), 11)
+    segmenter = build_segmenter(keras.saving.load_model("runs/quickstart/backbone.keras"), 11)
     ```
     """
     pyramid = feature_pyramid(backbone, input_shape=(None, None, 3))

@@ -21,7 +21,7 @@ without its list, or an empty split raises `UsageError`.
 
 ```python
 split = load_voc("bccd", "train+val")
-split.class_names, len(split)  # ['Platelets', 'RBC', 'WBC'], 292
+split.class_names, len(split)  # ['Platelets', 'RBC', 'WBC'], 292 in BCCD
 ```
 """
 
@@ -57,7 +57,7 @@ def load_voc(
     `source_key` and `split_key` name the settings blamed in a `UsageError`.
 
     ```python
-    load_voc("VOCdevkit/VOC2007", "trainval").num_boxes
+    load_voc("bccd", "train+val").num_boxes  # or load_voc("VOCdevkit/VOC2007", "trainval")
     ```
     """
     base = os.path.expanduser(path)
