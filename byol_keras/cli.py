@@ -46,11 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--protocol",
         required=True,
-        choices=("linear", "knn", "finetune", "retrieval", "segment"),
+        choices=("linear", "knn", "finetune", "retrieval", "segment", "detect"),
     )
     evaluate.add_argument("--data", help="labelled source (default: the run's data.val_source)")
     evaluate.add_argument(
-        "--label-fraction", type=float, help="finetune, segment: 0.01, 0.1 or 1.0"
+        "--label-fraction", type=float, help="finetune, segment, detect: 0.01, 0.1 or 1.0"
     )
     evaluate.add_argument("--baseline", choices=("random",), help="evaluate an untrained copy")
     add_overrides(evaluate)
