@@ -60,13 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     visualize.add_argument(
         "--kind",
         required=True,
-        choices=("tsne", "retrieval", "occlusion", "curves", "segmentation"),
+        choices=("tsne", "retrieval", "occlusion", "curves", "segmentation", "detection"),
     )
     visualize.add_argument("--data", help="labelled source (default: the run's data.val_source)")
     visualize.add_argument("--output", help="PNG file or folder (default: <run>/pictures)")
     visualize.add_argument(
         "--segmenter",
         help="segmentation: the result to draw, e.g. segment-10pct (default: segment)",
+    )
+    visualize.add_argument(
+        "--detector", help="detection: the result to draw, e.g. detect-10pct (default: detect)"
     )
 
     embed = commands.add_parser("embed", help="embeddings of every image of a source, to a file")
@@ -174,7 +177,12 @@ def run_visualize(args: argparse.Namespace) -> int:
     from byol_keras.evaluation.pictures import visualize_run
 
     paths = visualize_run(
-        args.run, kind=args.kind, data=args.data, output=args.output, segmenter=args.segmenter
+        args.run,
+        kind=args.kind,
+        data=args.data,
+        output=args.output,
+        segmenter=args.segmenter,
+        detector=args.detector,
     )
     for path in paths:
         print(path)

@@ -129,9 +129,9 @@ def test_detect_protocol_writes_its_result_and_a_model_that_reproduces_it(
         assert outputs["confidence"][0, :count].min() >= DETECT["score_threshold"]
         boxes = outputs["boxes"][0, :count] / [scale_x, scale_y, scale_x, scale_y]
         boxes = np.clip(boxes, 0, [width, height, width, height])
-        predictions.append(
-            Detections(boxes, outputs["confidence"][0, :count], outputs["classes"][0, :count])
-        )
+        kept = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # not all padding
+        scores, classes = outputs["confidence"][0, :count], outputs["classes"][0, :count]
+        predictions.append(Detections(boxes[kept], scores[kept], classes[kept]))
     scores = detection_scores(truth, predictions)
     for figure in ("ap", "ap50", "ap75"):
         assert scores[figure] == pytest.approx(result[figure], abs=1e-6), figure
@@ -245,3 +245,36 @@ def test_the_same_scenes_as_voc_and_as_coco_give_the_same_ap(detect_run, tmp_pat
         scores = detection_scores(test, predicted)
         for figure in ("ap", "ap50", "ap75", "per_class_ap50"):
             assert scores[figure] == result[figure], (spec, figure)
+
+
+@pytest.mark.slow  # a fine-tune: 20-40 s on the shared CPU
+def test_detection_picture_draws_the_true_boxes_in_their_class_colours(detect_run, tmp_path):
+    from PIL import Image
+
+    from byol_keras.evaluation.pictures import visualize_run
+    from byol_keras.transfer.segment_pictures import class_colours
+
+    # After one epoch every score is near the 0.01 prior: at 0.5 no prediction is drawn, so
+    # each class colour in the picture comes from a true box.
+    overrides = ["detect.epochs=1", "detect.seed=7", "detect.score_threshold=0.5"]
+    result = evaluate_run(detect_run.root, "detect", overrides=overrides)
+    (path,) = visualize_run(
+        detect_run.root, "detection", output=tmp_path / "boxes.png", detector="detect-seed7"
+    )
+    pixels = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3).astype(int)
+    test = _splits()["test"]
+    chosen = np.linspace(0, len(test) - 1, 4).round().astype(int)  # the picture's choice
+    drawn = {box[4] for index in chosen for box in test[index].boxes}
+    for index in range(3):
+        colour = np.round(class_colours(3)[index] * 255).astype(int)
+        near = (np.abs(pixels - colour).max(axis=1) <= 8).sum()
+        # The legend shows every colour once (a short line); true boxes add their outlines.
+        assert (near > 150) == (index in drawn), (index, near, drawn)
+    assert result["parameters"]["score_threshold"] == 0.5
+
+
+def test_detection_picture_without_a_result_names_what_to_run(tmp_path, voc_root, capsys):
+    run = make_detect_run(tmp_path / "run", _config(f"voc:{voc_root}"))
+    argv = ["visualize", "--run", str(run.root), "--kind", "detection"]
+    assert "--protocol detect` first" in _error_line(capsys, argv)
+    assert "--detector" in _error_line(capsys, [*argv, "--data", f"voc:{voc_root}"])

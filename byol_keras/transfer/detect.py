@@ -104,7 +104,7 @@ def evaluate_detection(
         )
     seed = config.train.seed if det.seed is None else det.seed
     subset = seeded_subset(len(train), fraction, seed)
-    train_subset = _subset(train, subset)
+    train_subset = image_subset(train, subset)
 
     keras.utils.set_random_seed(seed)  # the heads' initial weights
     detector = build_detector(
@@ -207,8 +207,13 @@ def _percent(score: float | None) -> str:
     return "n/a (no scored test box)" if score is None else f"{score:.2%}"
 
 
-def _subset(split: BoxSplit, indices) -> BoxSplit:
-    """The images of `split` at `indices`; the skip counts stay those of the whole split."""
+def image_subset(split: BoxSplit, indices) -> BoxSplit:
+    """The images of `split` at `indices`; the skip counts stay those of the whole split.
+
+    ```python
+    image_subset(train, seeded_subset(len(train), 0.1, seed=0))
+    ```
+    """
 
     def pick(values):
         return [values[i] for i in indices]

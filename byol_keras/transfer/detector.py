@@ -229,6 +229,8 @@ def predict_detections(
 ) -> list[Detections]:
     """Each image's detections, in its original pixels (scaled back, clipped to the image).
 
+    Boxes that lie wholly in the letterbox padding, empty once clipped, are dropped.
+
     ```python
     detection_scores(test, predict_detections(detector, prepare_split(test, size), 8))
     ```
@@ -243,11 +245,13 @@ def predict_detections(
             height, width = prepared.truth.sizes[index]
             boxes = outputs["boxes"][offset, :count] / [scale_x, scale_y, scale_x, scale_y]
             boxes = np.clip(boxes, 0.0, [width, height, width, height])
+            # A box wholly in the padding is empty once clipped: it shows nothing of the image.
+            kept = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
             results.append(
                 Detections(
-                    boxes,
-                    outputs["confidence"][offset, :count],
-                    outputs["classes"][offset, :count].astype(np.int64),
+                    boxes[kept],
+                    outputs["confidence"][offset, :count][kept],
+                    outputs["classes"][offset, :count][kept].astype(np.int64),
                 )
             )
     return results
