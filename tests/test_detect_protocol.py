@@ -278,3 +278,36 @@ def test_detection_picture_without_a_result_names_what_to_run(tmp_path, voc_root
     argv = ["visualize", "--run", str(run.root), "--kind", "detection"]
     assert "--protocol detect` first" in _error_line(capsys, argv)
     assert "--detector" in _error_line(capsys, [*argv, "--data", f"voc:{voc_root}"])
+
+
+def test_letterbox_keeps_the_aspect_and_pads_bottom_and_right():
+    image = np.full((1, 480, 640, 3), 255, np.uint8)
+    pixels, scale = detector.letterbox(tf.constant(image), (256, 320))
+    pixels = np.asarray(pixels)
+    # By hand: min(256 / 480, 320 / 640) = 0.5, so 240 x 320 of image and 16 rows of padding.
+    assert pixels.shape == (1, 256, 320, 3) and np.asarray(scale).tolist() == [0.5, 0.5]
+    assert np.all(pixels[0, :240] == 1.0) and np.all(pixels[0, 240:] == 0.0)
+    tall = detector.letterbox(tf.zeros([1, 100, 50, 3], tf.uint8), (64, 96))[1]
+    np.testing.assert_allclose(tall, [0.64, 0.64], rtol=1e-6)  # 64 x 32 of 100 x 50
+
+
+def test_augmented_boxes_follow_the_objects_they_box(tmp_path):
+    # One bright object per scene: after flip and scale jitter, the box must still frame it.
+    scenes = [
+        Scene(f"s{index}", 64, 96, [[8 + 9 * index, 10 + 3 * index, 40 + 9 * index, 50, 0, False]])
+        for index in range(4)
+    ]
+    split = load_box_split(f"voc:{write_voc(tmp_path, {'train': scenes})}", "train")
+    prepared = detector.prepare_split(split, SIZE, as_uint8=True)
+    flips = []
+    for scale_range in ((1.0, 1.0), (0.6, 1.4)):
+        batches = detector.training_batches(prepared, 4, scale_range, seed=0)
+        for images, targets in batches.take(3):
+            boxes = np.asarray(targets["boxes"])[:, 0]
+            for image, box in zip(np.asarray(images), boxes, strict=True):
+                rows, columns = np.nonzero(image.mean(axis=-1) > 0.25)  # the object
+                found = [columns.min(), rows.min(), columns.max() + 1, rows.max() + 1]
+                np.testing.assert_allclose(box, found, atol=2.0)
+            if scale_range == (1.0, 1.0):  # unscaled: x0 is 8, 17, 26 or 35 unless flipped
+                flips += [x0 not in (8, 17, 26, 35) for x0 in np.round(boxes[:, 0])]
+    assert any(flips) and not all(flips)
