@@ -94,15 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--model",
         default="backbone",
-        choices=("backbone", "segmenter"),
-        help="the backbone, or the segmenter kept by evaluate --protocol segment",
+        choices=("backbone", "segmenter", "detector"),
+        help="the backbone, or the segmenter or detector kept by evaluate --protocol "
+        "segment or detect",
     )
     export.add_argument(
         "--segmenter", help="segmenter: the result to export, e.g. segment-10pct (default: segment)"
     )
     export.add_argument(
-        "--name", help="model name for TF Serving (default: byol_backbone or byol_segmenter)"
+        "--detector", help="detector: the result to export, e.g. detect-10pct (default: detect)"
     )
+    export.add_argument("--name", help="model name for TF Serving (default: byol_<model>)")
     export.add_argument("--version", type=int, help="version number (default: next free)")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
     for command in (train, evaluate, visualize, embed, export):
@@ -220,6 +222,7 @@ def run_export(args: argparse.Namespace) -> int:
         opset=args.opset,
         model=args.model,
         segmenter=args.segmenter,
+        detector=args.detector,
     )
     print(json.dumps(manifest["verification"], indent=2))
     print(f"exported to {manifest['version_dir']}")
