@@ -311,3 +311,22 @@ def test_augmented_boxes_follow_the_objects_they_box(tmp_path):
             if scale_range == (1.0, 1.0):  # unscaled: x0 is 8, 17, 26 or 35 unless flipped
                 flips += [x0 not in (8, 17, 26, 35) for x0 in np.round(boxes[:, 0])]
     assert any(flips) and not all(flips)
+
+
+@pytest.mark.slow  # a fine-tune: 20-40 s on the shared CPU
+def test_a_frozen_backbone_keeps_the_run_weights(detect_run):
+    result = evaluate_run(
+        detect_run.root,
+        "detect",
+        overrides=["detect.freeze_backbone=true", "detect.epochs=1", "detect.seed=8"],
+    )
+    assert result["parameters"]["freeze_backbone"] is True
+    model = keras.saving.load_model(result["model"])
+    pretrained = keras.saving.load_model(detect_run.backbone_path)
+    weights = {w.path: np.asarray(w) for w in pretrained.weights}
+    backbone = [w for w in model.weights if w.path in weights]
+    assert len(backbone) == len(weights)
+    assert all(np.array_equal(w, weights[w.path]) for w in backbone)
+    # The heads did train: their weights left the initial prior.
+    head = model.classification_head.prediction_layer.bias
+    assert not np.allclose(np.asarray(head), -np.log(99))
