@@ -46,11 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--protocol",
         required=True,
-        choices=("linear", "knn", "finetune", "retrieval", "segment"),
+        choices=("linear", "knn", "finetune", "retrieval", "segment", "detect"),
     )
     evaluate.add_argument("--data", help="labelled source (default: the run's data.val_source)")
     evaluate.add_argument(
-        "--label-fraction", type=float, help="finetune, segment: 0.01, 0.1 or 1.0"
+        "--label-fraction", type=float, help="finetune, segment, detect: 0.01, 0.1 or 1.0"
     )
     evaluate.add_argument("--baseline", choices=("random",), help="evaluate an untrained copy")
     add_overrides(evaluate)
@@ -60,13 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     visualize.add_argument(
         "--kind",
         required=True,
-        choices=("tsne", "retrieval", "occlusion", "curves", "segmentation"),
+        choices=("tsne", "retrieval", "occlusion", "curves", "segmentation", "detection"),
     )
     visualize.add_argument("--data", help="labelled source (default: the run's data.val_source)")
     visualize.add_argument("--output", help="PNG file or folder (default: <run>/pictures)")
     visualize.add_argument(
         "--segmenter",
         help="segmentation: the result to draw, e.g. segment-10pct (default: segment)",
+    )
+    visualize.add_argument(
+        "--detector", help="detection: the result to draw, e.g. detect-10pct (default: detect)"
     )
 
     embed = commands.add_parser("embed", help="embeddings of every image of a source, to a file")
@@ -91,15 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--model",
         default="backbone",
-        choices=("backbone", "segmenter"),
-        help="the backbone, or the segmenter kept by evaluate --protocol segment",
+        choices=("backbone", "segmenter", "detector"),
+        help="the backbone, or the segmenter or detector kept by evaluate --protocol "
+        "segment or detect",
     )
     export.add_argument(
         "--segmenter", help="segmenter: the result to export, e.g. segment-10pct (default: segment)"
     )
     export.add_argument(
-        "--name", help="model name for TF Serving (default: byol_backbone or byol_segmenter)"
+        "--detector", help="detector: the result to export, e.g. detect-10pct (default: detect)"
     )
+    export.add_argument("--name", help="model name for TF Serving (default: byol_<model>)")
     export.add_argument("--version", type=int, help="version number (default: next free)")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
     for command in (train, evaluate, visualize, embed, export):
@@ -174,7 +179,12 @@ def run_visualize(args: argparse.Namespace) -> int:
     from byol_keras.evaluation.pictures import visualize_run
 
     paths = visualize_run(
-        args.run, kind=args.kind, data=args.data, output=args.output, segmenter=args.segmenter
+        args.run,
+        kind=args.kind,
+        data=args.data,
+        output=args.output,
+        segmenter=args.segmenter,
+        detector=args.detector,
     )
     for path in paths:
         print(path)
@@ -212,6 +222,7 @@ def run_export(args: argparse.Namespace) -> int:
         opset=args.opset,
         model=args.model,
         segmenter=args.segmenter,
+        detector=args.detector,
     )
     print(json.dumps(manifest["verification"], indent=2))
     print(f"exported to {manifest['version_dir']}")

@@ -31,13 +31,14 @@ _REPR.maxstring = _REPR.maxother = _QUOTE_CHARS
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker", "tpu")
 
 
-def _spec(default, *, low=None, high=None, choices=None, open_low=False, ordered=False):
+def _spec(default, *, low=None, high=None, choices=None, open_low=False, ordered=False, length=2):
     metadata = {
         "low": low,
         "high": high,
         "choices": choices,
         "open_low": open_low,
         "ordered": ordered,  # a [low, high] range rather than a [view1, view2] pair
+        "length": length,  # how many items a list holds
     }
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
@@ -202,6 +203,41 @@ class SegmentConfig:
 
 
 @dataclass
+class DetectConfig:
+    """`evaluate --protocol detect`: a RetinaNet on the backbone's pyramid; defaults for BCCD.
+
+    image_size is [height, width], both multiples of 32 (the P3-P5 levels
+    must tile it): every image is resized keeping its aspect to fit inside,
+    then padded at the bottom and right. BCCD's 480x640 photos become 240x320
+    in 256x320, so its ~40 px platelets are ~20 px, hence anchor_sizes (one
+    base size per level P3-P7, strides 8-128) starting at 16. score_threshold
+    is the lowest score a detection keeps (0.05: low, as COCO AP wants every
+    ranked guess); max_detections per image (COCO scores 100). seed (null:
+    train.seed) seeds the label subset, the heads' initial weights and the
+    augmentation; a set seed gets its own result file (`-seed<N>`).
+    """
+
+    image_size: list[int] = _spec([256, 320], low=32, high=4096)
+    epochs: int = _spec(20, low=1)
+    batch_size: int = _spec(8, low=1)
+    lr: float = _spec(1e-4, low=0.0, open_low=True)
+    weight_decay: float = _spec(1e-4, low=0.0)
+    anchor_sizes: list[float] = _spec([16.0, 32.0, 64.0, 128.0, 256.0], low=1.0, length=5)
+    scale_range: list[float] = _spec([0.75, 1.25], low=0.0, open_low=True, ordered=True)
+    freeze_backbone: bool = False
+    score_threshold: float = _spec(0.05, low=0.0, high=1.0)
+    max_detections: int = _spec(100, low=1)
+    seed: int | None = _spec(None, low=0)
+
+    def __post_init__(self):
+        if any(side % 32 for side in self.image_size):
+            raise UsageError(
+                f"detect.image_size: {self.image_size} must be multiples of 32 "
+                "(the feature pyramid halves it five times)"
+            )
+
+
+@dataclass
 class Config:
     """A whole run's settings, one section per stage of the training story.
 
@@ -216,6 +252,7 @@ class Config:
         train: Epochs, batch size, precision, distribution, checkpoints (`TrainConfig`).
         eval: The kNN monitor and evaluation protocols (`EvalConfig`).
         segment: The segmentation protocol (`SegmentConfig`).
+        detect: The detection protocol (`DetectConfig`).
 
     ```python
     config = load_config(overrides=["train.epochs=3"])
@@ -230,6 +267,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -312,8 +350,10 @@ def _check_value(key: str, value, hint, metadata):
     if isinstance(value, list):
         for item in value:
             _check_range(key, item, metadata)
-        if len(value) != 2:
-            raise UsageError(f"{key}: expected a pair [a, b], got {_quote(value)}")
+        length = metadata.get("length", 2)
+        if len(value) != length:
+            expected = "a pair [a, b]" if length == 2 else f"a list of {length}"
+            raise UsageError(f"{key}: expected {expected}, got {_quote(value)}")
         if metadata.get("ordered") and value[0] > value[1]:
             raise UsageError(f"{key}: expected [low, high] with low <= high, got {_quote(value)}")
     else:

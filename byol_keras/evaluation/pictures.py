@@ -9,6 +9,8 @@
   metrics.csv;
 - `segmentation`: test images with their true and predicted masks, from the
   segmenter that `evaluate --protocol segment` kept (`segment_pictures.py`).
+- `detection`: test images with their true and predicted boxes, from the
+  detector that `evaluate --protocol detect` kept (`detect_pictures.py`).
 
 Images come from `--data` (default: the run's `data.val_source`): the test
 split is `data.val_split`, the retrieval bank `eval.train_split`. Each image
@@ -40,7 +42,7 @@ from byol_keras.evaluation.embeddings import Embedder, source_arrays
 from byol_keras.evaluation.knn import l2_normalize_rows, nearest_neighbours
 from byol_keras.runs import RunDirectory
 
-KINDS = ("tsne", "retrieval", "occlusion", "curves", "segmentation")
+KINDS = ("tsne", "retrieval", "occlusion", "curves", "segmentation", "detection")
 TSNE_POINTS = 2000
 RETRIEVAL_QUERIES, RETRIEVAL_NEIGHBOURS, RETRIEVAL_BANK = 8, 8, 10_000
 OCCLUSION_IMAGES = 4
@@ -48,7 +50,12 @@ CURVES = (("loss", "BYOL loss"), ("tau", "target EMA τ"), ("collapse", "collaps
 
 
 def visualize_run(
-    run_dir, kind: str, data: str | None = None, output=None, segmenter: str | None = None
+    run_dir,
+    kind: str,
+    data: str | None = None,
+    output=None,
+    segmenter: str | None = None,
+    detector: str | None = None,
 ) -> list[Path]:
     """Draws one kind of picture for a run and returns the PNG paths it wrote.
 
@@ -61,6 +68,8 @@ def visualize_run(
         output: A `.png` file or a folder.
         segmenter: For `segmentation`, the result to draw, e.g. `"segment-10pct"`
             (default: `segment`, or the only one there is).
+        detector: For `detection`, the result to draw, e.g. `"detect-10pct"`
+            (default: `detect`, or the only one there is).
 
     Returns:
         The paths of the PNG files written.
@@ -81,6 +90,15 @@ def visualize_run(
                 "choose the segmenter with --segmenter"
             )
         return [segmentation_picture(run, segmenter, _output_path(run, kind, output))]
+    if kind == "detection":
+        from byol_keras.transfer.detect_pictures import detection_picture
+
+        if data is not None:
+            raise UsageError(
+                "--data: --kind detection draws the test split its detector was scored on; "
+                "choose the detector with --detector"
+            )
+        return [detection_picture(run, detector, _output_path(run, kind, output))]
     if kind == "curves":
         if not run.metrics_path.is_file():
             raise UsageError(f"--run: '{run.root}' has no {run.metrics_path.name} to plot")

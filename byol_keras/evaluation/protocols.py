@@ -47,10 +47,14 @@ from byol_keras.evaluation.linear import fit_linear_probe
 from byol_keras.evaluation.metrics import per_class_accuracy, top_k_accuracy
 from byol_keras.evaluation.retrieval import retrieval_figures, retrieval_per_query
 from byol_keras.runs import RunDirectory, atomic_write_text
+from byol_keras.transfer.detect import default_detect_data, evaluate_detection
+from byol_keras.transfer.detect import result_name as detect_result_name
 from byol_keras.transfer.segment import default_segment_data, evaluate_segmentation
 from byol_keras.transfer.segment import result_name as segment_result_name
 
-PROTOCOLS = ("linear", "knn", "finetune", "retrieval", "segment")
+PROTOCOLS = ("linear", "knn", "finetune", "retrieval", "segment", "detect")
+# Fine-tuning protocols, which take --label-fraction.
+_FRACTION_PROTOCOLS = ("finetune", "segment", "detect")
 
 
 def evaluate_run(
@@ -68,10 +72,10 @@ def evaluate_run(
 
     Args:
         run_dir: A finished run directory.
-        protocol: `"linear"`, `"knn"`, `"finetune"`, `"retrieval"` or `"segment"`
-            (transfer/segment.py).
+        protocol: `"linear"`, `"knn"`, `"finetune"`, `"retrieval"`, `"segment"`
+            (transfer/segment.py) or `"detect"` (transfer/detect.py).
         data: A labelled source spec; default: the run's `data.val_source`.
-        label_fraction: For `finetune` and `segment`, the fraction of labelled
+        label_fraction: For `finetune`, `segment` and `detect`, the fraction of labelled
             training examples to use, in (0, 1] (default 1).
         baseline: `"random"` evaluates an untrained copy of the architecture.
         overrides: `SECTION.KEY=VALUE` strings applied to the run's config.
@@ -91,8 +95,8 @@ def evaluate_run(
     label_fraction = _checked_request(protocol, label_fraction, baseline)
     run = RunDirectory(run_dir).require_finished()
     config = load_config(run.config_path, list(overrides))
-    if protocol == "segment":
-        return _segment(run, config, data, label_fraction, baseline, started)
+    if protocol in _DENSE_PROTOCOLS:
+        return _dense(protocol, run, config, data, label_fraction, baseline, started)
     spec = data or config.data.val_source
     if not spec:
         raise UsageError(
@@ -139,32 +143,53 @@ def _checked_request(protocol: str, label_fraction: float | None, baseline: str 
         raise UsageError(f"--protocol: expected one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if baseline not in (None, "random"):
         raise UsageError(f"--baseline: the only baseline is 'random', got {baseline!r}")
-    if label_fraction is not None and protocol not in ("finetune", "segment"):
-        raise UsageError("--label-fraction: applies to --protocol finetune and segment only")
-    if protocol in ("finetune", "segment"):
+    if label_fraction is not None and protocol not in _FRACTION_PROTOCOLS:
+        raise UsageError(
+            "--label-fraction: applies to --protocol finetune, segment and detect only"
+        )
+    if protocol in _FRACTION_PROTOCOLS:
         label_fraction = 1.0 if label_fraction is None else label_fraction
         if not 0.0 < label_fraction <= 1.0:
             raise UsageError(f"--label-fraction: must lie in (0, 1], got {label_fraction}")
     return label_fraction
 
 
-def _segment(run, config, data, fraction, baseline, started) -> dict:
-    """`--protocol segment` (transfer/segment.py): a segfolder source, its own file names."""
-    default = default_segment_data(load_config(run.config_path))  # the run's own, not --set's
-    spec = data or default_segment_data(config)
+# protocol -> (its default data given a config, the source it needs, result name, runner)
+_DENSE_PROTOCOLS = {
+    "segment": (
+        default_segment_data,
+        "a segfolder source; pass --data segfolder:<path>",
+        lambda config, fraction, baseline: segment_result_name(
+            fraction, baseline, config.segment.seed
+        ),
+        evaluate_segmentation,
+    ),
+    "detect": (
+        default_detect_data,
+        "a voc: or coco: source; pass --data voc:<path> or coco:<path>",
+        lambda config, fraction, baseline: detect_result_name(
+            fraction, baseline, config.detect.seed
+        ),
+        evaluate_detection,
+    ),
+}
+
+
+def _dense(protocol, run, config, data, fraction, baseline, started) -> dict:
+    """`--protocol segment` and `detect` (transfer/): their own sources and file names."""
+    default_data, needs, name_of, evaluate = _DENSE_PROTOCOLS[protocol]
+    default = default_data(load_config(run.config_path))  # the run's own, not --set's
+    spec = data or default_data(config)
     if not spec:
-        raise UsageError(
-            f"--data: run '{run.root}' was not pretrained on a segfolder source; "
-            "pass --data segfolder:<path>"
-        )
-    name = segment_result_name(fraction, baseline, config.segment.seed)
+        raise UsageError(f"--data: run '{run.root}' was not pretrained on {needs}")
+    name = name_of(config, fraction, baseline)
     if spec != default:
         name += f"@{_slug(spec)}"
     path = run.eval_dir / f"{name}.json"
     _refuse_other_data(path, spec)
     backbone = _backbone(run, config, random_init=baseline == "random")
     run.eval_dir.mkdir(parents=True, exist_ok=True)
-    return evaluate_segmentation(run, config, spec, fraction, baseline, backbone, path, started)
+    return evaluate(run, config, spec, fraction, baseline, backbone, path, started)
 
 
 def _accuracies(scores: np.ndarray, test_labels: np.ndarray):

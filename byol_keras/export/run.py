@@ -64,6 +64,7 @@ def export_run(
     opset: int = MIN_OPSET,
     model: str = "backbone",
     segmenter: str | None = None,
+    detector: str | None = None,
 ) -> dict:
     """Exports the run's online backbone, verifies every artifact, and returns the manifest.
 
@@ -77,13 +78,15 @@ def export_run(
         formats: Any of `"saved_model"` and `"onnx"`.
         output: The export root; default: `<run>/export`.
         name: The model name in the TF Serving layout; default `byol_backbone`,
-            or `byol_segmenter` for `model="segmenter"`.
+            `byol_segmenter` or `byol_detector`.
         version: The version folder; default: one above the highest present.
         opset: The ONNX opset, from 17 to the newest the installed tf2onnx knows.
         model: `"backbone"`, or `"segmenter"` for the segmenter that
             `evaluate --protocol segment` kept (`segmenter.py`).
         segmenter: Which segmentation result, e.g. `"segment-10pct"`
             (default: `segment`, or the only one there is).
+        detector: For `model="detector"` (`detector.py`), which detection
+            result, e.g. `"detect-10pct"` (default: `detect`, or the only one).
 
     Returns:
         The manifest written beside the artifacts: their paths, the measured
@@ -96,16 +99,21 @@ def export_run(
     ```
     """
     run = RunDirectory(run_dir).require_finished()
-    if model not in ("backbone", "segmenter"):
-        raise UsageError(f"--model: expected backbone or segmenter, got {model!r}")
-    if model == "segmenter":
+    kept = {
+        "segmenter": ("segment", segmenter, "--segmenter", export_segmenter),
+        "detector": ("detect", detector, "--detector", _export_detector),
+    }
+    if model != "backbone" and model not in kept:
+        raise UsageError(f"--model: expected backbone, segmenter or detector, got {model!r}")
+    if model in kept:
+        protocol, result_name, option, export = kept[model]
         # Refuse a missing result before anything is written.
-        result = run.find_result("segment", segmenter, "--segmenter")
+        result = run.find_result(protocol, result_name, option)
     output = Path(output) if output is not None else run.root / "export"
-    name = name or ("byol_segmenter" if model == "segmenter" else "byol_backbone")
+    name = name or f"byol_{model}"
     request = check_request(formats, output, name, version, opset)
-    if model == "segmenter":
-        return export_segmenter(run, request, *result)
+    if model in kept:
+        return export(run, request, *result)
 
     config = load_config(run.config_path)
     transform = EvalTransform.from_config(config)
@@ -124,6 +132,13 @@ def export_run(
         "precision": {"trained": config.train.precision, "exported": "float32"},
     }
     return publish(request, run, write_saved_model, verify, description)
+
+
+def _export_detector(*arguments) -> dict:
+    # Imported when used: KerasCV takes seconds to import, and only the detector needs it.
+    from byol_keras.export.detector import export_detector
+
+    return export_detector(*arguments)
 
 
 def _contract_section(contract: dict, transform: EvalTransform) -> dict:

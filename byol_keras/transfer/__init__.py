@@ -11,11 +11,15 @@
   the box readers share (image checks, clipping, counting what is skipped).
 - `voc.py`, `coco.py`: the `voc:` and `coco:` readers; `box_sources.py` picks one by spec.
 - `detection_metrics.py`: COCO AP figures from pycocotools.
+- `detector.py`: the KerasCV RetinaNet on the pyramid, letterboxing, fine-tuning, prediction.
+- `detect.py`: `evaluate_detection`, the `--protocol detect` fine-tune and test.
+- `detect_pictures.py`: test images with their true and predicted boxes.
+- `protocol.py`: what segment and detect share (result names, label subsets, refusals).
 
 The modules are imported one by one: this file imports none of them, because
 `segfolder.py`, `voc.py` and `coco.py` also serve pretraining (`data.source:
 segfolder:...`, `voc:...`) and must not pull in the fine-tuning code. The
-segmenter's export is `byol_keras.export.segmenter`.
+segmenter's and detector's exports are `byol_keras.export.segmenter` and `.detector`.
 
 ```python
 from byol_keras.transfer.segment import evaluate_segmentation

@@ -23,18 +23,23 @@ result["mean_iou"], result["per_class_iou"]  # {"0": ..., "1": ...}; CamVid's na
 """
 
 import json
-import os
 import time
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from byol_keras.config import Config
 from byol_keras.data.folder import FileLimits
 from byol_keras.errors import UsageError
 from byol_keras.runs import RunDirectory, atomic_write_text
 from byol_keras.transfer.joint_augment import JointAugment
+from byol_keras.transfer.protocol import (
+    check_disjoint,
+    refuse_pretraining_images,
+    save_model,
+    seeded_subset,
+)
+from byol_keras.transfer.protocol import result_name as protocol_result_name
 from byol_keras.transfer.segfolder import (
     SegmentationSplit,
     load_segmentation_split,
@@ -58,9 +63,7 @@ def result_name(fraction: float, baseline: str | None, seed: int | None = None) 
 
     A set `segment.seed` is in the name, so that one seed's result never replaces another's.
     """
-    name = "segment" if fraction == 1.0 else f"segment-{fraction * 100:g}pct"
-    name = f"{name}-random" if baseline == "random" else name
-    return name if seed is None else f"{name}-seed{seed}"
+    return protocol_result_name("segment", fraction, baseline, seed)
 
 
 def class_names(config: Config) -> list[str]:
@@ -105,11 +108,11 @@ def evaluate_segmentation(
     train = load(config.eval.train_split, "eval.train_split")
     val = load(VAL_SPLIT, f"--protocol segment (it selects its model on split '{VAL_SPLIT}')")
     test = load(config.data.val_split, "data.val_split")
-    _check_disjoint({"train": train, "val": val, "test": test})
+    check_disjoint({"train": train, "val": val, "test": test})
     if baseline != "random":
         _refuse_pretrained_test_images(config, test)
     seed = config.train.seed if seg.seed is None else seg.seed
-    subset = _seeded_subset(len(train), fraction, seed)
+    subset = seeded_subset(len(train), fraction, seed)
 
     keras.utils.set_random_seed(seed)  # the head's initial weights
     segmenter = build_segmenter(
@@ -183,7 +186,7 @@ def evaluate_segmentation(
         },
         "model": str(model_path),
     }
-    _save_model(segmenter, model_path)
+    save_model(segmenter, model_path)
     result["wall_time_seconds"] = time.perf_counter() - started
     result["summary_line"] = (
         f"segment ({result['backbone']}) on {spec}:{config.data.val_split}: "
@@ -212,40 +215,10 @@ def _percent(score: float | None) -> str:
     return "n/a (no scored test pixel)" if score is None else f"{score:.2%}"
 
 
-def _seeded_subset(count: int, fraction: float, seed: int) -> np.ndarray:
-    size = min(count, max(1, round(fraction * count)))
-    return np.sort(np.random.default_rng(seed).choice(count, size, replace=False))
-
-
-def _check_disjoint(splits: dict) -> None:
-    names = list(splits)
-    for index, first in enumerate(names):
-        for second in names[index + 1 :]:
-            shared = int(np.isin(splits[second].example_ids, splits[first].example_ids).sum())
-            if shared:
-                raise UsageError(
-                    f"--data: {shared} images of the {second} split are also in the {first} "
-                    "split; use separate splits"
-                )
-
-
 def _refuse_pretrained_test_images(config: Config, test) -> None:
     """Never report on images the backbone was pretrained on."""
     pretraining = default_segment_data(config)
     if pretraining is None:
         return
     seen = split_image_ids(pretraining[len(PREFIX) :], config.data.split)
-    shared = int(np.isin(test.example_ids, seen).sum())
-    if shared:
-        raise UsageError(
-            f"--data: {shared} of the {len(test)} test images were pretraining images "
-            f"({pretraining} split {config.data.split}); report on a split the run never saw"
-        )
-
-
-def _save_model(segmenter: keras.Model, path: Path) -> None:
-    """Saves beside the destination and renames, so a crash never leaves half a model."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_name(".model-staging.keras")
-    segmenter.save(staged)
-    os.replace(staged, path)
+    refuse_pretraining_images(test.example_ids, seen, f"{pretraining} split {config.data.split}")
