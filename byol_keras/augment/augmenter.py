@@ -191,10 +191,16 @@ class BYOLAugmenter(keras.layers.Layer):
             coin = tf.random.stateless_uniform(batch, fold_seed(seed, salt))
             return tf.where((coin < prob)[:, None, None, None], transformed, original)
 
-        if params.jitter_prob > 0:
+        if params.jitter_prob >= 1.0:
             jittered = self._jitter(x, params, fold_seed(seed, 1))
+            x = x if jittered is None else jittered
+        elif params.jitter_prob > 0:
+            # The jitter is the dearest op: run it only on the rows that take it.
+            coin = tf.random.stateless_uniform(batch, fold_seed(seed, 2))
+            rows = tf.cast(tf.where(coin < params.jitter_prob)[:, 0], tf.int32)
+            jittered = self._jitter(x, params, fold_seed(seed, 1), rows)
             if jittered is not None:
-                x = maybe(2, params.jitter_prob, jittered, x)
+                x = tf.tensor_scatter_nd_update(x, rows[:, None], jittered)
         if params.grayscale_prob > 0:
             x = maybe(3, params.grayscale_prob, self.grayscale(x), x)
         x = self.blurs[index](x, seed=fold_seed(seed, 4))
@@ -202,12 +208,19 @@ class BYOLAugmenter(keras.layers.Layer):
             x = maybe(5, params.solarize_prob, self.solarize(x), x)
         return tf.clip_by_value(x, 0.0, 1.0)
 
-    def _jitter(self, x, params: ViewParams, seed):
-        """Brightness, contrast, saturation and hue with per-sample strengths and order."""
+    def _jitter(self, x, params: ViewParams, seed, rows=None):
+        """Brightness, contrast, saturation and hue with per-sample strengths and order.
+
+        With `rows`, only those rows of `x` are jittered and returned, each
+        with the numbers it would draw in the whole batch.
+        """
         batch = tf.shape(x)[:1]
 
+        def pick(numbers):
+            return numbers if rows is None else tf.gather(numbers, rows)
+
         def uniform(salt, lo, hi):
-            return tf.random.stateless_uniform(batch, fold_seed(seed, salt), lo, hi)
+            return pick(tf.random.stateless_uniform(batch, fold_seed(seed, salt), lo, hi))
 
         def factor(salt, strength):
             return uniform(salt, max(0.0, 1.0 - strength), 1.0 + strength)
@@ -233,7 +246,7 @@ class BYOLAugmenter(keras.layers.Layer):
         # A random order per image, as torchvision's ColorJitter and the official
         # code's vmap draw it.
         noise = tf.random.stateless_uniform(tf.concat([batch, [len(ops)]], 0), fold_seed(seed, 4))
-        return apply_in_order(x, ops, tf.argsort(noise, axis=1))
+        return apply_in_order(pick(x), ops, tf.argsort(pick(noise), axis=1))
 
     def _add_brightness(self, images, delta):
         return self.brightness.augment_images(images, delta[:, None, None, None])
@@ -266,7 +279,9 @@ def apply_in_order(images, ops: list, order):
     row each); `order[i]` is a permutation of the op indices for image `i`. At
     each position every image takes the op its order names, and each op runs
     only on the rows that take it, so the cost stays at one pass of each op
-    over the batch rather than one per position.
+    over the batch rather than one per position; the rows are put back in
+    place by one `tf.dynamic_stitch` per position (each row is taken by
+    exactly one op), not one scatter per op, each of which copied the batch.
 
     ```python
     order = tf.constant([[0, 1], [1, 0]])
@@ -274,13 +289,15 @@ def apply_in_order(images, ops: list, order):
     ```
     """
     for position in range(len(ops)):
-        chosen = order[:, position]
-        updated = images
+        chosen = tf.cast(order[:, position], tf.int32)
+        all_rows, all_done = [], []
         for index, (op, numbers) in enumerate(ops):
-            rows = tf.where(tf.equal(chosen, index))
-            done = op(tf.gather_nd(images, rows), tf.gather_nd(numbers, rows))
-            updated = tf.tensor_scatter_nd_update(updated, rows, done)
-        images = updated
+            rows = tf.cast(tf.where(tf.equal(chosen, index))[:, 0], tf.int32)
+            all_rows.append(rows)
+            all_done.append(op(tf.gather(images, rows), tf.gather(numbers, rows)))
+        stitched = tf.dynamic_stitch(all_rows, all_done)
+        stitched.set_shape(images.shape)
+        images = stitched
     return images
 
 

@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from byol_keras.augment.layers import fold_seed
 from byol_keras.augment.views import ViewParams
-from byol_keras.data.source import decode_rgb, to_rgb
+from byol_keras.data.source import decode_rgb
 
 ATTEMPTS = 10  # torchvision's
 # The output scales that libjpeg's DCT offers to tf.image.decode_jpeg, coarsest first.
@@ -147,7 +147,7 @@ def decode_jpeg_for_crops(data: tf.Tensor, boxes: list, size: int) -> tuple[tf.T
     fits = tf.stack([smallest >= ratio * size for ratio in DCT_RATIOS[:-1]] + [True])
     branch = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
     decoders = [
-        lambda ratio=ratio: to_rgb(tf.image.decode_jpeg(data, channels=0, ratio=ratio))
+        lambda ratio=ratio: tf.image.decode_jpeg(data, channels=3, ratio=ratio)
         for ratio in DCT_RATIOS
     ]
     return tf.gather(DCT_RATIOS, branch), tf.switch_case(branch, decoders)
