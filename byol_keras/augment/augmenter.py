@@ -279,9 +279,7 @@ def apply_in_order(images, ops: list, order):
     row each); `order[i]` is a permutation of the op indices for image `i`. At
     each position every image takes the op its order names, and each op runs
     only on the rows that take it, so the cost stays at one pass of each op
-    over the batch rather than one per position; the rows are put back in
-    place by one `tf.dynamic_stitch` per position (each row is taken by
-    exactly one op), not one scatter per op, each of which copied the batch.
+    over the batch rather than one per position.
 
     ```python
     order = tf.constant([[0, 1], [1, 0]])
@@ -289,15 +287,13 @@ def apply_in_order(images, ops: list, order):
     ```
     """
     for position in range(len(ops)):
-        chosen = tf.cast(order[:, position], tf.int32)
-        all_rows, all_done = [], []
+        chosen = order[:, position]
+        updated = images
         for index, (op, numbers) in enumerate(ops):
-            rows = tf.cast(tf.where(tf.equal(chosen, index))[:, 0], tf.int32)
-            all_rows.append(rows)
-            all_done.append(op(tf.gather(images, rows), tf.gather(numbers, rows)))
-        stitched = tf.dynamic_stitch(all_rows, all_done)
-        stitched.set_shape(images.shape)
-        images = stitched
+            rows = tf.where(tf.equal(chosen, index))
+            done = op(tf.gather_nd(images, rows), tf.gather_nd(numbers, rows))
+            updated = tf.tensor_scatter_nd_update(updated, rows, done)
+        images = updated
     return images
 
 
