@@ -140,7 +140,9 @@ def decode_jpeg_for_crops(data: tf.Tensor, boxes: list, size: int) -> tuple[tf.T
     height and width (libjpeg rounds up), `ratio` one of `DCT_RATIOS`.
 
     ```python
-    ratio, image = decode_jpeg_for_crops(data, [tf.constant([0, 0, 800, 800])], 96)  # ratio 8
+    data = tf.io.encode_jpeg(tf.zeros([900, 1200, 3], tf.uint8))
+    ratio, image = decode_jpeg_for_crops(data, [tf.constant([0, 0, 800, 800])], 96)
+    assert int(ratio) == 8 and image.shape == (113, 150, 3)  # libjpeg rounds up
     ```
     """
     smallest = tf.reduce_min(tf.stack([box[2:] for box in boxes]))
@@ -160,7 +162,9 @@ def scaled_crop(image: tf.Tensor, box: tf.Tensor, ratio) -> tf.Tensor:
     at least one pixel and inside the image.
 
     ```python
-    crop = scaled_crop(image, tf.constant([10, 20, 200, 300]), 2)  # about 100 x 150
+    image = tf.zeros([240, 320, 3], tf.uint8)  # a 480 x 640 photo decoded at 1/2
+    crop = scaled_crop(image, tf.constant([10, 20, 200, 300]), 2)
+    assert crop.shape == (100, 150, 3)
     ```
     """
     ratio = tf.cast(ratio, tf.int32)
