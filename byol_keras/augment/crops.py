@@ -12,9 +12,9 @@ scales (1/1, 1/2, 1/4, 1/8) that still leaves each crop at least the view
 size a side; the windows are then cut from that decode at the same scale
 (their edges rounded to its pixels). Two `tf.image.decode_and_crop_jpeg`
 calls, one per window, as DeepMind's input pipeline makes them, are slower
-than one whole decode in TensorFlow 2.x, even on 12-megapixel photos, and
-decoding at a reduced scale is up to 2.5x faster again
-(benchmarks/RESULTS.md, "Data pipeline"). The reduced scale is libjpeg's
+than one whole decode in TensorFlow 2.21, even on 12-megapixel photos, and
+decoding those at 1/8 is 2.4-2.9x faster again (benchmarks/RESULTS.md,
+"Data pipeline"). The reduced scale is libjpeg's
 IDCT of the low frequencies, a filtered downsampling, after which the
 antialiased resize shrinks the crop by less than 2x. The flip is applied
 here too; the rest of the view (jitter, grayscale, blur, solarisation) runs
