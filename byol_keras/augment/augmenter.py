@@ -194,10 +194,16 @@ class BYOLAugmenter(keras.layers.Layer):
             coin = tf.random.stateless_uniform(batch, fold_seed(seed, salt))
             return tf.where((coin < prob)[:, None, None, None], transformed, original)
 
-        if params.jitter_prob > 0:
+        if params.jitter_prob >= 1.0:
             jittered = self._jitter(x, params, fold_seed(seed, 1))
+            x = x if jittered is None else jittered
+        elif params.jitter_prob > 0:
+            # The jitter is the dearest op: run it only on the rows that take it.
+            coin = tf.random.stateless_uniform(batch, fold_seed(seed, 2))
+            rows = tf.cast(tf.where(coin < params.jitter_prob)[:, 0], tf.int32)
+            jittered = self._jitter(x, params, fold_seed(seed, 1), rows)
             if jittered is not None:
-                x = maybe(2, params.jitter_prob, jittered, x)
+                x = tf.tensor_scatter_nd_update(x, rows[:, None], jittered)
         if params.grayscale_prob > 0:
             x = maybe(3, params.grayscale_prob, self.grayscale(x), x)
         x = self.blurs[index](x, seed=fold_seed(seed, 4))
@@ -205,12 +211,19 @@ class BYOLAugmenter(keras.layers.Layer):
             x = maybe(5, params.solarize_prob, self.solarize(x), x)
         return tf.clip_by_value(x, 0.0, 1.0)
 
-    def _jitter(self, x, params: ViewParams, seed):
-        """Brightness, contrast, saturation and hue with per-sample strengths and order."""
+    def _jitter(self, x, params: ViewParams, seed, rows=None):
+        """Brightness, contrast, saturation and hue with per-sample strengths and order.
+
+        With `rows`, only those rows of `x` are jittered and returned, each
+        with the numbers it would draw in the whole batch.
+        """
         batch = tf.shape(x)[:1]
 
+        def pick(numbers):
+            return numbers if rows is None else tf.gather(numbers, rows)
+
         def uniform(salt, lo, hi):
-            return tf.random.stateless_uniform(batch, fold_seed(seed, salt), lo, hi)
+            return pick(tf.random.stateless_uniform(batch, fold_seed(seed, salt), lo, hi))
 
         def factor(salt, strength):
             return uniform(salt, max(0.0, 1.0 - strength), 1.0 + strength)
@@ -236,7 +249,7 @@ class BYOLAugmenter(keras.layers.Layer):
         # A random order per image, as torchvision's ColorJitter and the official
         # code's vmap draw it.
         noise = tf.random.stateless_uniform(tf.concat([batch, [len(ops)]], 0), fold_seed(seed, 4))
-        return apply_in_order(x, ops, tf.argsort(noise, axis=1))
+        return apply_in_order(pick(x), ops, tf.argsort(pick(noise), axis=1))
 
     def _add_brightness(self, images, delta):
         return self.brightness.augment_images(images, delta[:, None, None, None])

@@ -3,10 +3,20 @@
 For sources whose images have their own sizes (`ImageSource.image_size`
 None: photos, video frames, ImageNet), each view's random resized crop is
 drawn per image, in that image's pixels, with torchvision's
-`RandomResizedCrop` semantics (`crop_window`); only the crop is decoded
-(`tf.image.decode_and_crop_jpeg` for JPEG bytes, as DeepMind's BYOL input
-pipeline does) and only the crop is resized to the view size, antialiased,
-so a view never passes through a squashed thumbnail. The flip is applied
+`RandomResizedCrop` semantics (`crop_window`), and only the crop is resized
+to the view size, antialiased, so a view never passes through a squashed
+thumbnail.
+
+A JPEG is decoded once for both crops, at the coarsest of libjpeg's DCT
+scales (1/1, 1/2, 1/4, 1/8) that still leaves each crop at least the view
+size a side; the windows are then cut from that decode at the same scale
+(their edges rounded to its pixels). Two `tf.image.decode_and_crop_jpeg`
+calls, one per window, as DeepMind's input pipeline makes them, are slower
+than one whole decode in TensorFlow 2.21, even on 12-megapixel photos, and
+decoding those at 1/8 is 2.4-2.9x faster again (benchmarks/RESULTS.md,
+"Data pipeline"). The reduced scale is libjpeg's
+IDCT of the low frequencies, a filtered downsampling, after which the
+antialiased resize shrinks the crop by less than 2x. The flip is applied
 here too; the rest of the view (jitter, grayscale, blur, solarisation) runs
 on whole batches in `BYOLAugmenter.augment_crops`.
 
@@ -25,9 +35,11 @@ import tensorflow as tf
 
 from byol_keras.augment.layers import fold_seed
 from byol_keras.augment.views import ViewParams
-from byol_keras.data.source import decode_rgb, to_rgb
+from byol_keras.data.source import decode_rgb
 
 ATTEMPTS = 10  # torchvision's
+# The output scales that libjpeg's DCT offers to tf.image.decode_jpeg, coarsest first.
+DCT_RATIOS = (8, 4, 2, 1)
 
 
 def crop_window(height, width, area: tuple, aspect: tuple, seed) -> tf.Tensor:
@@ -108,11 +120,9 @@ def crop_pair(item: tf.Tensor, views: tuple, size: int, seed) -> tuple[tf.Tensor
         )
 
     def from_jpeg():
-        shape = tf.image.extract_jpeg_shape(item)[:2]
-        return tuple(
-            to_rgb(tf.image.decode_and_crop_jpeg(item, window, channels=0))
-            for window in windows(shape)
-        )
+        boxes = windows(tf.image.extract_jpeg_shape(item)[:2])
+        ratio, image = decode_jpeg_for_crops(item, boxes, size)
+        return tuple(scaled_crop(image, box, ratio) for box in boxes)
 
     if item.dtype == tf.string:
         crops = tf.cond(tf.io.is_jpeg(item), from_jpeg, lambda: from_image(decode_rgb(item)))
@@ -122,6 +132,53 @@ def crop_pair(item: tf.Tensor, views: tuple, size: int, seed) -> tuple[tf.Tensor
         _resized_view(crop, view, size, fold_seed(view_seed, 3))
         for crop, view, view_seed in zip(crops, views, seeds, strict=True)
     )
+
+
+def decode_jpeg_for_crops(data: tf.Tensor, boxes: list, size: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """JPEG `data` as uint8 RGB at the coarsest DCT scale keeping each box >= `size` a side.
+
+    Returns `(ratio, image)`: the image is about `1 / ratio` of the original's
+    height and width (libjpeg rounds up), `ratio` one of `DCT_RATIOS`.
+
+    ```python
+    data = tf.io.encode_jpeg(tf.zeros([900, 1200, 3], tf.uint8))
+    ratio, image = decode_jpeg_for_crops(data, [tf.constant([0, 0, 800, 800])], 96)
+    assert int(ratio) == 8 and image.shape == (113, 150, 3)  # libjpeg rounds up
+    ```
+    """
+    smallest = tf.reduce_min(tf.stack([box[2:] for box in boxes]))
+    fits = tf.stack([smallest >= ratio * size for ratio in DCT_RATIOS[:-1]] + [True])
+    branch = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
+    decoders = [
+        lambda ratio=ratio: tf.image.decode_jpeg(data, channels=3, ratio=ratio)
+        for ratio in DCT_RATIOS
+    ]
+    return tf.gather(DCT_RATIOS, branch), tf.switch_case(branch, decoders)
+
+
+def scaled_crop(image: tf.Tensor, box: tf.Tensor, ratio) -> tf.Tensor:
+    """The window `box` (`[top, left, height, width]`, original pixels) of an image at `1 / ratio`.
+
+    Edges are rounded to the nearest pixel of the scaled image, each side kept
+    at least one pixel and inside the image.
+
+    ```python
+    image = tf.zeros([240, 320, 3], tf.uint8)  # a 480 x 640 photo decoded at 1/2
+    crop = scaled_crop(image, tf.constant([10, 20, 200, 300]), 2)
+    assert crop.shape == (100, 150, 3)
+    ```
+    """
+    ratio = tf.cast(ratio, tf.int32)
+    half = ratio // 2
+    top, left, height, width = (
+        (value + half) // ratio for value in tf.unstack(tf.cast(box, tf.int32))
+    )
+    shape = tf.shape(image)
+    top = tf.minimum(top, shape[0] - 1)
+    left = tf.minimum(left, shape[1] - 1)
+    height = tf.clip_by_value(height, 1, shape[0] - top)
+    width = tf.clip_by_value(width, 1, shape[1] - left)
+    return image[top : top + height, left : left + width]
 
 
 def _resized_view(crop: tf.Tensor, view: ViewParams, size: int, seed) -> tf.Tensor:

@@ -12,11 +12,6 @@ from byol_keras.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-# Row `c - 1` picks the channels that make an image with `c` channels RGB:
-# grey and grey+alpha repeat channel 0, RGB and RGBA keep the first three.
-# NumPy, not a tf.constant: importing must not start TensorFlow's runtime, or a
-# MultiWorkerMirroredStrategy made afterwards cannot configure its collectives.
-_RGB_CHANNELS = np.array([[0, 0, 0], [0, 0, 0], [0, 1, 2], [0, 1, 2]], np.int32)
 # Labels at or above this are refused: a class count that large is a corrupt
 # label, and every class gets a name and a column of scores.
 MAX_CLASSES = 100_000
@@ -160,7 +155,13 @@ def to_rgb(image: tf.Tensor) -> tf.Tensor:
         image = image[..., tf.newaxis]
     channels = tf.shape(image)[-1]
     tf.debugging.assert_less_equal(channels, 4, message="images may have at most 4 channels")
-    rgb = tf.gather(image, tf.constant(_RGB_CHANNELS)[channels - 1], axis=-1)
+    # Slices, not a gather of channel indices: a gather along the last axis
+    # costs more than decoding the JPEG (benchmarks/RESULTS.md, "Data pipeline").
+    rgb = tf.cond(
+        channels >= 3,
+        lambda: image[..., :3],
+        lambda: tf.repeat(image[..., :1], 3, axis=-1),
+    )
     rgb.set_shape([None, None, 3])
     return rgb
 

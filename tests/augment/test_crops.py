@@ -13,7 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from byol_keras.augment import image_batches, make_augmenter, pair_dataset
-from byol_keras.augment.crops import crop_pair, crop_window
+from byol_keras.augment.crops import crop_pair, crop_window, decode_jpeg_for_crops, scaled_crop
 from byol_keras.augment.eval_transform import EvalTransform
 from byol_keras.augment.views import ViewParams
 from byol_keras.data import load_source
@@ -137,22 +137,71 @@ def test_views_follow_the_original_geometry_not_a_squashed_thumbnail(tmp_path):
     assert abs(from_thumbnail.mean() - expected_square) < 0.04, from_thumbnail.mean()
 
 
-def test_a_jpeg_crop_is_decoded_alone_and_equals_the_crop_of_the_decoded_image(tmp_path):
+def smooth_jpeg(path, height=300, width=400, cells=(6, 8)):
+    """A JPEG of smooth colour gradients: a few random cells, bilinearly enlarged."""
     rng = np.random.default_rng(0)
-    smooth = tf.image.resize(rng.uniform(0, 255, [1, 30, 40, 3]), [300, 400])[0]
-    Image.fromarray(np.uint8(smooth.numpy())).save(tmp_path / "photo.jpg", quality=90)
-    data = tf.io.read_file(str(tmp_path / "photo.jpg"))
+    smooth = tf.image.resize(rng.uniform(0, 255, [1, *cells, 3]), [height, width])[0]
+    Image.fromarray(np.uint8(smooth.numpy())).save(path, quality=90)
+    return tf.io.read_file(str(path))
+
+
+def test_a_jpeg_is_decoded_once_at_full_scale_when_a_crop_is_under_twice_the_view(tmp_path):
+    data = smooth_jpeg(tmp_path / "photo.jpg")
     decoded = tf.io.decode_jpeg(data)
-    views = (ViewParams(), ViewParams(crop_area=(0.1, 0.3)))
+    # Crops of 2-5% of 300x400: sides of 49 to 77 px, under 2 x 48.
+    small = ViewParams(crop_area=(0.02, 0.05))
     for index in range(5):
         seed = tf.constant([4, index])
-        from_bytes = crop_pair(data, views, 48, seed)
-        from_pixels = crop_pair(decoded, views, 48, seed)
+        from_bytes = crop_pair(data, (small, small), 48, seed)
+        from_pixels = crop_pair(decoded, (small, small), 48, seed)
         for a, b in zip(from_bytes, from_pixels, strict=True):
             assert a.shape == (48, 48, 3)
-            # libjpeg upsamples colour at a window's edge from fewer neighbours.
-            np.testing.assert_allclose(a.numpy(), b.numpy(), atol=8 / 255)
-            assert np.abs(a.numpy() - b.numpy()).mean() < 0.2 / 255
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_a_large_crop_is_decoded_at_a_reduced_dct_scale_close_to_the_full_decode(tmp_path):
+    data = smooth_jpeg(tmp_path / "photo.jpg")
+    full = tf.io.decode_jpeg(data).numpy()
+    for index in range(5):
+        # Crops of 50-100% of 300x400: every side >= 4 x 48, so libjpeg decodes at 1/4.
+        box = crop_window(300, 400, (0.5, 1.0), ASPECT, tf.constant([4, index], tf.int64))
+        ratio, image = decode_jpeg_for_crops(data, [box], 48)
+        assert int(ratio) == 4
+        crop = scaled_crop(image, box, ratio)
+        view = tf.image.resize(tf.cast(crop, tf.float32), [48, 48], antialias=True).numpy()
+        # The same window (edges rounded to multiples of 4) cut from the full decode.
+        top, left, _, _ = ((box.numpy() + 2) // 4) * 4
+        height, width = 4 * crop.shape[0], 4 * crop.shape[1]
+        window = full[top : top + height, left : left + width].astype(np.float32)
+        expected = tf.image.resize(window, [48, 48], antialias=True).numpy()
+        # libjpeg's scaled IDCT filters a little differently and rounds ~0.8 levels up.
+        assert np.abs(view - expected).mean() < 1.5
+        assert np.abs(view - expected).max() < 6
+
+
+def test_the_dct_scale_is_the_coarsest_that_keeps_every_crop_at_the_view_size():
+    data = tf.io.encode_jpeg(tf.zeros([1000, 1200, 3], tf.uint8))
+    cases = [  # (boxes' heights and widths, view size, ratio, decoded shape)
+        ([(800, 800)], 96, 8, (125, 150)),
+        ([(800, 800), (500, 900)], 96, 4, (250, 300)),
+        ([(192, 1000)], 96, 2, (500, 600)),
+        ([(191, 1000)], 96, 1, (1000, 1200)),
+        ([(1000, 1200)], 224, 4, (250, 300)),
+    ]
+    for sides, size, ratio, shape in cases:
+        boxes = [tf.constant([0, 0, h, w]) for h, w in sides]
+        got_ratio, image = decode_jpeg_for_crops(data, boxes, size)
+        assert (int(got_ratio), tuple(image.shape[:2])) == (ratio, shape), sides
+
+
+def test_a_window_is_cut_from_the_scaled_image_with_its_edges_rounded():
+    image = tf.reshape(tf.range(50 * 60, dtype=tf.int32), [50, 60, 1])
+    # Box (top 9, left 10, 21 x 200) at 1/4: top round(9/4)=2, left round(10/4)=3 (half up),
+    # height round(21/4)=5, width round(200/4)=50, clipped to the 57 columns left.
+    crop = scaled_crop(image, tf.constant([9, 10, 21, 200]), 4)
+    np.testing.assert_array_equal(crop.numpy(), image.numpy()[2:7, 3:53])
+    tiny = scaled_crop(image, tf.constant([199, 237, 1, 1]), 4)
+    np.testing.assert_array_equal(tiny.numpy(), image.numpy()[49:50, 59:60])
 
 
 def test_a_shrinking_crop_is_antialiased():
