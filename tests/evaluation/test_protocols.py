@@ -199,7 +199,7 @@ def test_cli_refuses_label_fraction_outside_unit_interval(run, capsys, fraction)
 def test_cli_refuses_label_fraction_for_other_protocols(run, capsys):
     argv = ["evaluate", "--run", str(run.root), "--protocol", "linear", "--label-fraction", "0.1"]
     code, error = _cli_error(capsys, argv)
-    assert code == 2 and "finetune and segment only" in error
+    assert code == 2 and "finetune, segment and detect only" in error
 
 
 def test_cli_refuses_unlabelled_data(run, tmp_path, capsys):
