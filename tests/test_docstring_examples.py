@@ -17,8 +17,10 @@ Anything else an example uses it defines or imports itself. It runs in a copy of
 working directory made once per session (`example_files`) that holds the files the
 examples name: the repository's `configs/`, a tiny finished run at `runs/quickstart`
 (digits) and one at `runs/mnist` (a small `mnist.npz` beside it), a photo folder
-`photos/`, a few loose images, a VOC tree `bccd`, a COCO tree `my-coco` and a
-segfolder `camvid`, all generated. An output shown in a comment is checked by an
+`photos/`, a few loose images, a VOC tree `bccd` with a run on it (untrained) at
+`runs/bccd` (a ResNet-18 of width 16 with the ImageNet stem, 64 px: a pyramid down
+to stride 32, as the detector needs), a COCO tree `my-coco` and a segfolder
+`camvid`, all generated. An output shown in a comment is checked by an
 `assert` where that is cheap.
 
 Markers, as the first lines of a block:
@@ -165,8 +167,9 @@ def write_segfolder(root: Path, per_split: int = 3, size=(24, 32)) -> None:
             Image.fromarray(mask, mode="L").save(root / split / "masks" / f"{name}.png")
 
 
-def write_run(root: Path, source: str) -> None:
-    """A finished run of a tiny untrained BYOL on 16-pixel images, its metrics two epochs long."""
+def write_run(root: Path, source: str, image_size: int = 16, **model) -> None:
+    """A finished run of an untrained BYOL (default: `tiny` of width 4 on 16-pixel images), its
+    metrics two epochs long; `model` overrides the model section."""
     import keras
 
     from byol_keras import BYOL, build_backbone
@@ -175,16 +178,19 @@ def write_run(root: Path, source: str) -> None:
 
     keras.utils.set_random_seed(0)
     heads = {"projection_dim": 8, "projector_hidden_dim": 16, "predictor_hidden_dim": 16}
+    model = {"backbone": "tiny", "width": 4, "stem": "auto", **model}
+    data = {"source": source, "val_source": source, "val_split": "test", "image_size": image_size}
     config = {
-        "data": {"source": source, "val_source": source, "val_split": "test", "image_size": 16},
-        "model": {"backbone": "tiny", "width": 4, **heads},
+        "data": data,
+        "model": {**model, **heads},
         "train": {"epochs": 2, "batch_size": 4},
     }
     run = RunDirectory(root).create()
     save_config(from_dict(config), run.config_path)
-    model = BYOL(build_backbone("tiny", 16, width=4), **heads)
-    model.save(run.model_path)
-    model.online_backbone.save(run.backbone_path)
+    backbone = build_backbone(model["backbone"], image_size, model["stem"], model["width"])
+    byol = BYOL(backbone, **heads)
+    byol.save(run.model_path)
+    byol.online_backbone.save(run.backbone_path)
     run.metrics_path.write_text("epoch,loss\n0,3.5\n1,2.9\n")
     run.finish({"epochs": 2})
 
@@ -214,6 +220,9 @@ def example_files(tmp_path_factory) -> Path:
     splits = {"train": scenes[:6], "val": scenes[6:9], "test": scenes[9:]}
     write_voc(root / "bccd", splits, ["Platelets", "RBC", "WBC"])
     write_coco(root / "my-coco", splits, ["person", "bicycle", "car"])
+    # The detector needs strides 8-32: a ResNet-18 with the ImageNet stem.
+    detection_backbone = {"backbone": "resnet18", "stem": "imagenet", "width": 16}
+    write_run(root / "runs" / "bccd", "voc:bccd", 64, **detection_backbone)
     write_segfolder(root / "camvid")
     return root
 

@@ -18,7 +18,12 @@ N is `detect.max_detections`. A box wholly in the letterbox padding comes
 out with zero width or height (the evaluation drops such boxes).
 
 ```python
-manifest = export_run("runs/bccd", model="detector", detector="detect-10pct")
+# doctest: slow
+from byol_keras.evaluation import evaluate_run
+
+tiny = ["detect.epochs=1", "detect.image_size=[64, 64]", "detect.batch_size=2"]
+evaluate_run("runs/bccd", "detect", label_fraction=0.5, overrides=tiny)
+manifest = export_run("runs/bccd", model="detector", detector="detect-50pct")
 ```
 """
 

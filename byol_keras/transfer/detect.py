@@ -11,8 +11,12 @@ Writes `<run>/eval/detect[-<N>pct][-random][-seed<N>][@<data>].json` and
 keeps the fine-tuned detector at `<run>/eval/detect[...]/model.keras`.
 
 ```python
-result = evaluate_detection(run, config, "voc:bccd", 0.1, None, backbone, path, started)
-result["ap50"], result["per_class_ap50"]["Platelets"]
+# doctest: slow
+from byol_keras.evaluation import evaluate_run  # the way in: it loads the run and checks the flags
+
+tiny = ["detect.epochs=1", "detect.image_size=[64, 64]", "detect.batch_size=2"]
+result = evaluate_run("runs/bccd", "detect", label_fraction=0.5, overrides=tiny)
+result["ap50"], result["per_class_ap50"]["Platelets"]  # COCO AP at IoU 0.5 on the test split
 ```
 """
 
@@ -211,7 +215,11 @@ def image_subset(split: BoxSplit, indices) -> BoxSplit:
     """The images of `split` at `indices`; the skip counts stay those of the whole split.
 
     ```python
-    image_subset(train, seeded_subset(len(train), 0.1, seed=0))
+    from byol_keras.transfer.voc import load_voc
+
+    train = load_voc("bccd", "train")
+    half = image_subset(train, seeded_subset(len(train), 0.5, seed=0))
+    assert len(half) == len(train) // 2
     ```
     """
 

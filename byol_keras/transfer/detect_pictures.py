@@ -8,7 +8,12 @@ class has a fixed colour (`class_colours`, as in the segmentation pictures)
 and a legend names them.
 
 ```python
-path = detection_picture(RunDirectory("runs/bccd"), "detect-10pct", Path("boxes.png"))
+# doctest: slow
+from byol_keras.evaluation import evaluate_run
+
+tiny = ["detect.epochs=1", "detect.image_size=[64, 64]", "detect.batch_size=2"]
+evaluate_run("runs/bccd", "detect", label_fraction=0.5, overrides=tiny)
+path = detection_picture(RunDirectory("runs/bccd"), "detect-50pct", Path("boxes.png"))
 ```
 """
 
@@ -33,6 +38,11 @@ def detection_picture(run: RunDirectory, name: str | None, path: Path) -> Path:
     """Draws test images with true (dashed) and predicted (solid, scored) boxes; returns `path`.
 
     ```python
+    # doctest: slow
+    from byol_keras.evaluation import evaluate_run
+
+    tiny = ["detect.epochs=1", "detect.image_size=[64, 64]", "detect.batch_size=2"]
+    evaluate_run("runs/bccd", "detect", overrides=tiny)  # all train images: result "detect"
     detection_picture(RunDirectory("runs/bccd"), None, Path("runs/bccd/pictures/detection.png"))
     ```
     """

@@ -18,8 +18,13 @@ then padded at the bottom and right (`letterbox`), boxes scaled alike;
 predictions are scaled back and clipped to the original image.
 
 ```python
-detector = build_detector(backbone, num_classes=3, image_size=(256, 320))
-detections = predict_detections(detector, prepare_split(test, (256, 320)), batch_size=8)
+from byol_keras.transfer.voc import load_voc
+
+backbone = build_backbone("resnet18", 64, stem="imagenet", width=16)  # strides 4 to 32
+detector = build_detector(backbone, num_classes=3, image_size=(64, 64))
+test = load_voc("bccd", "test")
+detections = predict_detections(detector, prepare_split(test, (64, 64)), batch_size=8)
+detections[0].boxes, detections[0].scores  # xyxy in the first test image's own pixels
 ```
 """
 
@@ -54,7 +59,12 @@ class PyramidBackbone(keras.Model):
     class, so that a saved detector reloads.
 
     ```python
-    PyramidBackbone(images, {"P3": p3, "P4": p4, "P5": p5}).pyramid_level_inputs["P4"]  # 'P4'
+    images = keras.Input((64, 64, 3))
+    p3 = keras.layers.Conv2D(4, 3, strides=8, padding="same")(images)
+    p4 = keras.layers.MaxPooling2D()(p3)
+    p5 = keras.layers.MaxPooling2D()(p4)
+    levels = {name: keras.layers.Identity(name=name)(x) for name, x in zip(LEVELS, [p3, p4, p5])}
+    assert PyramidBackbone(images, levels).pyramid_level_inputs["P4"] == "P4"
     ```
     """
 
@@ -93,7 +103,7 @@ def build_detector(
         `[b, height, width, 3]`, boxes as xyxy pixels of that input.
 
     ```python
-    detector = build_detector(keras.saving.load_model("runs/bccd/backbone.keras"), 3, (256, 320))
+    detector = build_detector(keras.saving.load_model("runs/bccd/backbone.keras"), 3, (64, 64))
     ```
     """
     height, width = image_size
@@ -190,7 +200,10 @@ def prepare_split(split: BoxSplit, size: tuple, as_uint8: bool = False) -> Prepa
     memory), for training images that are augmented anyway.
 
     ```python
-    prepared = prepare_split(load_box_split("voc:bccd", "val"), (256, 320))
+    from byol_keras.transfer.box_sources import load_box_split
+
+    prepared = prepare_split(load_box_split("voc:bccd", "val"), (64, 64))
+    assert prepared.images.shape == (3, 64, 64, 3)  # bccd's 3 val images; boxes [3, most, 4]
     ```
     """
     from byol_keras.data.folder import pillow_decode
@@ -217,7 +230,11 @@ def detect(detector: keras.Model, images) -> dict:
     confidence, classes and num_detections, as `RetinaNet.predict` gives them.
 
     ```python
-    outputs = detect(detector, images)  # outputs["boxes"]: [b, max_detections, 4]
+    backbone = build_backbone("resnet18", 64, stem="imagenet", width=16)
+    detector = build_detector(backbone, num_classes=3, image_size=(64, 64), max_detections=10)
+    images = np.zeros([2, 64, 64, 3], "float32")  # letterboxed, float [0, 1]
+    outputs = detect(detector, images)
+    assert outputs["boxes"].shape == (2, 10, 4)  # [b, max_detections, 4], -1 after the found
     ```
     """
     images = tf.convert_to_tensor(images, tf.float32)
@@ -232,7 +249,12 @@ def predict_detections(
     Boxes that lie wholly in the letterbox padding, empty once clipped, are dropped.
 
     ```python
-    detection_scores(test, predict_detections(detector, prepare_split(test, size), 8))
+    from byol_keras.transfer.voc import load_voc
+
+    backbone = build_backbone("resnet18", 64, stem="imagenet", width=16)
+    detector, size = build_detector(backbone, 3, (64, 64)), (64, 64)
+    test = load_voc("bccd", "test")
+    detection_scores(test, predict_detections(detector, prepare_split(test, size), 8))["ap50"]
     ```
     """
     results = []
@@ -346,7 +368,11 @@ def training_batches(
     """Endless shuffled, augmented batches `(images, {"boxes", "classes"})`, the same for a seed.
 
     ```python
-    images, targets = next(iter(training_batches(train, 8, (0.75, 1.25), seed=0)))
+    from byol_keras.transfer.voc import load_voc
+
+    train = prepare_split(load_voc("bccd", "train"), (64, 64), as_uint8=True)
+    images, targets = next(iter(training_batches(train, 4, (0.75, 1.25), seed=0)))
+    assert images.shape == (4, 64, 64, 3)  # targets["boxes"]: [4, most, 4] xyxy pixels
     ```
     """
     size = tuple(train.images.shape[1:3])

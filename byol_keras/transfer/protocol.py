@@ -48,7 +48,12 @@ def check_disjoint(splits: dict) -> None:
     """Refuses splits (name -> anything with `example_ids`) that share an image.
 
     ```python
-    check_disjoint({"train": train, "val": val, "test": test})
+    # doctest: raises UsageError
+    from byol_keras.transfer.voc import load_voc
+
+    train, test = load_voc("bccd", "train"), load_voc("bccd", "test")
+    check_disjoint({"train": train, "test": test})  # fine: no image in both
+    check_disjoint({"train": train, "train+test": load_voc("bccd", "train+test")})  # UsageError
     ```
     """
     names = list(splits)
@@ -66,7 +71,11 @@ def refuse_pretraining_images(test_ids: np.ndarray, seen_ids: np.ndarray, pretra
     """Never report on images the backbone was pretrained on; `pretraining` names that data.
 
     ```python
-    refuse_pretraining_images(test.example_ids, seen, "voc:bccd split train+val")
+    from byol_keras.transfer.voc import load_voc
+
+    seen = load_voc("bccd", "train+val").example_ids  # what the run pretrained on
+    test = load_voc("bccd", "test")
+    refuse_pretraining_images(test.example_ids, seen, "voc:bccd split train+val")  # passes
     ```
     """
     shared = int(np.isin(test_ids, seen_ids).sum())
@@ -81,7 +90,11 @@ def save_model(model: keras.Model, path: Path) -> None:
     """Saves beside the destination and renames, so a crash never leaves half a model.
 
     ```python
-    save_model(segmenter, run.eval_dir / "segment" / "model.keras")
+    from byol_keras.runs import RunDirectory
+
+    run = RunDirectory("runs/quickstart")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    save_model(model, run.eval_dir / "segment" / "model.keras")
     ```
     """
     path.parent.mkdir(parents=True, exist_ok=True)
