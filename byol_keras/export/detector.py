@@ -37,7 +37,7 @@ from PIL import Image
 
 from byol_keras.errors import ExportVerificationError
 from byol_keras.export import signature as serving
-from byol_keras.export.publish import ExportRequest, publish
+from byol_keras.export.publish import ExportRequest, described_contract, publish
 from byol_keras.export.verify import (
     RELATIVE_TOLERANCE,
     TOLERANCE_RULE,
@@ -73,14 +73,9 @@ def detector_outputs(images, detector: keras.Model, size: tuple) -> dict:
 
 def write_saved_model(detector: keras.Model, size: tuple, path: Path) -> None:
     """Writes a SavedModel whose `serving_default` signature is `detector_outputs`."""
-    archive = keras.export.ExportArchive()
-    archive.track(detector)
-
-    def serve(images):
-        return detector_outputs(images, detector, size)
-
-    archive.add_endpoint(serving.SIGNATURE_NAME, serve, input_signature=[serving.INPUT_SPEC])
-    archive.write_out(str(path), verbose=False)
+    serving.write_endpoint(
+        [detector], lambda images: detector_outputs(images, detector, size), path
+    )
 
 
 def contract(max_detections: int) -> dict:
@@ -134,8 +129,7 @@ def export_detector(
             "test_ap": result["ap"],
             "class_names": result["class_names"],
         },
-        "inputs": {k: {**v, "meaning": meanings[k]} for k, v in expected["inputs"].items()},
-        "outputs": {k: {**v, "meaning": meanings[k]} for k, v in expected["outputs"].items()},
+        **described_contract(expected, meanings),
         "preprocessing": "cast to float32, divide by 255, bilinear resize (half-pixel centres, "
         f"no antialiasing) keeping the aspect ratio to fit {size[0]}x{size[1]}, zero padding "
         "at the bottom and right",

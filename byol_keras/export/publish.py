@@ -160,6 +160,21 @@ def publish(
     return manifest
 
 
+def described_contract(contract: dict, meanings: dict[str, str]) -> dict:
+    """The manifest's `inputs` and `outputs`: each name's dtype and shape, and what it means.
+
+    ```python
+    contract = {"inputs": {"images": {"dtype": "uint8"}}, "outputs": {}}
+    described = described_contract(contract, {"images": "RGB pixels 0..255"})
+    assert described["inputs"]["images"] == {"dtype": "uint8", "meaning": "RGB pixels 0..255"}
+    ```
+    """
+    return {
+        side: {name: {**spec, "meaning": meanings[name]} for name, spec in contract[side].items()}
+        for side in ("inputs", "outputs")
+    }
+
+
 def existing_versions(output: str | Path, name: str) -> set[int]:
     """Versions of `name` that any artifact or manifest under `output` already uses.
 

@@ -37,6 +37,7 @@ from byol_keras.export.publish import (
     MIN_OPSET,
     check_request,
     convert_to_onnx,
+    described_contract,
     existing_versions,
     publish,
 )
@@ -148,8 +149,7 @@ def _contract_section(contract: dict, transform: EvalTransform) -> dict:
         serving.PROJECTIONS: "online projector applied to the embeddings",
     }
     return {
-        "inputs": {k: {**v, "meaning": meanings[k]} for k, v in contract["inputs"].items()},
-        "outputs": {k: {**v, "meaning": meanings[k]} for k, v in contract["outputs"].items()},
+        **described_contract(contract, meanings),
         "preprocessing": f"cast to float32, divide by 255; "
         f"{transform.describe()['description']}; the backbone standardises with the "
         "ImageNet mean/std inside",

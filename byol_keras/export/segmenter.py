@@ -38,7 +38,7 @@ from PIL import Image
 
 from byol_keras.errors import ExportVerificationError
 from byol_keras.export import signature as serving
-from byol_keras.export.publish import ExportRequest, publish
+from byol_keras.export.publish import ExportRequest, described_contract, publish
 from byol_keras.export.verify import (
     RELATIVE_TOLERANCE,
     TOLERANCE_RULE,
@@ -72,14 +72,9 @@ def segmenter_outputs(images, segmenter: keras.Model, size: tuple) -> dict:
 
 def write_saved_model(segmenter: keras.Model, size: tuple, path: Path) -> None:
     """Writes a SavedModel whose `serving_default` signature is `segmenter_outputs`."""
-    archive = keras.export.ExportArchive()
-    archive.track(segmenter)
-
-    def serve(images):
-        return segmenter_outputs(images, segmenter, size)
-
-    archive.add_endpoint(serving.SIGNATURE_NAME, serve, input_signature=[serving.INPUT_SPEC])
-    archive.write_out(str(path), verbose=False)
+    serving.write_endpoint(
+        [segmenter], lambda images: segmenter_outputs(images, segmenter, size), path
+    )
 
 
 def contract(num_classes: int) -> dict:
@@ -128,8 +123,7 @@ def export_segmenter(
             "class_names": result["class_names"],
             "ignore_index": result["ignore_index"],
         },
-        "inputs": {k: {**v, "meaning": meanings[k]} for k, v in expected["inputs"].items()},
-        "outputs": {k: {**v, "meaning": meanings[k]} for k, v in expected["outputs"].items()},
+        **described_contract(expected, meanings),
         "preprocessing": f"cast to float32, divide by 255, bilinear resize (half-pixel centres, "
         f"no antialiasing) to {size[0]}x{size[1]}; logits resized bilinearly to the input size",
         "image_size": list(size),

@@ -25,6 +25,7 @@ assert outputs["embeddings"].shape == (2, 16)  # (2, D)
 ```
 """
 
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -76,14 +77,27 @@ def write_saved_model(
     write_saved_model(backbone, None, EvalTransform(16), "export/byol_backbone/1")  # embeddings
     ```
     """
+    models = [backbone] if projector is None else [backbone, projector]
+    write_endpoint(
+        models, lambda images: serving_outputs(images, backbone, projector, transform), path
+    )
+
+
+def write_endpoint(models: list[keras.Model], serve: Callable, path: str | Path) -> None:
+    """Writes a SavedModel of `models` whose `serving_default` signature is `serve(images)`.
+
+    Every export (backbone, segmenter, detector) takes the same input: uint8 images
+    `[batch, height, width, 3]` named `images`.
+
+    ```python
+    # doctest: slow
+    backbone = build_backbone("tiny", image_size=16, width=4)
+    write_endpoint([backbone], lambda images: {"features": backbone(images)}, "export/tiny/1")
+    ```
+    """
     archive = keras.export.ExportArchive()
-    archive.track(backbone)
-    if projector is not None:
-        archive.track(projector)
-
-    def serve(images):
-        return serving_outputs(images, backbone, projector, transform)
-
+    for model in models:
+        archive.track(model)
     archive.add_endpoint(SIGNATURE_NAME, serve, input_signature=[INPUT_SPEC])
     archive.write_out(str(path), verbose=False)
 
