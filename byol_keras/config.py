@@ -212,7 +212,9 @@ class DetectConfig:
     in 256x320, so its ~40 px platelets are ~20 px, hence anchor_sizes (one
     base size per level P3-P7, strides 8-128) starting at 16. score_threshold
     is the lowest score a detection keeps (0.05: low, as COCO AP wants every
-    ranked guess); max_detections per image (COCO scores 100). seed (null:
+    ranked guess); max_detections per image (COCO scores 100). head_width:
+    filters of the class and box heads' convolutions (KerasCV's 256; they
+    dominate a CPU's cost and a few classes need less). seed (null:
     train.seed) seeds the label subset, the heads' initial weights and the
     augmentation; a set seed gets its own result file (`-seed<N>`).
     """
@@ -227,6 +229,7 @@ class DetectConfig:
     freeze_backbone: bool = False
     score_threshold: float = _spec(0.05, low=0.0, high=1.0)
     max_detections: int = _spec(100, low=1)
+    head_width: int = _spec(256, low=1)
     seed: int | None = _spec(None, low=0)
 
     def __post_init__(self):

@@ -9,9 +9,10 @@ location of every level, 9 anchors (3 scales x 3 aspect ratios) of
 keras-cv is already a dependency and has no Python floor, while keras-hub
 0.32 needs Python 3.11+ and pulls in tensorflow-text, sentencepiece,
 tokenizers and kagglehub, and puts the focal prior bias on the box head.
-KerasCV fixes the FPN and head width at 256 (its `FeaturePyramid` is not
-saved in the model's config, so a narrower one would not survive a reload);
-the heads here have 2 convolutions instead of 4.
+KerasCV fixes the FPN width at 256 (its `FeaturePyramid` is not saved in
+the model's config, so a narrower one would not survive a reload); the
+heads here have 2 convolutions instead of 4, of `head_width` filters
+(`retinanet_head.PredictionHead`), since they dominate the cost on a CPU.
 
 Images are letterboxed: resized keeping their aspect to fit `image_size`,
 then padded at the bottom and right (`letterbox`), boxes scaled alike;
@@ -40,6 +41,7 @@ from byol_keras.errors import UsageError
 from byol_keras.transfer.boxes import BoxSplit
 from byol_keras.transfer.detection_metrics import Detections, detection_scores
 from byol_keras.transfer.pyramid import feature_pyramid
+from byol_keras.transfer.retinanet_head import PredictionHead
 
 LEVELS = {"P3": 8, "P4": 16, "P5": 32}
 LEVEL_STRIDES = (8, 16, 32, 64, 128)  # P3 to P7; P6 and P7 come from KerasCV's pyramid
@@ -81,6 +83,7 @@ def build_detector(
     freeze_backbone: bool = False,
     score_threshold: float = 0.05,
     max_detections: int = 100,
+    head_width: int = 256,
 ) -> keras_cv.models.RetinaNet:
     """A RetinaNet whose P3-P5 are the backbone's stride 8, 16 and 32 feature maps.
 
@@ -97,6 +100,7 @@ def build_detector(
         freeze_backbone: Train the pyramid and heads only.
         score_threshold: Lowest score a detection keeps.
         max_detections: Most detections per image.
+        head_width: Filters of the class and box heads' convolutions (KerasCV's: 256).
 
     Returns:
         A compiled-later `keras_cv.models.RetinaNet` on float [0, 1] images
@@ -136,12 +140,10 @@ def build_detector(
             strides=list(LEVEL_STRIDES),
             clip_boxes=True,
         ),
-        classification_head=keras_cv.models.retinanet.PredictionHead(
-            anchors * num_classes, keras.initializers.Constant(prior), num_conv_layers=2
+        classification_head=PredictionHead(
+            anchors * num_classes, keras.initializers.Constant(prior), 2, head_width
         ),
-        box_head=keras_cv.models.retinanet.PredictionHead(
-            anchors * 4, keras.initializers.Zeros(), num_conv_layers=2
-        ),
+        box_head=PredictionHead(anchors * 4, keras.initializers.Zeros(), 2, head_width),
         prediction_decoder=keras_cv.layers.MultiClassNonMaxSuppression(
             bounding_box_format="xyxy",
             from_logits=True,

@@ -38,6 +38,7 @@ DETECT = {
     # Two epochs leave every score near the 0.01 prior: a low threshold keeps detections to rank.
     "score_threshold": 0.005,
     "max_detections": 20,
+    "head_width": 16,
 }
 
 
@@ -119,6 +120,7 @@ def test_detect_protocol_writes_its_result_and_a_model_that_reproduces_it(
     assert result["val_ap50"] == max(point["val_ap50"] for point in result["val_curve"])
     # The kept model, reloaded, on images letterboxed here, gives the recorded figures.
     model = keras.saving.load_model(run.eval_dir / "detect-50pct" / "model.keras")
+    assert model.box_head.width == model.classification_head.width == DETECT["head_width"]
     truth = load_box_split(f"voc:{voc_root}", "test")
     predictions = []
     for path in truth.paths:
