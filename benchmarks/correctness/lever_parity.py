@@ -1,7 +1,8 @@
 """Checks that a speed lever leaves BYOL's training losses unchanged: 20 steps on and off.
 
 Each setting trains in its own process (so thread counts take effect) with
-deterministic ops and the same seed, weights and batches; the per-step losses
+deterministic ops (but for `jit-compile`: Keras runs no XLA under them) and
+the same seed, weights and batches; the per-step losses
 (fit's running mean, at every step both runs report) must agree within
 `--rtol` (1e-4 relative by default), else it exits 1. A lever is a `BYOL.fit`
 option: `fused-ema`, `jit-compile`, `steps-per-execution=N`, `intra-threads=N`
@@ -44,7 +45,9 @@ def losses(args: argparse.Namespace, lever: str | None) -> dict[int, float]:
         tf.config.threading.set_intra_op_parallelism_threads(int(value))
     if name == "inter-threads":
         tf.config.threading.set_inter_op_parallelism_threads(int(value))
-    tf.config.experimental.enable_op_determinism()
+    if args.lever != "jit-compile":
+        # Keras turns XLA off under op determinism, so the XLA pair runs without it.
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(0)
     model = BYOL(
         build_backbone(args.backbone, image_size=args.image_size, width=args.width),
@@ -62,6 +65,8 @@ def losses(args: argparse.Namespace, lever: str | None) -> dict[int, float]:
         jit_compile=name == "jit-compile",
         steps_per_execution=int(value) if name == "steps-per-execution" else 1,
     )
+    if model.jit_compile != (name == "jit-compile"):
+        raise SystemExit(f"lever_parity: Keras set jit_compile={model.jit_compile} for {lever}")
     rng = np.random.default_rng(1)
     shape = (args.steps * args.batch, args.image_size, args.image_size, 3)
     views = rng.random(shape, dtype=np.float32), rng.random(shape, dtype=np.float32)
