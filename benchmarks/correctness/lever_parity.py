@@ -24,6 +24,10 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for harness.py
+from harness import Record, add_record_option  # noqa: E402
 
 LEVERS = (
     "fused-ema", "jit-compile", "steps-per-execution", "intra-threads", "inter-threads", "ulp",
@@ -93,12 +97,14 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--rtol", type=float, default=1e-4)
     parser.add_argument("--child", choices=("off", "on"), help=argparse.SUPPRESS)
+    add_record_option(parser)
     args = parser.parse_args()
     if args.lever.partition("=")[0] not in LEVERS:
         parser.error(f"unknown lever {args.lever!r}; expected one of {', '.join(LEVERS)}")
     if args.child:
         print(json.dumps(losses(args, args.lever if args.child == "on" else None)))
         return 0
+    run_record = Record("lever_parity", args.record)
     runs = {}
     for setting in ("off", "on"):
         child = subprocess.run(
@@ -115,6 +121,7 @@ def main() -> int:
           f"off {off[0]:.6f}..{off[-1]:.6f}, on {on[0]:.6f}..{on[-1]:.6f}, "
           f"worst relative difference {worst:.2e}")  # fmt: skip
     same = worst <= args.rtol
+    run_record.write(lever=args.lever, steps=steps, off=off, on=on, worst_relative=worst, same=same)
     print("same losses" if same else f"DIFFERENT losses (over {args.rtol:g})")
     return 0 if same else 1
 
