@@ -123,9 +123,10 @@ def main() -> None:
     ours = parameter_counts(model)
     print("byol-keras params " + " ".join(f"{k}={v}" for k, v in ours.items()))
     if not args.no_peer:
-        line = peer(args, "--count-only").strip().splitlines()[-1]
+        output = peer(args, "--count-only")
+        print(output.strip())
+        line = next(x for x in output.splitlines() if x.startswith("peer_lightly params"))
         theirs = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
-        print(line)
         if theirs != ours:
             sys.exit(f"fit_vs_lightly_resnet: not the same network: {ours} against {theirs}")
     _, _, pairs = in_memory_pairs(args.batch, args.size)

@@ -99,14 +99,14 @@ def main() -> None:
         f"peer_lightly params backbone={count(model.backbone)} "
         f"projector={count(model.projection_head)} predictor={count(model.prediction_head)}"
     )
-    if args.count_only:
-        return
     print(
         f"peer_lightly torch {torch.__version__}, {args.threads} threads, ATen capability "
         f"{torch.backends.cpu.get_cpu_capability()}, ONEDNN_MAX_CPU_ISA="
         f"{os.environ.get('ONEDNN_MAX_CPU_ISA', '(unset)')}, {args.arch} {args.size}px "
         f"batch {args.batch}"
     )
+    if args.count_only:
+        return
     criterion = NegativeCosineSimilarity()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.06, momentum=0.9)
     x0 = torch.rand(args.batch, 3, args.size, args.size)
