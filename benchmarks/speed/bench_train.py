@@ -11,6 +11,9 @@ python benchmarks/speed/bench_train.py                                 # float32
 python benchmarks/speed/bench_train.py --precision mixed_bfloat16
 python benchmarks/speed/bench_train.py --jit-compile
 ```
+
+`in_memory_pairs`, `build_model` and `fit_rate` are this benchmark's pieces, which
+`fit_vs_lightly_resnet.py` and `profile_fit.py` reuse.
 """
 
 import argparse
@@ -34,6 +37,62 @@ from byol_keras.training.schedules import cosine_tau  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for harness.py
 from harness import Record, add_record_option  # noqa: E402
+
+
+def in_memory_pairs(batch_size: int, image_size: int, seed: int = 0):
+    """Two random view batches held in memory, and a dataset repeating them as `fit` input.
+
+    ```python
+    view1, view2, pairs = in_memory_pairs(128, 32)
+    ```
+    """
+    rng = np.random.default_rng(seed)
+    shape = (batch_size, image_size, image_size, 3)
+    view1 = tf.constant(rng.random(shape, dtype=np.float32))
+    view2 = tf.constant(rng.random(shape, dtype=np.float32))
+    # With autotune on, timed fit calls ended exactly 10.23 s (10 ms doubled ten
+    # times, summed) after they began although training had finished earlier:
+    # the autotune thread seems not to be woken when fit drops its iterator.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    pairs = tf.data.Dataset.from_tensors((view1, view2)).repeat().with_options(options)
+    return view1, view2, pairs
+
+
+def build_model(
+    backbone: str = "resnet18",
+    image_size: int = 32,
+    width: int = 64,
+    hidden_dim: int = 4096,
+    projection_dim: int = 256,
+    **byol_options,
+) -> BYOL:
+    """The benchmarked BYOL: a `build_backbone` backbone (stem by image size) and 4096 → 256 heads.
+
+    ```python
+    model = build_model("resnet50", image_size=96, fused_ema=True)
+    ```
+    """
+    return BYOL(
+        build_backbone(backbone, image_size=image_size, width=width),
+        projection_dim=projection_dim,
+        projector_hidden_dim=hidden_dim,
+        predictor_hidden_dim=hidden_dim,
+        total_steps=10_000,
+        **byol_options,
+    )
+
+
+def fit_rate(model: BYOL, pairs: tf.data.Dataset, steps: int, batch_size: int) -> float:
+    """Images per second of one `model.fit` call of `steps` steps on `pairs`.
+
+    ```python
+    rate = fit_rate(model, pairs, steps=8, batch_size=128)
+    ```
+    """
+    start = time.perf_counter()
+    model.fit(pairs, epochs=1, steps_per_epoch=steps, verbose=0)
+    return steps * batch_size / (time.perf_counter() - start)
 
 
 def plain_loop_step(model: BYOL, jit_compile: bool):
@@ -85,31 +144,15 @@ def main() -> None:
 
     keras.config.set_dtype_policy(args.precision)
     keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    shape = (args.batch_size, args.image_size, args.image_size, 3)
-    view1 = tf.constant(rng.random(shape, dtype=np.float32))
-    view2 = tf.constant(rng.random(shape, dtype=np.float32))
-    # With autotune on, timed fit calls ended exactly 10.23 s (10 ms doubled ten
-    # times, summed) after they began although training had finished earlier:
-    # the autotune thread seems not to be woken when fit drops its iterator.
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    pairs = tf.data.Dataset.from_tensors((view1, view2)).repeat().with_options(options)
-
-    model = BYOL(
-        build_backbone(args.backbone, image_size=args.image_size, width=args.width),
-        projection_dim=args.projection_dim,
-        projector_hidden_dim=args.hidden_dim,
-        predictor_hidden_dim=args.hidden_dim,
-        total_steps=10_000,
+    view1, view2, pairs = in_memory_pairs(args.batch_size, args.image_size)
+    model = build_model(
+        args.backbone, args.image_size, args.width, args.hidden_dim, args.projection_dim
     )
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=args.jit_compile)
     loop_step = plain_loop_step(model, args.jit_compile)
 
     def run_fit() -> float:
-        start = time.perf_counter()
-        model.fit(pairs, epochs=1, steps_per_epoch=args.steps, verbose=0)
-        return args.steps * args.batch_size / (time.perf_counter() - start)
+        return fit_rate(model, pairs, args.steps, args.batch_size)
 
     def run_loop() -> float:
         start = time.perf_counter()

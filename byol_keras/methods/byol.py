@@ -71,6 +71,9 @@ class BYOL(SelfSupervisedModel):
         use_predictor: whether the online network ends in the predictor
             (`None`: yes, as in the paper).
         tau_schedule: `"cosine"` (the paper's) or `"constant"` (τ = `tau_base`).
+        fused_ema: whether each target weight moves in one kernel (see
+            `update_target`) rather than six element-wise ops; a speed
+            option, off by default until measured.
         **kwargs: `keras.Model`'s, such as `name`.
 
     ```python
@@ -99,6 +102,7 @@ class BYOL(SelfSupervisedModel):
         input_shape: Sequence[int | None] | None = None,
         use_predictor: bool | None = None,
         tau_schedule: str = "cosine",
+        fused_ema: bool = False,
         **kwargs,
     ):
         if not 0.0 <= tau_base <= 1.0:
@@ -120,6 +124,7 @@ class BYOL(SelfSupervisedModel):
         )
         self.tau_base = tau_base
         self.tau_schedule = tau_schedule
+        self.fused_ema = fused_ema
         # τ is a setting of the step, like a learning rate: report its current value.
         self.tau_tracker = LatestValue(name="tau")
 
@@ -190,7 +195,22 @@ class BYOL(SelfSupervisedModel):
         return cosine_tau(self.optimizer.iterations, self.total_steps, self.tau_base)
 
     def update_target(self, tau) -> None:
-        """ξ ← τ·ξ + (1−τ)·θ for every trained weight."""
+        """ξ ← τ·ξ + (1−τ)·θ for every trained weight.
+
+        With `fused_ema` each weight takes one `ResourceApplyGradientDescent`,
+        ξ ← ξ − (1−τ)·(ξ − θ), the same value up to rounding. Under a
+        `tf.distribute` strategy the element-wise form runs, which Keras
+        routes to every replica's copy.
+        """
+        if self.fused_ema and not tf.distribute.has_strategy():
+            step = 1.0 - ops.cast(tau, "float32")
+            for online, target in self._ema_pairs:
+                # tf.cast returns a float32 step as it is: no op per weight.
+                alpha = ops.cast(step, target.dtype)
+                tf.raw_ops.ResourceApplyGradientDescent(
+                    var=target.handle, alpha=alpha, delta=target - online
+                )
+            return
         for online, target in self._ema_pairs:
             weight = ops.cast(tau, target.dtype)
             target.assign(weight * target + (1.0 - weight) * online)
@@ -200,6 +220,7 @@ class BYOL(SelfSupervisedModel):
             **super().get_config(),
             "tau_base": self.tau_base,
             "tau_schedule": self.tau_schedule,
+            "fused_ema": self.fused_ema,
         }
 
     @classmethod
