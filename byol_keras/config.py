@@ -213,8 +213,8 @@ class DetectConfig:
     base size per level P3-P7, strides 8-128) starting at 16. score_threshold
     is the lowest score a detection keeps (0.05: low, as COCO AP wants every
     ranked guess); max_detections per image (COCO scores 100). head_width:
-    filters of the class and box heads' convolutions (KerasCV's 256; they
-    dominate a CPU's cost and a few classes need less). seed (null:
+    filters of the class and box heads' convolutions (KerasCV's own are 256;
+    they dominate a CPU's cost, and a few classes need fewer). seed (null:
     train.seed) seeds the label subset, the heads' initial weights and the
     augmentation; a set seed gets its own result file (`-seed<N>`).
     """
@@ -222,14 +222,14 @@ class DetectConfig:
     image_size: list[int] = _spec([256, 320], low=32, high=4096)
     epochs: int = _spec(20, low=1)
     batch_size: int = _spec(8, low=1)
-    lr: float = _spec(1e-4, low=0.0, open_low=True)
+    lr: float = _spec(3e-4, low=0.0, open_low=True)
     weight_decay: float = _spec(1e-4, low=0.0)
     anchor_sizes: list[float] = _spec([16.0, 32.0, 64.0, 128.0, 256.0], low=1.0, length=5)
     scale_range: list[float] = _spec([0.75, 1.25], low=0.0, open_low=True, ordered=True)
     freeze_backbone: bool = False
     score_threshold: float = _spec(0.05, low=0.0, high=1.0)
     max_detections: int = _spec(100, low=1)
-    head_width: int = _spec(256, low=1)
+    head_width: int = _spec(64, low=1)
     seed: int | None = _spec(None, low=0)
 
     def __post_init__(self):

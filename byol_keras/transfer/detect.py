@@ -172,7 +172,8 @@ def evaluate_detection(
             "steps": training["steps"],
             "steps_per_epoch": training["steps_per_epoch"],
             "detector": "KerasCV 0.9 RetinaNet: backbone strides 8/16/32 as P3-P5, KerasCV's "
-            f"FPN (width 256) adds P6-P7; class and box heads of 2 convolutions (width {det.head_width})",
+            "FPN (width 256) adds P6-P7; class and box heads of 2 convolutions "
+            f"(width {det.head_width})",
             "anchors": {
                 "sizes": det.anchor_sizes,
                 "strides": list(LEVEL_STRIDES),
