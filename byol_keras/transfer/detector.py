@@ -30,6 +30,7 @@ detections[0].boxes, detections[0].scores  # xyxy in the first test image's own 
 """
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import keras
@@ -334,14 +335,18 @@ def finetune_detector(
             if ap50 > best["val_ap50"]:
                 best.update(val_ap50=ap50, weights=detector.get_weights(), epoch=epoch + 1)
 
-    detector.fit(
-        training_batches(train, batch_size, scale_range, seed),
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        callbacks=[KeepBest()],
-        verbose=0,
-        shuffle=False,  # the dataset shuffles itself
-    )
+    with warnings.catch_warnings():
+        # KerasCV's train_step calls its functional model with the image tensor,
+        # not the {"images": ...} dict it was built on: Keras warns on every fine-tune.
+        warnings.filterwarnings("ignore", "The structure of `inputs` doesn't match")
+        detector.fit(
+            training_batches(train, batch_size, scale_range, seed),
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=[KeepBest()],
+            verbose=0,
+            shuffle=False,  # the dataset shuffles itself
+        )
     detector.set_weights(best["weights"])
     return {
         "best_epoch": best["epoch"],
