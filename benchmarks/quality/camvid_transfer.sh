@@ -39,8 +39,8 @@ fi
 for seed in $seeds; do
   for fraction in $fractions; do
     for baseline in "" random; do
-      name=segment$(python -c "f=float('$fraction'); print('' if f == 1 else f'-{round(100 * f)}pct')")
-      name+=${baseline:+-random}-seed$seed
+      name=$(python -c "from byol_keras.transfer.segment import result_name
+print(result_name(float('$fraction'), '$baseline' or None, $seed))")
       [[ -f $run/eval/$name.json ]] && continue
       "${byol[@]}" evaluate --run "$run" --protocol segment --data "$source_spec" \
         --label-fraction "$fraction" --set segment.seed="$seed" ${baseline:+--baseline $baseline}
