@@ -16,7 +16,8 @@
 # on either side; ResNet-50 96 px b32 ~5.6 s a step; ~25 s to start TF and build a model):
 # R18 7 min, R50 3.5 min, profile 2 min, levers 16 min (XLA 4.5, spe 4, fused EMA 3.7,
 # threads 3.9), parity checks 2.5 min: about 31 minutes. RUN_FIT_LOOP=1 adds bench_train.py's
-# fit/plain-loop check at R18 b128 (~4 min, 35 in all). Set it running alone.
+# fit/plain-loop check at R18 b128 (~4 min, 35 in all). SECTIONS="1 3" runs only those
+# sections (default: 1 to 6). Set it running alone.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 isa=${1:-}
@@ -43,26 +44,39 @@ echo "issue23_measure: $(date -u), ISA cap ${isa:-none}, load $(cut -d' ' -f1-3 
 source "$shared/bench/lightly_env.sh"  # $PEER_PY; installs torch + lightly once (minutes)
 compare=("$python" benchmarks/speed/fit_vs_lightly_resnet.py)
 
-section() { echo; echo "== $1 ($(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))"; }
-section "1. ResNet-18 32 px b128, defaults, against lightly"
-"${compare[@]}" --arch resnet18 --size 32 --batch 128 --steps 3 --rounds 3 --label r18
-section "2. ResNet-50 96 px b32 (ImageNet stem), defaults, against lightly"
-"${compare[@]}" --arch resnet50 --size 96 --batch 32 --steps 3 --rounds 3 --label r50
-section "3. Profile of fit, ResNet-18 32 px b128"
-"$python" benchmarks/speed/profile_fit.py --batch 128 --warmup-steps 1 --steps 2 --top 25
-section "4. Levers on ResNet-18 b128, each against a default model in the same process"
+sections=" ${SECTIONS:-1 2 3 4 5 6} "
+section() {
+  [[ $sections == *" ${1%%.*} "* ]] || return 1
+  echo; echo "== $1 ($(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))"
+}
 r18=(--arch resnet18 --size 32 --batch 128 --steps 2 --rounds 2)
-"${compare[@]}" "${r18[@]}" --no-peer --paired-default --jit-compile --label xla
-"${compare[@]}" "${r18[@]}" --no-peer --paired-default --steps-per-execution 2 --label spe2
-"${compare[@]}" "${r18[@]}" --no-peer --paired-default --fused-ema --label fused-ema
-section "5. Threads intra 2 / inter 1, against lightly (compare the ratio with section 1's)"
-"${compare[@]}" "${r18[@]}" --intra-threads 2 --inter-threads 1 --label threads-2-1
-section "6. Losses with each lever on and off (tiny ResNet-18, deterministic ops, 20 steps)"
-for lever in ulp fused-ema jit-compile steps-per-execution=2 inter-threads=1; do
-  "$python" benchmarks/correctness/lever_parity.py "$lever" || true
-done
+if section "1. ResNet-18 32 px b128, defaults, against lightly"; then
+  "${compare[@]}" --arch resnet18 --size 32 --batch 128 --steps 3 --rounds 3 --label r18
+fi
+if section "2. ResNet-50 96 px b32 (ImageNet stem), defaults, against lightly"; then
+  "${compare[@]}" --arch resnet50 --size 96 --batch 32 --steps 3 --rounds 3 --label r50
+fi
+if section "3. Profile of fit, ResNet-18 32 px b128"; then
+  "$python" benchmarks/speed/profile_fit.py --batch 128 --warmup-steps 1 --steps 2 --top 25
+fi
+if section "4. Levers on ResNet-18 b128, each against a default model in the same process"; then
+  "${compare[@]}" "${r18[@]}" --no-peer --paired-default --jit-compile --label xla
+  "${compare[@]}" "${r18[@]}" --no-peer --paired-default --steps-per-execution 2 --label spe2
+  "${compare[@]}" "${r18[@]}" --no-peer --paired-default --fused-ema --label fused-ema
+  # Read inverted: the lever is Keras's BatchNorm ops, the default the fused kernel.
+  "${compare[@]}" "${r18[@]}" --no-peer --paired-default --keras-batchnorm --label keras-bn
+fi
+if section "5. Threads intra 2 / inter 1, against lightly (compare the ratio with section 1's)"; then
+  "${compare[@]}" "${r18[@]}" --intra-threads 2 --inter-threads 1 --label threads-2-1
+fi
+if section "6. Losses with each lever on and off (tiny ResNet-18, deterministic ops, 20 steps)"; then
+  for lever in ulp fused-ema fused-batchnorm jit-compile steps-per-execution=2 inter-threads=1; do
+    "$python" benchmarks/correctness/lever_parity.py "$lever" || true
+  done
+fi
 if [[ ${RUN_FIT_LOOP:-0} == 1 ]]; then
+  sections+="7 "
   section "7. fit / plain loop, ResNet-18 b128"
   "$python" benchmarks/speed/bench_train.py --steps 2 --rounds 2
 fi
-section "done"
+echo; echo "== done ($(date -u +%H:%M:%S))"
