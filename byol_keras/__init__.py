@@ -24,6 +24,7 @@ from byol_keras.registration import register_with_keras
 _LAZY = {
     "BYOL": "byol_keras.methods.byol",
     "BYOLAugmenter": "byol_keras.augment.augmenter",
+    "BatchNormalization": "byol_keras.batchnorm",
     "Config": "byol_keras.config",
     "ImageSource": "byol_keras.data",
     "SelfSupervisedModel": "byol_keras.methods.base",
@@ -48,6 +49,7 @@ _LAZY = {
     "nt_xent_loss": "byol_keras.losses",
     "pair_dataset": "byol_keras.augment.pipelines",
     "resnet": "byol_keras.backbones",
+    "set_fused": "byol_keras.batchnorm",
     "symmetric_byol_loss": "byol_keras.losses",
     "tiny_cnn": "byol_keras.backbones",
     "train": "byol_keras.byol_experiment",

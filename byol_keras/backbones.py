@@ -11,6 +11,7 @@ any Keras backbone, including ones built elsewhere.
 
 import keras
 
+from byol_keras import batchnorm
 from byol_keras.errors import UsageError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -90,7 +91,7 @@ def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, relu: bool = 
     x = keras.layers.Conv2D(
         filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv"
     )(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = batchnorm.BatchNormalization(name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
 

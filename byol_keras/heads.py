@@ -2,6 +2,8 @@
 
 import keras
 
+from byol_keras import batchnorm
+
 
 def mlp_head(
     input_dim: int,
@@ -35,7 +37,7 @@ def mlp_head(
     """
     inputs = keras.Input(shape=(input_dim,), name=f"{name}_input")
     x = keras.layers.Dense(hidden_dim, name=f"{name}_dense1")(inputs)
-    x = keras.layers.BatchNormalization(synchronized=sync_batchnorm, name=f"{name}_bn")(x)
+    x = batchnorm.BatchNormalization(synchronized=sync_batchnorm, name=f"{name}_bn")(x)
     x = keras.layers.ReLU(name=f"{name}_relu")(x)
     outputs = keras.layers.Dense(output_dim, name=f"{name}_dense2")(x)
     return keras.Model(inputs, outputs, name=name)

@@ -31,6 +31,7 @@ SERIALIZABLE_MODULES = (
     "byol_keras.training.lars",
     "byol_keras.training.schedules",
     "byol_keras.augment.augmenter",
+    "byol_keras.batchnorm",  # the backbones' and heads' BatchNorm layers
     "byol_keras.transfer.segmenter",  # the segmenters that --protocol segment keeps
     "byol_keras.transfer.detector",  # and the detectors of --protocol detect
 )

@@ -19,6 +19,7 @@ CORE = (
     "byol_keras.methods.simclr",
     "byol_keras.model",
     "byol_keras.backbones",
+    "byol_keras.batchnorm",
     "byol_keras.heads",
     "byol_keras.losses",
     "byol_keras.target",

@@ -5,7 +5,8 @@ deterministic ops (but for `jit-compile`: Keras runs no XLA under them) and
 the same seed, weights and batches; the per-step losses
 (fit's running mean, at every step both runs report) must agree within
 `--rtol` (1e-4 relative by default), else it exits 1. A lever is a `BYOL.fit`
-option: `fused-ema`, `jit-compile`, `steps-per-execution=N`, `intra-threads=N`
+option: `fused-ema`, `fused-batchnorm` (on by default: off runs Keras's
+BatchNorm ops), `jit-compile`, `steps-per-execution=N`, `intra-threads=N`
 or `inter-threads=N`. The control `ulp` changes no setting but moves every
 target weight by one unit in the last place before the first step: how far
 rounding alone drifts the losses of this network in this many steps, the
@@ -30,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for
 from harness import Record, add_record_option  # noqa: E402
 
 LEVERS = (
-    "fused-ema", "jit-compile", "steps-per-execution", "intra-threads", "inter-threads", "ulp",
+    "fused-ema", "fused-batchnorm", "jit-compile", "steps-per-execution", "intra-threads",
+    "inter-threads", "ulp",
 )  # fmt: skip
 
 
@@ -42,6 +44,7 @@ def losses(args: argparse.Namespace, lever: str | None) -> dict[int, float]:
     import tensorflow as tf
 
     from byol_keras.backbones import build_backbone
+    from byol_keras.batchnorm import set_fused
     from byol_keras.methods.byol import BYOL
 
     name, _, value = (lever or "").partition("=")
@@ -61,6 +64,8 @@ def losses(args: argparse.Namespace, lever: str | None) -> dict[int, float]:
         total_steps=args.steps,
         fused_ema=name == "fused-ema",
     )
+    if args.lever == "fused-batchnorm":
+        set_fused(model, fused=name == "fused-batchnorm")
     if name == "ulp":
         for _, target in model._ema_pairs:
             target.assign(np.nextafter(target.numpy(), np.float32(np.inf)))

@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from byol_keras.backbones import build_backbone  # noqa: E402
+from byol_keras.batchnorm import set_fused  # noqa: E402
 from byol_keras.losses import symmetric_byol_loss  # noqa: E402
 from byol_keras.methods.byol import BYOL  # noqa: E402
 from byol_keras.training.schedules import cosine_tau  # noqa: E402
@@ -65,6 +66,7 @@ def build_model(
     width: int = 64,
     hidden_dim: int = 4096,
     projection_dim: int = 256,
+    fused_batchnorm: bool = True,
     **byol_options,
 ) -> BYOL:
     """The benchmarked BYOL: a `build_backbone` backbone (stem by image size) and 4096 → 256 heads.
@@ -73,7 +75,7 @@ def build_model(
     model = build_model("resnet50", image_size=96, fused_ema=True)
     ```
     """
-    return BYOL(
+    model = BYOL(
         build_backbone(backbone, image_size=image_size, width=width),
         projection_dim=projection_dim,
         projector_hidden_dim=hidden_dim,
@@ -81,6 +83,7 @@ def build_model(
         total_steps=10_000,
         **byol_options,
     )
+    return set_fused(model, fused_batchnorm)
 
 
 def fit_rate(model: BYOL, pairs: tf.data.Dataset, steps: int, batch_size: int) -> float:

@@ -8,7 +8,8 @@ medians, and writes a harness record. Before timing it compares the parameter
 counts of the two networks and refuses to run if they differ.
 
 Levers for the byol-keras side: `--jit-compile`, `--steps-per-execution N`,
-`--fused-ema`, `--intra-threads/--inter-threads` (process-wide). With
+`--fused-ema`, `--keras-batchnorm` (Keras's BatchNorm ops instead of the
+fused kernel), `--intra-threads/--inter-threads` (process-wide). With
 `--paired-default`, each round also times a second model with none of the
 in-process levers, in this process, so a lever is read against its own
 same-run default. `--env KEY=VALUE` sets a variable for both sides before
@@ -71,6 +72,11 @@ def main() -> None:
     parser.add_argument("--jit-compile", action="store_true")
     parser.add_argument("--steps-per-execution", type=int, default=1)
     parser.add_argument("--fused-ema", action="store_true")
+    parser.add_argument(
+        "--keras-batchnorm",
+        action="store_true",
+        help="Keras's BatchNorm ops instead of the fused kernel (the default)",
+    )
     parser.add_argument("--intra-threads", type=int, help="TF intra-op threads (default: TF's)")
     parser.add_argument("--inter-threads", type=int, help="TF inter-op threads (default: TF's)")
     parser.add_argument("--paired-default", action="store_true",
@@ -111,7 +117,12 @@ def main() -> None:
 
     def compiled(levers: bool):
         keras.utils.set_random_seed(0)
-        model = build_model(args.arch, args.size, fused_ema=levers and args.fused_ema)
+        model = build_model(
+            args.arch,
+            args.size,
+            fused_ema=levers and args.fused_ema,
+            fused_batchnorm=not (levers and args.keras_batchnorm),
+        )
         model.compile(
             optimizer=keras.optimizers.SGD(0.06, momentum=0.9),
             jit_compile=levers and args.jit_compile,
@@ -143,9 +154,9 @@ def main() -> None:
     print(
         f"TF {tf.__version__}, {args.arch} {args.size}px batch {args.batch}, {args.steps} steps "
         f"a leg; levers: XLA {args.jit_compile}, steps_per_execution {args.steps_per_execution}, "
-        f"fused EMA {args.fused_ema}, threads intra {args.intra_threads} inter "
-        f"{args.inter_threads}; " + " ".join(f"{k}={os.environ[k]}" for k in SPEED_ENV
-                                               if k in os.environ)
+        f"fused EMA {args.fused_ema}, Keras BatchNorm {args.keras_batchnorm}, threads intra "
+        f"{args.intra_threads} inter {args.inter_threads}; "
+        + " ".join(f"{k}={os.environ[k]}" for k in SPEED_ENV if k in os.environ)
     )  # fmt: skip
     rates = {name: [] for name in legs}
     for round_index in range(args.rounds):

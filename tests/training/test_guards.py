@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from byol_keras.batchnorm import set_fused
 from byol_keras.cli import main
 from byol_keras.errors import TrainingDiverged
 from byol_keras.training.callbacks import Checkpoints
@@ -22,14 +23,25 @@ def _checkpoint_weights_finite(path: str) -> bool:
     return bool(names) and all(np.isfinite(reader.get_tensor(name)).all() for name in names)
 
 
-def test_nan_at_step_4_stops_training_and_keeps_step_3_as_latest(tiny_byol, tmp_path):
+@pytest.mark.parametrize(
+    ("fused", "message"),
+    [
+        (False, r"loss is nan at step 4 \(epoch 1\)"),
+        # The fused BatchNorm + ReLU maps NaN activations to 0, so the loss stays
+        # finite; the NaN gradient reaches the weights, which Checkpoints refuses.
+        (True, r"weights are not finite at step 4; not saved"),
+    ],
+)
+def test_nan_at_step_4_stops_training_and_keeps_step_3_as_latest(
+    tiny_byol, tmp_path, fused, message
+):
     view1, view2 = view_pair(batch=24)
     view1[12:16] = np.nan  # batch 4 of 6 (4 images each)
     data = tf.data.Dataset.from_tensor_slices((view1, view2)).batch(4)
-    model = tiny_byol(tau_base=0.9, total_steps=10)
+    model = set_fused(tiny_byol(tau_base=0.9, total_steps=10), fused)
     model.compile(optimizer=keras.optimizers.SGD(0.01))
     checkpoints = Checkpoints(model, tmp_path / "ckpt", every_steps=1, keep=10)
-    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 4 \(epoch 1\)") as caught:
+    with pytest.raises(TrainingDiverged, match=message) as caught:
         model.fit(data, epochs=1, callbacks=[StopOnNonFiniteLoss(), checkpoints], verbose=0)
     assert "\n" not in str(caught.value)
     assert checkpoints.latest.endswith("ckpt-3")
