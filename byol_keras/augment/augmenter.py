@@ -21,14 +21,16 @@ factors are translated:
 | brightness b | KerasCV `RandomBrightness` | x + d, d ~ U[-b, b] |
 | contrast c | KerasCV `RandomContrast` | (x - mean) × f + mean per channel, f ~ U[1-c, 1+c] |
 | saturation s | KerasCV `RandomSaturation` | HSV S × f, f ~ U[1-s, 1+s], given as f / (1+f) (a) |
-| hue h | KerasCV `RandomHue` | H + d turns, d ~ U[-h, h] (b) |
-| grayscale_prob | KerasCV `Grayscale` | after the jitter, 3 channels out |
+| hue h | `tf.image.adjust_hue`, per image (b) | H + d turns, d ~ U[-h, h] |
+| grayscale_prob | `tf.image.rgb_to_grayscale` | after the jitter, the grey in all 3 channels |
 | blur_prob, blur_sigma | `RandomGaussianBlur` (ours) | kernel ~10% of the side, odd |
-| solarize_prob | KerasCV `Solarization` | threshold 127.5 / 255: x < 0.5 ? x : 1 - x |
+| solarize_prob | `tf.where` | x < 0.5 ? x : 1 - x |
 
-(a) KerasCV's saturation factor 0.5 means unchanged. (b) KerasCV's own hue
-`factor` f would mean a shift of up to f/2. Lower bounds of 1-c and 1-s are
-clamped at 0. "Ours" are in augment/layers.py.
+(a) KerasCV's saturation factor 0.5 means unchanged. (b) KerasCV's `RandomHue`
+computes the same (to 1e-6) on the whole batch but takes twice the CPU time:
+TensorFlow's batched `rgb_to_hsv` alone costs as much as `adjust_hue`'s fused
+kernel run image by image. Lower bounds of 1-c and 1-s are clamped at 0.
+"Ours" are in augment/layers.py.
 
 `color` chooses how the four jitter strengths are read. `byol` (above) is
 the BYOL authors' code. `torchvision` is torchvision's `ColorJitter`, which
@@ -48,8 +50,9 @@ number itself with stateless ops keyed by one `[2]` seed per batch and passes
 them to each layer's vectorised `augment_images(images, transformations)`:
 pipelines stay reproducible under parallel `map`, and toggling one transform
 leaves the others' random numbers alone. Probabilistic transforms run on the
-whole batch and are selected per sample with `tf.where`; transforms whose
-probability or strength is 0 are skipped.
+whole batch and are selected per sample with `tf.where`, but for the jitter,
+which runs only on the rows that take it, and in tf.data the blur too;
+transforms whose probability or strength is 0 are skipped.
 """
 
 import dataclasses
@@ -132,16 +135,11 @@ class BYOLAugmenter(keras.layers.Layer):
         self.brightness = keras_cv.layers.RandomBrightness(0.0, unit, dtype="float32")
         self.contrast = keras_cv.layers.RandomContrast(unit, factor=0.5, dtype="float32")
         self.saturation = keras_cv.layers.RandomSaturation((0.5, 0.5), dtype="float32")
-        self.hue = keras_cv.layers.RandomHue((0.0, 0.0), unit, dtype="float32")
-        self.grayscale = keras_cv.layers.Grayscale(output_channels=3, dtype="float32")
-        self.solarize = keras_cv.layers.Solarization(
-            unit, threshold_factor=(127.5, 127.5), dtype="float32"
-        )
 
     def build(self, input_shape):
         # The sublayers hold no weights (only seed-generator states made in
         # __init__) and are invoked through augment_images, which never builds them.
-        jitter = (self.brightness, self.contrast, self.saturation, self.hue)
+        jitter = (self.brightness, self.contrast, self.saturation)
         for layer in (*self.crops, *self.blurs, *jitter):
             layer.built = True
         self.built = True
@@ -163,13 +161,17 @@ class BYOLAugmenter(keras.layers.Layer):
         seed = draw_seed(self.seed_generator) if seed is None else tf.cast(seed, tf.int64)
         return tuple(self._view(images, index, fold_seed(seed, index + 1)) for index in range(2))
 
-    def augment_crops(self, crops: tuple, seed) -> tuple[tf.Tensor, tf.Tensor]:
+    def augment_crops(
+        self, crops: tuple, seed, blur_chosen_rows_only: bool = False
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """The rest of both views on batches of crops already cut, resized and flipped.
 
         `crops` is `(first, second)`, float32 `[B, S, S, 3]` in [0, 1], made per
         image from the original by `augment.crops.crop_pair`; this applies the
         jitter, grayscale, blur and solarisation, with the numbers `call`
-        would draw from the same `[2]` seed.
+        would draw from the same `[2]` seed. `blur_chosen_rows_only` blurs only
+        the images that take the blur (the same views, less work) but does not
+        compile with XLA: for tf.data, which never compiles it.
 
         ```python
         augmenter = BYOLAugmenter(16, *view_params("byol"), seed=0)
@@ -179,20 +181,19 @@ class BYOLAugmenter(keras.layers.Layer):
         """
         seed = tf.cast(seed, tf.int64)
         return tuple(
-            self._view(images, index, fold_seed(seed, index + 1), cropped=True)
+            self._view(images, index, fold_seed(seed, index + 1), True, blur_chosen_rows_only)
             for index, images in enumerate(crops)
         )
 
-    def _view(self, images, index: int, seed, cropped: bool = False):
+    def _view(self, images, index: int, seed, cropped: bool = False, blur_rows: bool = False):
         params = (self.view1, self.view2)[index]
         x = images if cropped else self.crops[index](images, seed=fold_seed(seed, 0))
         batch = tf.shape(x)[:1]
 
-        def maybe(salt, prob, transformed, original):
-            if prob >= 1.0:
-                return transformed
+        def chosen(salt, prob):
+            """Which images take a transform of probability `prob`, as [B, 1, 1, 1]."""
             coin = tf.random.stateless_uniform(batch, fold_seed(seed, salt))
-            return tf.where((coin < prob)[:, None, None, None], transformed, original)
+            return (coin < prob)[:, None, None, None]
 
         if params.jitter_prob >= 1.0:
             jittered = self._jitter(x, params, fold_seed(seed, 1))
@@ -205,10 +206,10 @@ class BYOLAugmenter(keras.layers.Layer):
             if jittered is not None:
                 x = tf.tensor_scatter_nd_update(x, rows[:, None], jittered)
         if params.grayscale_prob > 0:
-            x = maybe(3, params.grayscale_prob, self.grayscale(x), x)
-        x = self.blurs[index](x, seed=fold_seed(seed, 4))
+            x = tf.where(chosen(3, params.grayscale_prob), tf.image.rgb_to_grayscale(x), x)
+        x = self.blurs[index](x, seed=fold_seed(seed, 4), chosen_rows_only=blur_rows)
         if params.solarize_prob > 0:
-            x = maybe(5, params.solarize_prob, self.solarize(x), x)
+            x = tf.where(chosen(5, params.solarize_prob) & (x >= 0.5), 1.0 - x, x)
         return tf.clip_by_value(x, 0.0, 1.0)
 
     def _jitter(self, x, params: ViewParams, seed, rows=None):
@@ -243,7 +244,7 @@ class BYOLAugmenter(keras.layers.Layer):
             blend = _blend_saturation if params.color == "torchvision" else self._hsv_saturation
             ops.append((blend, factor(2, params.saturation)))
         if params.hue > 0:
-            ops.append((self.hue.augment_images, uniform(3, -params.hue, params.hue)))
+            ops.append((_shift_hue, uniform(3, -params.hue, params.hue)))
         if not ops:
             return None
         # A random order per image, as torchvision's ColorJitter and the official
@@ -306,6 +307,16 @@ def apply_in_order(images, ops: list, order):
             updated = tf.tensor_scatter_nd_update(updated, rows, done)
         images = updated
     return images
+
+
+def _shift_hue(images, deltas):
+    """Each image's hue turned by its own delta (in turns), through HSV as torchvision does."""
+    shifted = tf.map_fn(
+        lambda image_delta: tf.image.adjust_hue(*image_delta),
+        (images, deltas),
+        fn_output_signature=tf.float32,
+    )
+    return tf.reshape(shifted, tf.shape(images))  # map_fn over no images loses the shape
 
 
 def _grey(images):

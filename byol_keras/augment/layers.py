@@ -207,15 +207,36 @@ class RandomGaussianBlur(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, images, seed=None):
+    def call(self, images, seed=None, chosen_rows_only: bool = False):
+        """Blurs `images`; `chosen_rows_only` blurs only the images that take it.
+
+        The views are the same either way; blurring only the chosen rows saves
+        work when `prob` is small but does not compile with XLA (the rows'
+        count becomes the channel count of the folded convolution).
+        """
         images = tf.convert_to_tensor(images, tf.float32)
         if self.prob <= 0.0:
             return images
         seed = draw_seed(self.seed_generator) if seed is None else seed
+        batch = tf.shape(images)[0]
+        sigma = tf.random.stateless_uniform([batch], fold_seed(seed, 0), *self.sigma)
+        if self.prob >= 1.0:
+            return self._blur(images, sigma)
+        takes = tf.random.stateless_uniform([batch], fold_seed(seed, 1)) < self.prob
+        if not chosen_rows_only:
+            return tf.where(takes[:, None, None, None], self._blur(images, sigma), images)
+        rows = tf.where(takes)
+
+        def blur_rows():
+            blurred = self._blur(tf.gather_nd(images, rows), tf.gather_nd(sigma, rows))
+            return tf.tensor_scatter_nd_update(images, rows, blurred)
+
+        return tf.cond(tf.size(rows) > 0, blur_rows, lambda: images)
+
+    def _blur(self, images, sigma):
+        """Each image blurred by a Gaussian of its own `sigma`."""
         shape = tf.shape(images)
         batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
-        sigma = tf.random.stateless_uniform([batch], fold_seed(seed, 0), *self.sigma)
-
         half = self.kernel_size // 2
         taps = tf.range(-half, half + 1, dtype=tf.float32)
         kernel = tf.exp(-tf.square(taps)[None, :] / (2.0 * tf.square(sigma)[:, None]))
@@ -232,11 +253,7 @@ class RandomGaussianBlur(keras.layers.Layer):
         folded = tf.nn.depthwise_conv2d(
             folded, kernel[:, None, :, None], [1, 1, 1, 1], "VALID"
         )  # along the height
-        blurred = tf.transpose(tf.reshape(folded, [height, width, batch, channels]), [2, 0, 1, 3])
-        if self.prob >= 1.0:
-            return blurred
-        coin = tf.random.stateless_uniform([batch], fold_seed(seed, 1))
-        return tf.where((coin < self.prob)[:, None, None, None], blurred, images)
+        return tf.transpose(tf.reshape(folded, [height, width, batch, channels]), [2, 0, 1, 3])
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -1,3 +1,4 @@
+import colorsys
 import json
 from collections import Counter
 
@@ -7,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from byol_keras.augment import BYOLAugmenter, image_batches, make_augmenter, pair_dataset
+from byol_keras.augment.augmenter import _shift_hue
 from byol_keras.augment.layers import RandomGaussianBlur, default_blur_kernel_size
 from byol_keras.augment.views import PRESETS, ViewParams, view_params
 from byol_keras.errors import UsageError
@@ -185,6 +187,20 @@ def test_saturation_and_hue_follow_the_paper_ranges():
     assert (shift < -0.05).any() and (shift > 0.05).any()
 
 
+def test_hue_shift_matches_python_colorsys_per_pixel():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(6, 5, 5, 3)).astype("float32")
+    deltas = np.array([-0.1, -0.05, 0.0, 0.02, 0.07, 0.1], "float32")
+    shifted = _shift_hue(tf.constant(images), tf.constant(deltas)).numpy()
+    for image, delta, out in zip(images, deltas, shifted, strict=True):
+        for pixel, pixel_out in zip(image.reshape(-1, 3), out.reshape(-1, 3), strict=True):
+            h, s, v = colorsys.rgb_to_hsv(*pixel)
+            expected = colorsys.hsv_to_rgb((h + delta) % 1, s, v)
+            np.testing.assert_allclose(pixel_out, expected, atol=1e-5)
+    # An empty selection (no image takes the jitter) keeps its shape.
+    assert _shift_hue(tf.zeros([0, 5, 5, 3]), tf.zeros([0])).shape == (0, 5, 5, 3)
+
+
 def test_jitter_prob_selects_per_sample():
     params = plain(jitter_prob=0.5, brightness=0.4, contrast=0.0, saturation=0.0, hue=0.0)
     x = tf.fill([200, 4, 4, 3], 0.5)
@@ -212,6 +228,19 @@ def test_blur_layer_sigma_is_per_sample():
     centre = layer(tf.constant(impulse), seed=SEED).numpy()[:, 4, 4, 0]
     assert centre.max() > 0.9 and centre.min() < 0.1  # sigma 0.1 keeps it, 2.0 spreads it
     assert default_blur_kernel_size(224) == 23 and default_blur_kernel_size(32) == 3
+
+
+def test_blurring_only_the_chosen_rows_gives_the_same_images():
+    x = tf.random.stateless_uniform([40, 12, 12, 3], [1, 2])
+    layer = RandomGaussianBlur(kernel_size=5, prob=0.5)
+    whole = layer(x, seed=SEED).numpy()
+    chosen = layer(x, seed=SEED, chosen_rows_only=True).numpy()
+    untouched = np.all(chosen == x.numpy(), axis=(1, 2, 3))
+    assert 10 < untouched.sum() < 30
+    np.testing.assert_allclose(chosen, whole, atol=1e-6)
+    # A batch in which no row takes the blur comes back as it was.
+    never = RandomGaussianBlur(kernel_size=5, prob=1e-9)
+    np.testing.assert_array_equal(never(x[:3], seed=SEED, chosen_rows_only=True), x[:3])
 
 
 def test_runs_inside_tf_function():
