@@ -326,7 +326,9 @@ def _interrupted_step(process: subprocess.Popen, code: int) -> int:
 
 @pytest.mark.slow
 def test_ctrl_c_saves_at_the_next_step_and_the_rerun_ends_on_schedule(tmp_path):
-    run, steps, epochs = tmp_path / "run", 40, 3
+    # Ten epochs, so that the run cannot finish the rest between its first save and the
+    # signal (with three it once exited 0 instead of 130, as a run that finished first does).
+    run, steps, epochs = tmp_path / "run", 40, 10
     overrides = (f"train.epochs={epochs}", f"train.steps_per_epoch={steps}")
     process = _start_and_wait_for_checkpoint(run, *overrides)
     process.send_signal(signal.SIGINT)
