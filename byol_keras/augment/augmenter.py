@@ -162,16 +162,17 @@ class BYOLAugmenter(keras.layers.Layer):
         return tuple(self._view(images, index, fold_seed(seed, index + 1)) for index in range(2))
 
     def augment_crops(
-        self, crops: tuple, seed, blur_chosen_rows_only: bool = False
+        self, crops: tuple, seed, in_tf_data: bool = False
     ) -> tuple[tf.Tensor, tf.Tensor]:
         """The rest of both views on batches of crops already cut, resized and flipped.
 
         `crops` is `(first, second)`, float32 `[B, S, S, 3]` in [0, 1], made per
         image from the original by `augment.crops.crop_pair`; this applies the
         jitter, grayscale, blur and solarisation, with the numbers `call`
-        would draw from the same `[2]` seed. `blur_chosen_rows_only` blurs only
-        the images that take the blur (the same views, less work) but does not
-        compile with XLA: for tf.data, which never compiles it.
+        would draw from the same `[2]` seed. `in_tf_data` makes the same views
+        with less work, with ops whose shapes depend on the data (the blur on
+        the rows that take it, the jitter's rows put back with
+        `tf.dynamic_stitch`); XLA cannot compile those, and tf.data never does.
 
         ```python
         augmenter = BYOLAugmenter(16, *view_params("byol"), seed=0)
@@ -181,11 +182,11 @@ class BYOLAugmenter(keras.layers.Layer):
         """
         seed = tf.cast(seed, tf.int64)
         return tuple(
-            self._view(images, index, fold_seed(seed, index + 1), True, blur_chosen_rows_only)
+            self._view(images, index, fold_seed(seed, index + 1), True, in_tf_data)
             for index, images in enumerate(crops)
         )
 
-    def _view(self, images, index: int, seed, cropped: bool = False, blur_rows: bool = False):
+    def _view(self, images, index: int, seed, cropped: bool = False, in_tf_data: bool = False):
         params = (self.view1, self.view2)[index]
         x = images if cropped else self.crops[index](images, seed=fold_seed(seed, 0))
         batch = tf.shape(x)[:1]
@@ -196,23 +197,23 @@ class BYOLAugmenter(keras.layers.Layer):
             return (coin < prob)[:, None, None, None]
 
         if params.jitter_prob >= 1.0:
-            jittered = self._jitter(x, params, fold_seed(seed, 1))
+            jittered = self._jitter(x, params, fold_seed(seed, 1), stitch=in_tf_data)
             x = x if jittered is None else jittered
         elif params.jitter_prob > 0:
             # The jitter is the dearest op: run it only on the rows that take it.
             coin = tf.random.stateless_uniform(batch, fold_seed(seed, 2))
             rows = tf.cast(tf.where(coin < params.jitter_prob)[:, 0], tf.int32)
-            jittered = self._jitter(x, params, fold_seed(seed, 1), rows)
+            jittered = self._jitter(x, params, fold_seed(seed, 1), rows, stitch=in_tf_data)
             if jittered is not None:
                 x = tf.tensor_scatter_nd_update(x, rows[:, None], jittered)
         if params.grayscale_prob > 0:
             x = tf.where(chosen(3, params.grayscale_prob), tf.image.rgb_to_grayscale(x), x)
-        x = self.blurs[index](x, seed=fold_seed(seed, 4), chosen_rows_only=blur_rows)
+        x = self.blurs[index](x, seed=fold_seed(seed, 4), chosen_rows_only=in_tf_data)
         if params.solarize_prob > 0:
             x = tf.where(chosen(5, params.solarize_prob) & (x >= 0.5), 1.0 - x, x)
         return tf.clip_by_value(x, 0.0, 1.0)
 
-    def _jitter(self, x, params: ViewParams, seed, rows=None):
+    def _jitter(self, x, params: ViewParams, seed, rows=None, stitch: bool = False):
         """Brightness, contrast, saturation and hue with per-sample strengths and order.
 
         With `rows`, only those rows of `x` are jittered and returned, each
@@ -250,7 +251,7 @@ class BYOLAugmenter(keras.layers.Layer):
         # A random order per image, as torchvision's ColorJitter and the official
         # code's vmap draw it.
         noise = tf.random.stateless_uniform(tf.concat([batch, [len(ops)]], 0), fold_seed(seed, 4))
-        return apply_in_order(pick(x), ops, tf.argsort(pick(noise), axis=1))
+        return apply_in_order(pick(x), ops, tf.argsort(pick(noise), axis=1), stitch)
 
     def _add_brightness(self, images, delta):
         return self.brightness.augment_images(images, delta[:, None, None, None])
@@ -276,14 +277,16 @@ class BYOLAugmenter(keras.layers.Layer):
         return config
 
 
-def apply_in_order(images, ops: list, order):
+def apply_in_order(images, ops: list, order, stitch: bool = False):
     """Applies every `(op, numbers)` to each image, in that image's own order.
 
     `op(images, numbers)` transforms a batch given each image's numbers (one
     row each); `order[i]` is a permutation of the op indices for image `i`. At
     each position every image takes the op its order names, and each op runs
     only on the rows that take it, so the cost stays at one pass of each op
-    over the batch rather than one per position.
+    over the batch rather than one per position. `stitch` puts the rows back
+    together with one `tf.dynamic_stitch` per position instead of one scatter
+    per op: the same images, fewer copies, but XLA cannot compile it.
 
     ```python
     def scale(images, factors):
@@ -300,12 +303,17 @@ def apply_in_order(images, ops: list, order):
     """
     for position in range(len(ops)):
         chosen = order[:, position]
-        updated = images
+        updated, positions, parts = images, [], []
         for index, (op, numbers) in enumerate(ops):
             rows = tf.where(tf.equal(chosen, index))
             done = op(tf.gather_nd(images, rows), tf.gather_nd(numbers, rows))
-            updated = tf.tensor_scatter_nd_update(updated, rows, done)
-        images = updated
+            if stitch:
+                positions.append(tf.cast(rows[:, 0], tf.int32))
+                parts.append(done)
+            else:
+                updated = tf.tensor_scatter_nd_update(updated, rows, done)
+        # Every row takes exactly one op at each position, so the parts cover the batch.
+        images = tf.dynamic_stitch(positions, parts) if stitch else updated
     return images
 
 

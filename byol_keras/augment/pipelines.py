@@ -175,7 +175,7 @@ def pair_dataset(
 
         def augment(index, crops):
             batch_seed = tf.stack([tf.constant(base, tf.int64), index])
-            return augmenter.augment_crops(crops, seed=batch_seed, blur_chosen_rows_only=True)
+            return augmenter.augment_crops(crops, seed=batch_seed, in_tf_data=True)
     else:
         batches = image_batches(
             images, batch_size, shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat, cache=cache

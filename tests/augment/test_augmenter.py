@@ -243,6 +243,16 @@ def test_blurring_only_the_chosen_rows_gives_the_same_images():
     np.testing.assert_array_equal(never(x[:3], seed=SEED, chosen_rows_only=True), x[:3])
 
 
+def test_views_made_for_tf_data_equal_the_views_made_for_xla():
+    crops = tuple(tf.random.stateless_uniform([2, 24, 16, 16, 3], [5, 6]))
+    augmenter = make_augmenter("byol", 16, seed=0)
+    seed = tf.constant([3, 9], tf.int64)
+    for_xla = augmenter.augment_crops(crops, seed)
+    for_tf_data = augmenter.augment_crops(crops, seed, in_tf_data=True)
+    for view, same in zip(for_xla, for_tf_data, strict=True):
+        np.testing.assert_allclose(view.numpy(), same.numpy(), atol=1e-6)
+
+
 def test_runs_inside_tf_function():
     augmenter = make_augmenter("byol", 16, seed=0)
     x = images(4, 16)
@@ -373,7 +383,8 @@ def test_torchvision_contrast_and_saturation_blend_with_grey():
         assert factor.min() < 0.65 and factor.max() > 1.35
 
 
-def test_apply_in_order_matches_a_per_image_reference_loop():
+@pytest.mark.parametrize("stitch", [False, True])
+def test_apply_in_order_matches_a_per_image_reference_loop(stitch):
     from byol_keras.augment import apply_in_order
 
     rng = np.random.default_rng(0)
@@ -389,7 +400,7 @@ def test_apply_in_order_matches_a_per_image_reference_loop():
     ]
     ops = [(op, tf.constant(numbers, tf.float32)) for op, numbers in ops]
     order = np.array([rng.permutation(3) for _ in range(12)])
-    result = apply_in_order(x, ops, tf.constant(order)).numpy()
+    result = apply_in_order(x, ops, tf.constant(order), stitch).numpy()
     for i in range(12):
         expected = x[i : i + 1]
         for index in order[i]:
@@ -405,9 +416,9 @@ def test_each_image_draws_its_own_jitter_order(monkeypatch, color):
 
     seen = []
 
-    def recording(images, ops, order):
+    def recording(images, ops, order, stitch=False):
         seen.append(order.numpy())
-        return apply(images, ops, order)
+        return apply(images, ops, order, stitch)
 
     apply = augment.apply_in_order
     monkeypatch.setattr(augment, "apply_in_order", recording)
