@@ -14,9 +14,10 @@ layer's weights in `.keras` and `.weights.h5` files after its class: files
 saved with Keras's layer load into this one and back.
 
 One difference beyond rounding: TensorFlow's graph optimiser fuses the kernel
-with a ReLU after it, and the fused oneDNN kernel maps NaN to 0. A batch of
-NaN images then gives a finite loss; diverged weights are still caught when a
-checkpoint is saved (`Checkpoints` refuses non-finite weights).
+with a ReLU after it, and that fused kernel turns NaN into 0 (as measured:
+benchmarks/RESULTS.md, "Training speed"). A batch of NaN images then gives a
+finite loss; diverged weights are still caught when a checkpoint is saved
+(`Checkpoints` refuses non-finite weights).
 """
 
 import keras
