@@ -56,6 +56,11 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     add_record_option(parser)
     args = parser.parse_args()
+    for commit in args.commits:
+        known = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "-q",
+                                f"{commit}^{{commit}}"], capture_output=True)  # fmt: skip
+        if known.returncode != 0:
+            parser.exit(2, f"train_vs_commit: {commit!r} is not a commit of {ROOT}\n")
     run_record = Record("train_vs_commit", args.record)
     with tempfile.TemporaryDirectory() as scratch:
         trees = {"now": ROOT}
