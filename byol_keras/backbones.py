@@ -88,6 +88,15 @@ def _standardized_input(image_size: int) -> tuple:
 
 
 def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, relu: bool = True):
+    if kernel == 1 and stride > 1:
+        # TensorFlow 2.21's oneDNN weight gradient of a strided 1x1 convolution kills the
+        # process for some channel counts (3, 6, 8, 10 and 12 seen, on AMD and Intel alike:
+        # benchmarks/correctness/onednn_strided_1x1_crash.py). Keeping every stride-th pixel
+        # first gives the same convolution through the stride-1 kernel, which does not crash.
+        x = keras.layers.MaxPooling2D(1, strides=stride, padding="same", name=f"{name}_subsample")(
+            x
+        )
+        stride = 1
     x = keras.layers.Conv2D(
         filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv"
     )(x)

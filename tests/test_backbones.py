@@ -1,5 +1,8 @@
 """BYOL accepts any Keras backbone: each kind trains, saves, reloads and exports with parity."""
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import keras
@@ -7,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from byol_keras.backbones import build_backbone
 from byol_keras.errors import UsageError
 from byol_keras.export import export_run
 from byol_keras.methods.byol import BYOL
@@ -228,3 +232,44 @@ def test_kerashub_backbone_trains_saves_and_reloads(tmp_path):
     model.save(tmp_path / "byol.keras")
     restored = keras.saving.load_model(tmp_path / "byol.keras")
     np.testing.assert_array_equal(restored(x), model(x))
+
+
+def test_strided_projection_is_the_strided_convolution_of_its_kernel():
+    """The shortcut keeps every second pixel, then convolves: a 1x1 stride-2 convolution."""
+    backbone = build_backbone("resnet18", 20, stem="cifar", width=4)
+    images = tf.random.uniform([2, 20, 20, 3], seed=1) * 255.0
+    block_input = backbone.get_layer("stage1_block2_out").output
+    projection = backbone.get_layer("stage2_block1_proj_conv")
+    probe = keras.Model(backbone.inputs, [block_input, projection.output])
+    features, projected = probe(images)
+    expected = tf.nn.conv2d(features, projection.kernel, strides=2, padding="SAME")
+    np.testing.assert_allclose(projected, expected, rtol=1e-5, atol=1e-5)
+
+
+ONEDNN_CRASH_CASE = """
+import os
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import numpy as np
+import tensorflow as tf
+from byol_keras import BYOL, resnet
+model = BYOL(resnet(64, "basic", (1, 1), stem="cifar", width=8),
+             projection_dim=8, projector_hidden_dim=16, predictor_hidden_dim=16)
+model.compile(optimizer="adam")
+pairs = np.random.default_rng(0).uniform(0, 255, (2, 2, 64, 64, 3)).astype("float32")
+model.fit(tf.data.Dataset.from_tensor_slices((pairs[0], pairs[1])).batch(2), verbose=0)
+print("trained")
+"""
+
+
+def test_a_width_whose_strided_1x1_gradient_crashes_onednn_trains_with_it_on():
+    """TensorFlow's oneDNN kernel dies on width 8's first shortcut; the backbone avoids it."""
+    environment = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", ONEDNN_CRASH_CASE],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-1] == "trained"
