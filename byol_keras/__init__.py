@@ -14,7 +14,11 @@ model.fit(pairs, epochs=1, steps_per_epoch=2)  # source.num_examples // 32 for a
 
 import importlib
 
+from byol_keras import onednn
 from byol_keras.registration import register_with_keras
+
+# Neither import above loads TensorFlow; the variable only counts before it is loaded.
+onednn.turn_on_unless_set()
 
 # Every public name loads its module on first use, so that `import byol_keras`
 # imports neither TensorFlow nor Keras. The command line relies on this: it

@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from byol_keras import onednn
 from byol_keras.augment.eval_transform import EvalTransform
 from byol_keras.augment.pipelines import image_batches, make_augmenter, pair_dataset
 from byol_keras.backbones import synchronize_batchnorm
@@ -124,6 +125,7 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
                 "resumed_from_step": steps_done,
                 "warnings": callbacks.collapse.warnings,
                 "replicas": strategy.num_replicas_in_sync,
+                "onednn": onednn.enabled(),
                 "init_weights": _init_weights_record(config.model.init_weights),
             }
         )

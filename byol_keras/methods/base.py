@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from byol_keras import onednn
 from byol_keras.backbones import feature_size, input_image_shape
 from byol_keras.errors import UsageError
 from byol_keras.heads import mlp_head
@@ -201,6 +202,7 @@ class SelfSupervisedModel(MultiWorkerWorkarounds, keras.Model):
 
     def fit(self, *args, **kwargs):
         """`keras.Model.fit`, which also sets `total_steps` when it was not given."""
+        onednn.warn_once_if_off()
         callbacks = list(kwargs.pop("callbacks", None) or [])
         callbacks.insert(0, _TotalStepsFromFit())
         return super().fit(*args, callbacks=callbacks, **kwargs)
