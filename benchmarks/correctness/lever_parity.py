@@ -7,7 +7,8 @@ the same seed, weights and batches; the per-step losses
 `--rtol` (1e-4 relative by default), else it exits 1. A lever is a `BYOL.fit`
 option: `fused-ema`, `fused-batchnorm` (on by default: off runs Keras's
 BatchNorm ops), `jit-compile`, `steps-per-execution=N`, `intra-threads=N`
-or `inter-threads=N`. The control `ulp` changes no setting but moves every
+or `inter-threads=N`; `onednn` runs the two processes with
+`TF_ENABLE_ONEDNN_OPTS=1` and `=0`. The control `ulp` changes no setting but moves every
 target weight by one unit in the last place before the first step: how far
 rounding alone drifts the losses of this network in this many steps, the
 floor below which no lever can be judged (on the tiny default network it is
@@ -16,6 +17,7 @@ floor below which no lever can be judged (on the tiny default network it is
 ```bash
 python benchmarks/correctness/lever_parity.py fused-ema                    # tiny ResNet-18
 python benchmarks/correctness/lever_parity.py ulp                          # rounding's own drift
+python benchmarks/correctness/lever_parity.py onednn                       # TensorFlow's kernels
 python benchmarks/correctness/lever_parity.py jit-compile --width 64 --image-size 32 --batch 128
 ```
 """
@@ -32,7 +34,7 @@ from harness import Record, add_record_option  # noqa: E402
 
 LEVERS = (
     "fused-ema", "fused-batchnorm", "jit-compile", "steps-per-execution", "intra-threads",
-    "inter-threads", "ulp",
+    "inter-threads", "ulp", "onednn",
 )  # fmt: skip
 
 
@@ -112,8 +114,14 @@ def main() -> int:
     run_record = Record("lever_parity", args.record)
     runs = {}
     for setting in ("off", "on"):
+        environment = dict(os.environ)
+        if args.lever == "onednn":  # read once, when TensorFlow is imported
+            environment["TF_ENABLE_ONEDNN_OPTS"] = "1" if setting == "on" else "0"
         child = subprocess.run(
-            [sys.executable, *sys.argv, "--child", setting], capture_output=True, text=True
+            [sys.executable, *sys.argv, "--child", setting],
+            capture_output=True,
+            text=True,
+            env=environment,
         )
         if child.returncode != 0:
             sys.stderr.write(child.stderr[-2000:])
