@@ -111,6 +111,7 @@ def write_record(
         "command": command or shlex.join([Path(sys.executable).name, *sys.argv]),
         "date_utc": now.isoformat(timespec="seconds"),
         "machine": machine(),
+        "onednn": _onednn(),
         "load_average": load or {"now": _load()},
         "seconds": seconds,
         "git": _git(),
@@ -141,6 +142,17 @@ def machine() -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
+
+
+def _onednn() -> dict:
+    """TF_ENABLE_ONEDNN_OPTS as set, and whether this process's TensorFlow runs oneDNN's kernels.
+
+    The state is None when this process never imported TensorFlow (a driver whose legs run in
+    child processes, which inherit the variable).
+    """
+    from byol_keras import onednn
+
+    return {"variable": os.environ.get(onednn.ENV), "on": onednn.enabled()}
 
 
 def _load() -> list[float]:

@@ -26,6 +26,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from byol_keras import onednn  # noqa: E402
+
+onednn.turn_on_unless_set()  # before TensorFlow, as `import byol_keras` does for a user
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -105,7 +105,11 @@ def main() -> None:
         f"fit_vs_lightly_resnet{'-' + args.label if args.label else ''}", args.record
     )
 
-    # TensorFlow starts only now, with the environment and the thread counts set.
+    # TensorFlow starts only now, with the environment and the thread counts set, and with
+    # the default (oneDNN on) that `import byol_keras` gives a user.
+    from byol_keras import onednn
+
+    onednn.turn_on_unless_set()
     import keras
     import tensorflow as tf
     from bench_train import build_model, fit_rate, in_memory_pairs
