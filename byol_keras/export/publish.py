@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 FORMATS = ("saved_model", "onnx")
 MIN_OPSET = 17
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# ASCII digits only: str.isdigit takes "²", which int refuses, and \d takes "٣", which TF
+# Serving does not read as a version.
+_VERSION = "[0-9]+"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,8 +188,9 @@ def existing_versions(output: str | Path, name: str) -> set[int]:
     output = Path(output)
     versions = set()
     if (output / name).is_dir():
-        versions |= {int(p.name) for p in (output / name).iterdir() if p.name.isdigit()}
-    pattern = re.compile(re.escape(name) + r"-v(\d+)\.(onnx|json)")
+        folders = (output / name).iterdir()
+        versions |= {int(p.name) for p in folders if re.fullmatch(_VERSION, p.name)}
+    pattern = re.compile(re.escape(name) + f"-v({_VERSION})\\.(onnx|json)")
     for folder in (output / "onnx", output / "manifests"):
         if folder.is_dir():
             matches = (pattern.fullmatch(p.name) for p in folder.iterdir())
