@@ -47,7 +47,10 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("saved_model", "onnx")
 MIN_OPSET = 17
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# At most 200 characters: ".staging-<name>-v<version>-XXXXXXXX" must fit in a 255-byte file name.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
+# The export root's own entries, and what each must be; no model may take their names.
+_ROOT_ENTRIES = {"manifest.json": "file", "manifests": "folder", "onnx": "folder"}
 # ASCII digits only: str.isdigit takes "²", which int refuses, and \d takes "٣", which TF
 # Serving does not read as a version.
 _VERSION = "[0-9]+"
@@ -88,8 +91,14 @@ def check_request(
         raise UsageError(f"--format: expected saved_model, onnx or all, got {unknown or 'none'}")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise UsageError(
-            f"--name: {name!r} is not a model name (letters, digits, '_', '.', '-'; "
+            f"--name: {name!r} is not a model name (up to 200 letters, digits, '_', '.', '-'; "
             "no path separators)"
+        )
+    # Case-insensitively, as macOS's and Windows's file systems compare names.
+    if name.casefold() in _ROOT_ENTRIES:
+        raise UsageError(
+            f"--name: {name!r} is reserved: the export root keeps its manifest.json, "
+            "manifests/ and onnx/ there"
         )
     if version is not None and (
         isinstance(version, bool) or not isinstance(version, int) or version < 1
@@ -101,6 +110,11 @@ def check_request(
     if output.exists() and not output.is_dir():
         raise UsageError(f"--output: '{output}' exists and is not a directory")
     output.mkdir(parents=True, exist_ok=True)
+    for entry, kind in {**_ROOT_ENTRIES, name: "folder"}.items():
+        path = output / entry
+        if path.exists() and path.is_dir() != (kind == "folder"):
+            other = "file" if kind == "folder" else "folder"
+            raise UsageError(f"--output: '{path}' is a {other}, not a {kind}; move it away")
     return ExportRequest(formats, output, name, _choose_version(output, name, version), opset)
 
 
