@@ -1,4 +1,8 @@
-"""One `train` process per run directory: a lock file made with O_EXCL, stale-lock aware."""
+"""One `train` process per run directory: a lock file made with O_EXCL, stale-lock aware.
+
+`this_process` and `holder_gone` also tell an export's staging folder left by a killed
+export from one in use (`export/publish.py`).
+"""
 
 import contextlib
 import fcntl
@@ -31,7 +35,7 @@ def run_lock(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mine = _this_process()
+    mine = this_process()
     # A stale lock is removed, then created again; a contender that was quicker wins.
     for _ in range(3):
         try:
@@ -48,7 +52,7 @@ def run_lock(path: str | Path) -> Iterator[Path]:
         yield path
     finally:
         # Never remove a lock that another process took over meanwhile.
-        if _read(path) == mine:
+        if read_holder(path) == mine:
             path.unlink(missing_ok=True)
 
 
@@ -63,7 +67,7 @@ def _remove_if_stale(path: Path, mine: dict) -> None:
     can never go stale.
 
     ```python
-    _remove_if_stale(Path("runs/quickstart/.lock"), _this_process())
+    _remove_if_stale(Path("runs/quickstart/.lock"), this_process())
     ```
     """
     try:
@@ -80,7 +84,7 @@ def _remove_if_stale(path: Path, mine: dict) -> None:
             ) from error
         if not _names(path, handle):
             return  # removed, or replaced by a newer lock, while this process waited
-        _check_stale(path, mine, _read(path))
+        _check_stale(path, mine, read_holder(path))
         path.unlink()
     finally:
         os.close(handle)  # releases the flock
@@ -113,12 +117,22 @@ def _check_stale(path: Path, mine: dict, holder: dict | None) -> None:
     log.warning("taking over the stale lock %s of %s, which no longer runs", path, who)
 
 
-def _this_process() -> dict:
+def this_process() -> dict:
+    """The record that names this process: pid, host and start time."""
     pid = os.getpid()
     return {"pid": pid, "host": socket.gethostname(), "started": _start_time(pid)}
 
 
-def _read(path: Path) -> dict | None:
+def holder_gone(holder: dict | None) -> bool:
+    """Whether `holder`, a record of `this_process`, names a process of this host that has ended.
+
+    False for an unreadable record and for another host's process, which cannot be checked.
+    """
+    return holder is not None and holder.get("host") == socket.gethostname() and not _alive(holder)
+
+
+def read_holder(path: Path) -> dict | None:
+    """The record written to `path` by `this_process`, or None when it is missing or unreadable."""
     try:
         holder = json.loads(path.read_text())
     except (OSError, ValueError):

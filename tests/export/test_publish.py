@@ -1,9 +1,18 @@
 """Publishing an export: version numbers, names the export root reserves, stale staging folders."""
 
+import json
+import logging
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
 import pytest
 
 from byol_keras.errors import UsageError
-from byol_keras.export.publish import check_request, existing_versions
+from byol_keras.export.publish import check_request, existing_versions, publish
+from byol_keras.runs import RunDirectory
 
 
 def test_only_ascii_digit_folders_and_files_are_versions(tmp_path):
@@ -48,3 +57,49 @@ def test_export_root_entries_of_the_wrong_kind_are_refused_up_front(tmp_path):
     (tmp_path / "byol_backbone").write_text("notes")
     with pytest.raises(UsageError, match="byol_backbone' is a file, not a folder; move it away"):
         check_request(("saved_model",), tmp_path, "byol_backbone", None, 17)
+
+
+def _staging(output: Path, version: int, owner: dict | None, age_seconds: float = 0) -> Path:
+    """A staging folder as an export leaves it when killed after writing its SavedModel."""
+    folder = output / f".staging-byol_backbone-v{version}-x{version}"
+    (folder / "saved_model").mkdir(parents=True)
+    (folder / "saved_model" / "saved_model.pb").write_bytes(b"graph")
+    if owner is not None:
+        (folder / "owner.json").write_text(json.dumps(owner))
+    then = time.time() - age_seconds
+    os.utime(folder, (then, then))
+    return folder
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux's /proc")
+def test_staging_folders_of_dead_exports_are_swept_and_live_ones_kept(tmp_path, caplog):
+    output = tmp_path / "export"
+    output.mkdir()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    parent = os.getppid()  # alive, and not this process
+    started = int(Path(f"/proc/{parent}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    here = socket.gethostname()
+    dead = _staging(output, 1, {"pid": gone.pid, "host": here, "started": 1})
+    recycled = _staging(output, 2, {"pid": parent, "host": here, "started": started - 1})
+    live = _staging(output, 3, {"pid": parent, "host": here, "started": started})
+    elsewhere = _staging(output, 4, {"pid": gone.pid, "host": f"not-{here}", "started": 1})
+    # Without an owner record: left by an older byol-keras, or one about to write it.
+    unowned_old = _staging(output, 5, None, age_seconds=2 * 3600)
+    unowned_new = _staging(output, 6, None)
+
+    def write_saved_model(path: Path) -> None:
+        record = json.loads((path.parent / "owner.json").read_text())
+        assert record["pid"] == os.getpid() and record["host"] == here
+        path.mkdir()
+        (path / "saved_model.pb").write_bytes(b"graph")
+
+    request = check_request(("saved_model",), output, "byol_backbone", None, 17)
+    run = RunDirectory(tmp_path / "run")
+    with caplog.at_level(logging.WARNING, logger="byol_keras"):
+        manifest = publish(request, run, write_saved_model, lambda *_: {"passed": True}, {})
+    assert manifest["version"] == 1 and (output / "byol_backbone" / "1" / "saved_model.pb").exists()
+    kept = {p.name for p in output.glob(".staging-*")}
+    assert kept == {live.name, elsewhere.name, unowned_new.name}
+    for swept in (dead, recycled, unowned_old):
+        assert f"removed {swept}" in caplog.text
