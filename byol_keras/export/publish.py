@@ -44,7 +44,7 @@ from pathlib import Path
 from byol_keras.errors import ExportError, UsageError
 from byol_keras.export.signature import SIGNATURE_NAME
 from byol_keras.export.verify import isolated_python
-from byol_keras.runs import RunDirectory, atomic_write_text
+from byol_keras.runs import RunDirectory, atomic_write_text, check_writable
 from byol_keras.training.run_lock import holder_gone, read_holder, this_process
 
 log = logging.getLogger(__name__)
@@ -115,10 +115,7 @@ def check_request(
         raise UsageError(f"--version: expected a positive integer, got {version!r}")
     if "onnx" in formats:
         _check_opset(opset)
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise UsageError(f"--output: '{output}' exists and is not a directory")
-    output.mkdir(parents=True, exist_ok=True)
+    output = check_writable(output, "--output")
     for entry, kind in {**_ROOT_ENTRIES, name: "folder"}.items():
         path = output / entry
         if path.exists() and path.is_dir() != (kind == "folder"):

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from byol_keras.errors import UsageError
+from byol_keras.runs import check_writable
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def run_lock(path: str | Path) -> Iterator[Path]:
     ```
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(path.parent, "--output")
     mine = this_process()
     # A stale lock is removed, then created again; a contender that was quicker wins.
     for _ in range(3):
@@ -49,8 +50,12 @@ def run_lock(path: str | Path) -> Iterator[Path]:
         except FileExistsError:
             _remove_if_stale(path, mine)
             continue
-        with os.fdopen(handle, "w") as stream:
-            json.dump(mine, stream)
+        try:
+            with os.fdopen(handle, "w") as stream:
+                json.dump(mine, stream)
+        except BaseException:  # a full disk, say: leave no lock without a holder record
+            path.unlink(missing_ok=True)
+            raise
         break
     else:
         raise UsageError(f"--output: could not take the lock {path}; another process took it")

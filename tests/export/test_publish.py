@@ -46,6 +46,14 @@ def test_a_name_too_long_for_its_files_is_refused(tmp_path):
     assert check_request(("saved_model",), tmp_path, "m" * 200, None, 17).version == 1
 
 
+def test_an_output_that_cannot_be_written_is_refused_before_the_export(tmp_path):
+    # Root ignores permission bits; a regular file in the way refuses every write.
+    (tmp_path / "file").write_text("not a folder")
+    output = tmp_path / "file" / "export"
+    with pytest.raises(UsageError, match=f"--output: cannot write to '{output}'"):
+        check_request(("saved_model",), output, "byol_backbone", None, 17)
+
+
 def test_export_root_entries_of_the_wrong_kind_are_refused_up_front(tmp_path):
     # What an export named "manifest.json" left before names were checked: every later
     # export failed after its work, writing the root manifest over that folder.

@@ -1,5 +1,6 @@
 """The run lock's messages for a lock being taken, a lock left empty, and a lock that is a link."""
 
+import errno
 import json
 import os
 import socket
@@ -70,3 +71,25 @@ def test_a_lock_that_is_a_symbolic_link_is_named_as_one(tmp_path, target):
     )
     assert "another process took it" not in str(refused.value)
     assert lock.is_symlink()  # left as found
+
+
+def test_a_run_directory_that_cannot_be_written_is_refused_before_the_lock(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    run = tmp_path / "file" / "run"
+    with (
+        pytest.raises(UsageError, match=f"--output: cannot write to '{run}'"),
+        run_lock(run / ".lock"),
+    ):
+        pass
+
+
+def test_a_lock_whose_record_cannot_be_written_is_removed(tmp_path, monkeypatch):
+    """A full disk refuses the record after the file is made; simulated in json.dump."""
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(json, "dump", full_disk)
+    with pytest.raises(OSError, match="No space left"), run_lock(tmp_path / ".lock"):
+        pass
+    assert not (tmp_path / ".lock").exists()  # else every later run would find it empty
