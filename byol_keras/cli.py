@@ -1,7 +1,8 @@
 """The `byol-keras` command line: train, evaluate, visualize, embed and export.
 
 Usage and config errors print one line, `byol-keras: error: ...`, and exit
-with code 2; a diverged training run prints the same kind of line and exits 1.
+with code 2; a diverged training run, or a disk that refuses a write (read-only,
+full), prints the same kind of line and exits 1.
 Ctrl-C or SIGTERM during `train` saves a checkpoint, prints one line and
 exits with 130 or 143.
 TensorFlow's own start-up messages are hidden unless `--verbose` is given or
@@ -17,7 +18,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from byol_keras.errors import ExportError, TrainingDiverged, TrainingInterrupted, UsageError
+from byol_keras.errors import (
+    ExportError,
+    TrainingDiverged,
+    TrainingInterrupted,
+    UsageError,
+    write_failure,
+)
 from byol_keras.training.resume import RESUME_WITH_CHANGES
 
 QUICKSTART = Path(__file__).with_name("quickstart.yaml")
@@ -150,6 +157,7 @@ def run_train(args: argparse.Namespace) -> int:
     from byol_keras.byol_experiment import train
 
     output = Path(args.output or Path("runs") / config_path.stem)
+    args.output = str(output)  # named if the disk refuses a write
     summary = train(config, output, resume_with_changes=args.resume_with_changes)
     if config.eval.final_linear_probe:
         from byol_keras.evaluation.protocols import compare_with_random_init
@@ -274,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C outside training: nothing to save
         print("byol-keras: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # a read-only or full disk is no bug to show a traceback for
+        line = write_failure(error, getattr(args, "output", None) or getattr(args, "run", None))
+        if line is None:
+            raise
+        print(f"byol-keras: error: {line}", file=sys.stderr)
+        return 1
 
 
 def quiet_tensorflow_start(verbose: bool = False) -> None:

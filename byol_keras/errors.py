@@ -1,7 +1,19 @@
 """Every exception type of byol-keras; the CLI turns each into a one-line message and an exit code.
 
-Plain Python, importing nothing: the export verification worker uses it without Keras.
+Plain Python, importing only the standard library: the export verification worker uses it
+without Keras.
 """
+
+import errno
+import os
+import re
+
+# What a disk answers to a write it refuses: read-only, full, over quota, file too large.
+_WRITE_ERRNOS = (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_WRITE_REASONS = "|".join(re.escape(os.strerror(code)) for code in _WRITE_ERRNOS)
+# TensorFlow's file writers raise their own errors (ResourceExhaustedError for a full disk):
+# "{{function_node ...}} <path>; No space left on device [Op:SaveV2]".
+_TENSORFLOW_WRITE = re.compile(rf"(?:\{{\{{.*?\}}\}}\s*)?(.+); ({_WRITE_REASONS})(?: \[Op:\w+\])?")
 
 
 def first_line(error: BaseException) -> str:
@@ -14,6 +26,29 @@ def first_line(error: BaseException) -> str:
     """
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def write_failure(error: BaseException, folder: str | None = None) -> str | None:
+    """One line naming the path when `error` is a disk refusing a write, else None.
+
+    A read-only or full disk, from Python's `OSError` or TensorFlow's file
+    writers. A failed `write()` names no file; `folder`, the command's output,
+    is named then.
+
+    ```python
+    error = OSError(errno.ENOSPC, "No space left on device")
+    assert write_failure(error, "runs/a") == "cannot write to 'runs/a': No space left on device"
+    ```
+    """
+    if isinstance(error, OSError) and error.errno in _WRITE_ERRNOS:
+        path, reason = error.filename, error.strerror
+    elif match := _TENSORFLOW_WRITE.fullmatch(first_line(error)):
+        path, reason = match.groups()
+    else:
+        return None
+    if path is not None:
+        return f"cannot write '{os.fsdecode(path)}': {reason}"
+    return f"cannot write to '{folder}': {reason}" if folder else f"cannot write: {reason}"
 
 
 class UsageError(ValueError):

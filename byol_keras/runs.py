@@ -168,6 +168,28 @@ def load_networks(run: RunDirectory) -> tuple["keras.Model", "keras.Model"]:
     return backbone, projector
 
 
+def check_writable(folder: str | Path, option: str) -> Path:
+    """Makes `folder` if needed and a file in it; `UsageError` naming `option` if the disk refuses.
+
+    Commands call it before their work, so that a read-only disk or a path
+    under a regular file is refused in one line, not after an hour of work.
+
+    ```python
+    check_writable("runs/quickstart/eval", "--run")
+    ```
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option}: '{folder}' exists and is not a directory")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UsageError(f"{option}: cannot write to '{folder}' ({error.strerror})") from None
+    return folder
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Writes `text` to `path` so that a crash leaves either the old or the new file.
 
@@ -187,8 +209,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             os.fchmod(stream.fileno(), mode)
             os.fsync(stream.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None:  # a failed write() names none
+            raise OSError(error.errno, error.strerror, str(path)) from error
         raise
 
 

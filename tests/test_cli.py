@@ -1,6 +1,8 @@
-"""The command line: a quiet start, --set with several values, --version and --verbose."""
+"""The command line: a quiet start, --set with several values, --version, --verbose, and
+one-line errors from a read-only or full disk."""
 
 import csv
+import errno
 import json
 import os
 import re
@@ -12,6 +14,9 @@ import pytest
 import yaml
 
 from byol_keras import cli
+from tests.helpers.disks import run_on_small_disk, run_read_only
+from tests.helpers.kill import latest_checkpoint_step
+from tests.helpers.runs import make_run
 
 ROOT = Path(__file__).resolve().parents[1]
 # Substrings of TensorFlow's C++ log lines (absl prefixes I0000/W0000/E0000) and
@@ -22,16 +27,23 @@ KERAS_NOISE = ("shuffle=True",)
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None):
     """`python -m byol_keras ARGS` as a user starts it: no TF_CPP_MIN_LOG_LEVEL of ours."""
-    environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    environment.update(PYTHONPATH=str(ROOT), **(env or {}))
     return subprocess.run(
-        [sys.executable, "-m", "byol_keras", *args],
+        cli_command(*args),
         capture_output=True,
         text=True,
-        env=environment,
+        env={**cli_environment(), **(env or {})},
         cwd=cwd,
         timeout=300,
     )
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "byol_keras", *args]
+
+
+def cli_environment() -> dict:
+    environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return {**environment, "PYTHONPATH": str(ROOT)}
 
 
 @pytest.mark.slow
@@ -119,3 +131,108 @@ def test_version_prints_the_version_in_pyproject(capsys):
     from byol_keras import __version__
 
     assert __version__ == expected
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a disk always full")
+@pytest.mark.parametrize("writer", ["tensorflow", "python", "read-only"])
+def test_a_write_the_disk_refuses_is_one_line_naming_the_path_with_exit_1(
+    writer, tmp_path, monkeypatch, capsys
+):
+    """Linux's /dev/full refuses every write with ENOSPC, to TensorFlow and Python alike.
+
+    The read-only case raises the OSError that `open` raises on a read-only file
+    system (EROFS), which root cannot get from permission bits; the slow tests
+    below meet real read-only and full file systems.
+    """
+    import tensorflow as tf
+
+    output, manifest = tmp_path / "out", tmp_path / "out" / "manifest.json"
+
+    def export(args):
+        if writer == "tensorflow":  # the error a checkpoint's SaveV2 raises on a full disk
+            tf.io.write_file("/dev/full", "checkpoint")
+        elif writer == "python":  # a failed write() names no file
+            Path("/dev/full").write_text("summary")
+        else:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(manifest))
+
+    monkeypatch.setitem(cli.HANDLERS, "export", export)
+    code = cli.main(["export", "--run", str(tmp_path / "run"), "--output", str(output)])
+    expected = {
+        "tensorflow": "cannot write '/dev/full': No space left on device",
+        "python": f"cannot write to '{output}': No space left on device",
+        "read-only": f"cannot write '{manifest}': Read-only file system",
+    }
+    assert code == 1
+    assert capsys.readouterr().err.splitlines() == [f"byol-keras: error: {expected[writer]}"]
+
+
+def test_errors_other_than_a_refused_write_keep_their_traceback(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    out_of_memory = tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+    missing = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(tmp_path / "x"))
+    for error in (out_of_memory, missing):
+        monkeypatch.setitem(cli.HANDLERS, "export", lambda args, error=error: _raise(error))
+        with pytest.raises(type(error)):
+            cli.main(["export", "--run", str(tmp_path)])
+
+
+def _raise(error: BaseException):
+    raise error
+
+
+TINY = [
+    "data.image_size=8",
+    "model.width=4",
+    "model.projection_dim=8",
+    "model.projector_hidden_dim=16",
+    "model.predictor_hidden_dim=16",
+    "train.epochs=1",
+    "train.steps_per_epoch=2",
+    "train.batch_size=8",
+    "train.verbose=0",
+    "eval.final_linear_probe=false",
+]
+
+
+@pytest.mark.slow
+def test_a_read_only_directory_is_refused_in_one_line_before_the_work(tmp_path):
+    folder = tmp_path / "read_only"
+    run = make_run(folder / "run")
+    new_run = folder / "new_run"
+    cases = [
+        (["train", "--set", *TINY, "--output", str(new_run)], "--output", new_run),
+        (["evaluate", "--run", str(run.root), "--protocol", "linear"], "--run", run.eval_dir),
+        (["export", "--run", str(run.root)], "--output", run.root / "export"),
+    ]
+    for arguments, option, refused in cases:
+        result = run_read_only(folder, cli_command(*arguments), cli_environment())
+        assert result.returncode == 2, result.stderr[-3000:]
+        error = [line for line in result.stderr.splitlines() if not line.startswith("INFO ")]
+        message = f"{option}: cannot write to '{refused}' (Read-only file system)"
+        assert error == [f"byol-keras: error: {message}"]
+    assert sorted(p.name for p in folder.iterdir()) == ["run"]
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_train_is_one_line_and_its_checkpoint_resumes(tmp_path):
+    disk, kept = tmp_path / "disk", tmp_path / "kept"
+    disk.mkdir()
+    # 256 KiB hold the config, logs and the step-2 checkpoint (about 100 KiB), not model.keras
+    # (about 280 KiB).
+    train = cli_command("train", "--set", *TINY, "--output")
+    result = run_on_small_disk(disk, 256, [*train, str(disk / "run")], kept, cli_environment())
+    assert result.returncode == 1, result.stderr[-3000:]
+    error = [line for line in result.stderr.splitlines() if not line.startswith("INFO ")]
+    message = f"cannot write to '{disk / 'run'}': No space left on device"
+    assert error == [f"byol-keras: error: {message}"]
+    run = kept / "run"
+    assert latest_checkpoint_step(run / "checkpoints") == 2
+    assert not (run / "summary.json").exists() and not (run / ".lock").exists()
+
+    # With room again, the same command resumes from that checkpoint and finishes.
+    rerun = run_cli("train", "--set", *TINY, "--output", str(run))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["finished"] and summary["resumed_from_step"] == 2 and summary["steps"] == 2

@@ -46,7 +46,7 @@ from byol_keras.evaluation.knn import knn_class_scores
 from byol_keras.evaluation.linear import fit_linear_probe
 from byol_keras.evaluation.metrics import per_class_accuracy, top_k_accuracy
 from byol_keras.evaluation.retrieval import retrieval_figures, retrieval_per_query
-from byol_keras.runs import RunDirectory, atomic_write_text
+from byol_keras.runs import RunDirectory, atomic_write_text, check_writable
 from byol_keras.transfer.detect import default_detect_data, evaluate_detection
 from byol_keras.transfer.detect import result_name as detect_result_name
 from byol_keras.transfer.segment import default_segment_data, evaluate_segmentation
@@ -95,6 +95,7 @@ def evaluate_run(
     label_fraction = _checked_request(protocol, label_fraction, baseline)
     run = RunDirectory(run_dir).require_finished()
     config = load_config(run.config_path, list(overrides))
+    check_writable(run.eval_dir, "--run")  # before the work, not when writing its result
     if protocol in _DENSE_PROTOCOLS:
         return _dense(protocol, run, config, data, label_fraction, baseline, started)
     spec = data or config.data.val_source
@@ -132,7 +133,6 @@ def evaluate_run(
     }
     result["wall_time_seconds"] = time.perf_counter() - started
     result["summary_line"] = _summary_line(result, path)
-    run.eval_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(result, indent=2))
     return result
 
@@ -188,7 +188,6 @@ def _dense(protocol, run, config, data, fraction, baseline, started) -> dict:
     path = run.eval_dir / f"{name}.json"
     _refuse_other_data(path, spec)
     backbone = _backbone(run, config, random_init=baseline == "random")
-    run.eval_dir.mkdir(parents=True, exist_ok=True)
     return evaluate(run, config, spec, fraction, baseline, backbone, path, started)
 
 

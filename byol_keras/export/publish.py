@@ -6,6 +6,8 @@ destination, converted to ONNX, checked by the caller's `verify` (which
 reloads them in a fresh process), and only then renamed into place, so an
 export that fails or crashes leaves no version behind. The manifest is
 written last, under `manifests/` and as the export root's `manifest.json`.
+A staging folder records its process, so that the next export removes the
+folder of one that was killed.
 
 ```python
 # doctest: slow
@@ -35,19 +37,32 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from byol_keras.errors import ExportError, UsageError
 from byol_keras.export.signature import SIGNATURE_NAME
 from byol_keras.export.verify import isolated_python
-from byol_keras.runs import RunDirectory, atomic_write_text
+from byol_keras.runs import RunDirectory, atomic_write_text, check_writable
+from byol_keras.training.run_lock import holder_gone, read_holder, this_process
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("saved_model", "onnx")
 MIN_OPSET = 17
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# At most 200 characters: ".staging-<name>-v<version>-XXXXXXXX" must fit in a 255-byte file name.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
+# In a staging folder: the exporting process, so that a later export can sweep a killed one's.
+_OWNER = "owner.json"
+# A staging folder without an owner record: made by a byol-keras before owner records, or by
+# an export that is about to write it; taken as left behind once this old.
+_UNOWNED_STALE_SECONDS = 3600
+# The export root's own entries, and what each must be; no model may take their names.
+_ROOT_ENTRIES = {"manifest.json": "file", "manifests": "folder", "onnx": "folder"}
+# ASCII digits only: str.isdigit takes "²", which int refuses, and \d takes "٣", which TF
+# Serving does not read as a version.
+_VERSION = "[0-9]+"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +100,14 @@ def check_request(
         raise UsageError(f"--format: expected saved_model, onnx or all, got {unknown or 'none'}")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise UsageError(
-            f"--name: {name!r} is not a model name (letters, digits, '_', '.', '-'; "
+            f"--name: {name!r} is not a model name (up to 200 letters, digits, '_', '.', '-'; "
             "no path separators)"
+        )
+    # Case-insensitively, as macOS's and Windows's file systems compare names.
+    if name.casefold() in _ROOT_ENTRIES:
+        raise UsageError(
+            f"--name: {name!r} is reserved: the export root keeps its manifest.json, "
+            "manifests/ and onnx/ there"
         )
     if version is not None and (
         isinstance(version, bool) or not isinstance(version, int) or version < 1
@@ -94,10 +115,12 @@ def check_request(
         raise UsageError(f"--version: expected a positive integer, got {version!r}")
     if "onnx" in formats:
         _check_opset(opset)
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise UsageError(f"--output: '{output}' exists and is not a directory")
-    output.mkdir(parents=True, exist_ok=True)
+    output = check_writable(output, "--output")
+    for entry, kind in {**_ROOT_ENTRIES, name: "folder"}.items():
+        path = output / entry
+        if path.exists() and path.is_dir() != (kind == "folder"):
+            other = "file" if kind == "folder" else "folder"
+            raise UsageError(f"--output: '{path}' is a {other}, not a {kind}; move it away")
     return ExportRequest(formats, output, name, _choose_version(output, name, version), opset)
 
 
@@ -117,10 +140,12 @@ def publish(
     contract and preprocessing.
     """
     destinations = request.destinations
+    _sweep_staging(request.output)
     staging = Path(
         tempfile.mkdtemp(dir=request.output, prefix=f".staging-{request.name}-v{request.version}-")
     )
     try:
+        (staging / _OWNER).write_text(json.dumps(this_process()))
         staged = {"saved_model": staging / "saved_model", "onnx": staging / "model.onnx"}
         write_saved_model(staged["saved_model"])
         if "onnx" in request.formats:
@@ -185,8 +210,9 @@ def existing_versions(output: str | Path, name: str) -> set[int]:
     output = Path(output)
     versions = set()
     if (output / name).is_dir():
-        versions |= {int(p.name) for p in (output / name).iterdir() if p.name.isdigit()}
-    pattern = re.compile(re.escape(name) + r"-v(\d+)\.(onnx|json)")
+        folders = (output / name).iterdir()
+        versions |= {int(p.name) for p in folders if re.fullmatch(_VERSION, p.name)}
+    pattern = re.compile(re.escape(name) + f"-v({_VERSION})\\.(onnx|json)")
     for folder in (output / "onnx", output / "manifests"):
         if folder.is_dir():
             matches = (pattern.fullmatch(p.name) for p in folder.iterdir())
@@ -295,6 +321,25 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _sweep_staging(output: Path) -> None:
+    """Removes the staging folders that exports killed mid-way left in `output`.
+
+    As the run lock does with a lock file, a folder is left behind when its
+    owner record names a process of this host that no longer runs; one of
+    another host's process is kept, since it cannot be checked.
+    """
+    for folder in output.glob(".staging-*"):
+        owner = read_holder(folder / _OWNER)
+        try:
+            age = time.time() - folder.stat().st_mtime
+        except FileNotFoundError:
+            continue  # its export finished meanwhile
+        if holder_gone(owner) or (owner is None and age > _UNOWNED_STALE_SECONDS):
+            shutil.rmtree(folder, ignore_errors=True)
+            who = f"pid {owner['pid']}" if owner else "no owner record"
+            log.warning("removed %s, left by an export that no longer runs (%s)", folder, who)
 
 
 def _commit(staged: dict, destinations: dict) -> None:

@@ -1,4 +1,8 @@
-"""One `train` process per run directory: a lock file made with O_EXCL, stale-lock aware."""
+"""One `train` process per run directory: a lock file made with O_EXCL, stale-lock aware.
+
+`this_process` and `holder_gone` also tell an export's staging folder left by a killed
+export from one in use (`export/publish.py`).
+"""
 
 import contextlib
 import fcntl
@@ -6,12 +10,19 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from byol_keras.errors import UsageError
+from byol_keras.runs import check_writable
 
 log = logging.getLogger(__name__)
+
+# A holder writes its record right after creating the file. A lock without a record younger
+# than _NEW_LOCK_SECONDS is one being taken; a contender waits up to _WRITE_WAIT_SECONDS for it.
+_NEW_LOCK_SECONDS = 10.0
+_WRITE_WAIT_SECONDS = 1.0
 
 
 @contextlib.contextmanager
@@ -30,8 +41,8 @@ def run_lock(path: str | Path) -> Iterator[Path]:
     ```
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mine = _this_process()
+    check_writable(path.parent, "--output")
+    mine = this_process()
     # A stale lock is removed, then created again; a contender that was quicker wins.
     for _ in range(3):
         try:
@@ -39,8 +50,12 @@ def run_lock(path: str | Path) -> Iterator[Path]:
         except FileExistsError:
             _remove_if_stale(path, mine)
             continue
-        with os.fdopen(handle, "w") as stream:
-            json.dump(mine, stream)
+        try:
+            with os.fdopen(handle, "w") as stream:
+                json.dump(mine, stream)
+        except BaseException:  # a full disk, say: leave no lock without a holder record
+            path.unlink(missing_ok=True)
+            raise
         break
     else:
         raise UsageError(f"--output: could not take the lock {path}; another process took it")
@@ -48,7 +63,7 @@ def run_lock(path: str | Path) -> Iterator[Path]:
         yield path
     finally:
         # Never remove a lock that another process took over meanwhile.
-        if _read(path) == mine:
+        if read_holder(path) == mine:
             path.unlink(missing_ok=True)
 
 
@@ -63,9 +78,14 @@ def _remove_if_stale(path: Path, mine: dict) -> None:
     can never go stale.
 
     ```python
-    _remove_if_stale(Path("runs/quickstart/.lock"), _this_process())
+    _remove_if_stale(Path("runs/quickstart/.lock"), this_process())
     ```
     """
+    if path.is_symlink():  # O_EXCL refuses even a dangling link; this lock never makes one
+        raise UsageError(
+            f"--output: the lock {path} is a symbolic link to '{os.readlink(path)}', not a lock "
+            "file; delete the link"
+        )
     try:
         handle = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -80,7 +100,10 @@ def _remove_if_stale(path: Path, mine: dict) -> None:
             ) from error
         if not _names(path, handle):
             return  # removed, or replaced by a newer lock, while this process waited
-        _check_stale(path, mine, _read(path))
+        holder = _written_holder(path, handle)
+        if not _names(path, handle):
+            return  # released while this process read it
+        _check_stale(path, mine, holder)
         path.unlink()
     finally:
         os.close(handle)  # releases the flock
@@ -96,12 +119,33 @@ def _names(path: Path, handle: int) -> bool:
     return (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino)
 
 
+def _written_holder(path: Path, handle: int) -> dict | None:
+    """The record in the lock open as `handle`, waiting a moment for one not written yet.
+
+    Between its O_EXCL create and its write, a holder's lock file is empty: a
+    young lock without a record is one being taken, not a stale one.
+    """
+    deadline = time.monotonic() + _WRITE_WAIT_SECONDS
+    while True:
+        holder = _parse(os.pread(handle, 1 << 16, 0))
+        status = os.fstat(handle)
+        being_taken = status.st_nlink > 0 and time.time() - status.st_mtime < _NEW_LOCK_SECONDS
+        if holder is not None or not being_taken:
+            return holder
+        if time.monotonic() > deadline:
+            raise UsageError(
+                f"--output: '{path.parent}' is being taken by another process (its lock {path} "
+                "has no holder record yet); try again in a moment"
+            )
+        time.sleep(0.02)
+
+
 def _check_stale(path: Path, mine: dict, holder: dict | None) -> None:
     """Raises `UsageError` unless `holder` is a process of this host that no longer runs."""
     if holder is None:
         raise UsageError(
-            f"--output: {path} exists but is unreadable; if no `byol-keras train` runs on "
-            "this directory, delete it"
+            f"--output: {path} is empty or unreadable (no holder record); if no "
+            "`byol-keras train` runs on this directory, delete it"
         )
     who = f"pid {holder.get('pid')} on {holder.get('host')}"
     if holder.get("host") != mine["host"]:
@@ -113,15 +157,32 @@ def _check_stale(path: Path, mine: dict, holder: dict | None) -> None:
     log.warning("taking over the stale lock %s of %s, which no longer runs", path, who)
 
 
-def _this_process() -> dict:
+def this_process() -> dict:
+    """The record that names this process: pid, host and start time."""
     pid = os.getpid()
     return {"pid": pid, "host": socket.gethostname(), "started": _start_time(pid)}
 
 
-def _read(path: Path) -> dict | None:
+def holder_gone(holder: dict | None) -> bool:
+    """Whether `holder`, a record of `this_process`, names a process of this host that has ended.
+
+    False for an unreadable record and for another host's process, which cannot be checked.
+    """
+    return holder is not None and holder.get("host") == socket.gethostname() and not _alive(holder)
+
+
+def read_holder(path: Path) -> dict | None:
+    """The record written to `path` by `this_process`, or None when it is missing or unreadable."""
     try:
-        holder = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return _parse(path.read_bytes())
+    except OSError:
+        return None
+
+
+def _parse(record: bytes) -> dict | None:
+    try:
+        holder = json.loads(record)
+    except ValueError:  # UnicodeDecodeError included
         return None
     return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
 

@@ -1,6 +1,7 @@
 """Evaluation protocols against scikit-learn and brute-force references, and via the CLI."""
 
 import json
+import shutil
 import tracemalloc
 
 import keras
@@ -220,6 +221,23 @@ def test_cli_refuses_a_run_without_val_source(tmp_path, capsys):
     run = make_run(tmp_path / "run", config)
     code, error = _cli_error(capsys, ["evaluate", "--run", str(run.root), "--protocol", "knn"])
     assert code == 2 and "--data" in error and "val_source" in error
+
+
+def test_an_eval_folder_that_cannot_be_written_is_refused_before_the_probe(
+    run, tmp_path, capsys, monkeypatch
+):
+    # Root ignores permission bits; a regular file where eval/ goes refuses every write.
+    copy = tmp_path / "run"
+    shutil.copytree(run.root, copy, ignore=shutil.ignore_patterns("eval"))
+    (copy / "eval").write_text("not a folder")
+
+    def fit_linear_probe(*args, **kwargs):
+        raise AssertionError("the probe was trained although its result cannot be written")
+
+    monkeypatch.setattr("byol_keras.evaluation.protocols.fit_linear_probe", fit_linear_probe)
+    code, error = _cli_error(capsys, ["evaluate", "--run", str(copy), "--protocol", "linear"])
+    assert code == 2
+    assert error == f"byol-keras: error: --run: '{copy / 'eval'}' exists and is not a directory"
 
 
 def test_cli_prints_one_result_line(run, capsys):

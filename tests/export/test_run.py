@@ -294,6 +294,7 @@ def test_export_helpers_do_not_import_from_the_working_directory(run, tmp_path, 
         (["--run", "{missing}"], "does not exist"),
         (["--run", "{unfinished}"], "is not a finished run"),
         (["--run", "{run}", "--name", "../escape"], "--name"),
+        (["--run", "{run}", "--name", "manifest.json"], "--name: 'manifest.json' is reserved"),
         (["--run", "{run}", "--opset", "16"], "--opset: expected 17 to"),
         (["--run", "{run}", "--version", "0"], "--version: expected a positive integer"),
     ],
@@ -308,6 +309,7 @@ def test_bad_export_requests_exit_2_naming_the_problem(run, tmp_path, capsys, ar
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("byol-keras: error:") and message in error[0]
     assert not (tmp_path / "o" / "byol_backbone").exists()
+    assert not (tmp_path / "o" / "manifest.json").exists()
 
 
 @pytest.mark.slow
