@@ -231,11 +231,12 @@ def check_files(
         data = tf.io.read_file(path)
 
         def jpeg_size():
-            # A JPEG decoded at 1/8 scale still reads (and checks) every byte, at
-            # a fraction of the cost; the dependency keeps it from being pruned.
-            checked = tf.io.decode_jpeg(data, ratio=8)
-            with tf.control_dependencies([checked]):
-                return tf.image.extract_jpeg_shape(data)[:2]
+            # A JPEG decoded at 1/8 scale still reads (and checks) every byte, at a
+            # fraction of the cost. Its shape (at most the header's) must enter the
+            # result: TensorFlow prunes a decode whose output is unused, even under
+            # a control dependency, and a broken file then passes.
+            scaled = tf.shape(tf.io.decode_jpeg(data, ratio=8))[:2]
+            return tf.maximum(tf.image.extract_jpeg_shape(data)[:2], scaled)
 
         size = tf.cond(tf.io.is_jpeg(data), jpeg_size, lambda: tf.shape(decode_rgb(data))[:2])
         return index, size

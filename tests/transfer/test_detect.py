@@ -26,6 +26,7 @@ from byol_keras.transfer import detector
 from byol_keras.transfer.box_sources import load_box_split
 from byol_keras.transfer.detection_metrics import Detections, detection_scores
 from tests.helpers.boxes import Scene, random_scenes, write_coco, write_voc
+from tests.helpers.broken_jpegs import BROKEN_KINDS, write_broken_jpegs
 from tests.helpers.runs import make_run
 
 SIZE = (64, 96)
@@ -212,6 +213,18 @@ def test_refusals_exit_2_with_one_line(tmp_path, voc_root, detect_run, capsys):
     assert "RetinaNet needs strides 8, 16 and 32" in line
 
 
+def test_broken_jpegs_in_a_voc_split_are_skipped_before_detect_decodes_them(tmp_path):
+    scenes = random_scenes(2) + [
+        Scene(kind, 40, 60, [[2, 2, 20, 20, 0, False]]) for kind in BROKEN_KINDS
+    ]
+    root = write_voc(tmp_path, {"train": scenes})
+    write_broken_jpegs(root / "JPEGImages")
+    split = load_box_split(f"voc:{root}", "train")
+    assert (split.names, split.skipped_files) == ([s.name for s in scenes[:2]], 3)
+    prepared = detector.prepare_split(split, SIZE, as_uint8=True)  # the decode detect runs
+    assert prepared.images.shape == (2, *SIZE, 3)
+
+
 @pytest.mark.slow  # a fine-tune: 20-40 s on the shared CPU
 def test_bad_annotations_are_skipped_and_counted_in_the_result(tmp_path):
     splits = _splits(seed=2)
@@ -223,12 +236,14 @@ def test_bad_annotations_are_skipped_and_counted_in_the_result(tmp_path):
     splits["test"] += [
         Scene("outside", 40, 60, [[2, 2, 20, 20, 1, False], [70, 5, 90, 20, 0, False]])
     ]
+    splits["train"] += [Scene(kind, 40, 60, [[2, 2, 20, 20, 0, False]]) for kind in BROKEN_KINDS]
     root = write_voc(tmp_path / "voc", splits)
     (root / "Annotations" / "broken_xml.xml").write_text("<annotation><object><name>cat")
     (root / "JPEGImages" / "no_image.jpg").unlink()
+    write_broken_jpegs(root / "JPEGImages")
     run = make_detect_run(tmp_path / "run", _config(f"voc:{root}"))
     result = evaluate_run(run.root, "detect", overrides=["detect.epochs=1"])
-    assert result["skipped_files"] == {"train": 2, "val": 0, "test": 0}
+    assert result["skipped_files"] == {"train": 5, "val": 0, "test": 0}
     assert result["skipped_boxes"] == {"train": 1, "val": 0, "test": 1}
     assert result["n_train"] == 11 and result["n_test"] == 6
     kept = sum(len(s.boxes) for s in splits["test"]) - 1
