@@ -23,7 +23,7 @@ split.boxes[0].shape, split.classes[0].dtype        # (k, 4) float32, int32
 
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -73,7 +73,8 @@ class BoxSplit:
             inside the image.
         classes: Per image, int32 `[k]` indices into `class_names`.
         difficult: Per image, bool `[k]`: VOC `<difficult>` or COCO `iscrowd`.
-        class_names: The classes, the same list for every split of a data set.
+        class_names: The classes: for VOC the same list for every split of a data set, for
+            COCO the split's own categories (`match_classes` matches two splits by name).
         skipped_files: Images dropped (unparsable annotation, missing or unreadable image).
         skipped_boxes: Boxes dropped (unparsable, degenerate, entirely outside the image).
         clipped_boxes: Boxes cut to their image's bounds.
@@ -194,6 +195,40 @@ def finish_split(
             f"{len(class_names)} classes, {len(skipped_files)} images and "
             f"{len(skipped_boxes)} boxes skipped)"
         ),
+    )
+
+
+def match_classes(split: BoxSplit, class_names: list[str], where: str) -> BoxSplit:
+    """`split` with its class indices into `class_names`, the classes matched by name.
+
+    Raises `UsageError` when `split` has a box of a class that `class_names`
+    lacks; `where` names `split` in the message.
+
+    ```python
+    from byol_keras.transfer.coco import load_coco
+
+    train = load_coco("my-coco", "train")  # categories {1: cat, 2: dog}
+    test = match_classes(load_coco("my-coco", "test"), train.class_names, "the test split")
+    assert test.class_names == ["cat", "dog"]  # test's {1: dog} boxes are class 1, as in train
+    ```
+    """
+    used = sorted({split.class_names[k] for classes in split.classes for k in classes})
+    unknown = [name for name in used if name not in class_names]
+    if unknown:
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise UsageError(
+            f"--data: {where} has boxes of classes that the train split never had: "
+            f"{', '.join(unknown[:5])}{more}"
+        )
+    # -1 for a class that `split` declares without a box of it: never looked up.
+    renumber = np.array(
+        [class_names.index(name) if name in class_names else -1 for name in split.class_names],
+        np.int32,
+    )
+    return replace(
+        split,
+        classes=[renumber[classes] for classes in split.classes],
+        class_names=list(class_names),
     )
 
 

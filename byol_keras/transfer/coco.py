@@ -5,10 +5,13 @@ Layout:
     <path>/annotations/instances_<split>.json   COCO "instances" JSON
     <path>/<split>/<file_name>                  the images it lists
 
-`split` may join splits with '+' (`train+val`); they must declare the same
-categories. Boxes are `[x, y, w, h]` in pixels, read as `[x, y, x + w, y + h]`.
-The classes are the `categories`, in the order of their ids. `iscrowd` boxes
-are kept but flagged `difficult`, so they are never scored as positives.
+`split` may join splits with '+' (`train+val`). Boxes are `[x, y, w, h]` in
+pixels, read as `[x, y, x + w, y + h]`. The classes are the names of the
+`categories`, sorted (their union when splits are joined): an export per split
+may list only the classes present, under ids of its own, so classes are matched
+by name, never by id (`boxes.match_classes` puts another split on these names).
+`iscrowd` boxes are kept but flagged `difficult`, so they are never scored as
+positives.
 
 Skipped and counted, never fatal: an image entry without an integer `id` and
 a `file_name` inside the split folder, or whose file is missing or unreadable
@@ -60,22 +63,22 @@ def load_coco(
     base = os.path.expanduser(path)
     if not os.path.isdir(base):
         raise UsageError(f"{source_key}: COCO tree '{base}' does not exist or is not a folder")
-    images, skipped_files, skipped_boxes = [], [], []
-    class_names = None
+    images, skipped_files, skipped_boxes, declared = [], [], [], []
     for name in split_parts(split, split_key):
+        # One document at a time: COCO's train JSON alone takes gigabytes once parsed.
         document = _read_json(base, name, source_key, split_key)
         categories = _categories(document, name, source_key)
-        names = [category_name for _, category_name in categories]
-        if class_names is not None and names != class_names:
-            raise UsageError(
-                f"{split_key}: the splits of '{split}' declare different categories in '{base}'"
-            )
-        class_names = names
-        index = {category_id: i for i, (category_id, _) in enumerate(categories)}
+        index = {category_id: k for k, category_id in enumerate(categories)}
         found, files, boxes = _split_images(base, name, document, index, source_key)
+        declared.append((list(categories.values()), found))
         images += found
         skipped_files += files
         skipped_boxes += boxes
+    class_names = sorted({category for names, _ in declared for category in names})
+    for names, found in declared:  # from each split's own categories to the shared names
+        renumber = np.array([class_names.index(category) for category in names], np.int32)
+        for image in found:
+            image.classes = renumber[image.classes]
     if not images and not skipped_files:
         raise UsageError(f"{split_key}: split '{split}' of COCO tree '{base}' lists no images")
     return finish_split(
@@ -117,8 +120,8 @@ def _read_json(base: str, split: str, source_key: str, split_key: str) -> dict:
     return document
 
 
-def _categories(document: dict, split: str, source_key: str) -> list[tuple[int, str]]:
-    """(id, name) of every category, sorted by id; a malformed one is the file's mistake."""
+def _categories(document: dict, split: str, source_key: str) -> dict[int, str]:
+    """The name of every category by its id; a malformed one is the file's mistake."""
     categories = []
     for entry in document["categories"]:
         if not (
@@ -136,7 +139,7 @@ def _categories(document: dict, split: str, source_key: str) -> list[tuple[int, 
         raise UsageError(
             f"{source_key}: instances_{split}.json declares no categories or repeats an id"
         )
-    return sorted(categories)
+    return dict(categories)
 
 
 def _split_images(base: str, split: str, document: dict, index: dict, source_key: str):

@@ -56,6 +56,16 @@ def test_class_names_come_from_every_split_so_all_splits_share_one_index(tmp_pat
     assert split.class_names == ["cat", "fish"] and split.classes[0].tolist() == [1]
 
 
+def test_joined_coco_splits_with_their_own_category_ids_share_classes_by_name(tmp_path):
+    train = [Scene("a", 32, 32, [[0, 0, 8, 8, 0, False], [8, 8, 16, 16, 1, False]])]
+    val = [Scene("b", 32, 32, [[0, 0, 8, 8, 0, False]])]
+    root = write_coco(tmp_path, {"train": train}, ["cat", "dog"])  # ids 10: cat, 20: dog
+    write_coco(root, {"val": val}, ["dog"])  # its own id 10: dog
+    joined = load_coco(str(root), "train+val")
+    assert joined.class_names == ["cat", "dog"]
+    assert [classes.tolist() for classes in joined.classes] == [[0, 1], [1]]
+
+
 def _broken_voc(root):
     """A VOC tree with one good image and one of each kind of bad input."""
     scenes = [
