@@ -24,7 +24,7 @@ empty split raises `UsageError`.
 
 ```python
 split = load_coco("my-coco", "val")
-split.class_names[:2], split.skipped_boxes  # ['person', 'bicycle'], 0
+split.class_names[:2], split.skipped_boxes  # ['airplane', 'apple'] (sorted names), 0
 ```
 """
 
