@@ -7,8 +7,10 @@ pixel columns 0..9 is `[0, 10]` (COCO's `[x, y, w, h]` read as `x, y, x + w,
 y + h`, and VOC's 1-based inclusive corners as the devkit reads them). It
 skips what it cannot parse and counts why. `finish_split` then does what both
 formats share: it checks every image file as the folder source does (never
-decoded when too large; decoded once, by the decoder training uses), reads
-each image's true size from its header, drops boxes that lie entirely outside
+decoded when too large; decoded once, by the decoder training uses), takes
+each image's size as displayed (EXIF orientation applied: annotation tools
+box the image they show), skips an image whose declared size (VOC `<size>`,
+COCO `width`/`height`) differs from it, drops boxes that lie entirely outside
 their image and clips those that lie partly outside, and logs each kind of
 skip once.
 
@@ -26,7 +28,6 @@ from collections import Counter
 from dataclasses import dataclass, replace
 
 import numpy as np
-from PIL import Image
 
 from byol_keras.data.folder import FileLimits, check_files, file_keys_and_decode, read_encoded
 from byol_keras.data.source import ImageSource, example_ids, log
@@ -47,6 +48,7 @@ class AnnotatedImage:
         classes: int32 `[k]` indices into the class names.
         difficult: bool `[k]`: VOC `<difficult>` or COCO `iscrowd`; such a
             box is kept for training but is never scored as a positive.
+        declared_size: `(height, width)` that the annotation states, if any.
 
     ```python
     AnnotatedImage("JPEGImages/a.jpg", "a", np.array([[0.0, 0.0, 10.0, 20.0]]),
@@ -59,6 +61,7 @@ class AnnotatedImage:
     boxes: np.ndarray
     classes: np.ndarray
     difficult: np.ndarray
+    declared_size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class BoxSplit:
     Args:
         paths: The usable image files, in the split's own order.
         names: Each image's id in its data set (VOC id, COCO `file_name`).
-        sizes: int32 `[n, 2]`, each image's `(height, width)` from its file.
+        sizes: int32 `[n, 2]`, each image's `(height, width)` as displayed (EXIF orientation).
         boxes: Per image, float32 `[k, 4]` `[x0, y0, x1, y1]`, 0-based, end exclusive,
             inside the image.
         classes: Per image, int32 `[k]` indices into `class_names`.
@@ -155,16 +158,22 @@ def finish_split(
     total_files = len(images) + len(skipped_files)
     skipped_files = list(skipped_files)
     skipped_boxes = list(skipped_boxes)
-    native, fallback, broken, known_sizes = check_files([image.path for image in images], limits)
+    native, fallback, broken, sizes = check_files([image.path for image in images], limits)
     names_by_path = {image.path: image.name for image in images}
     skipped_files += [(names_by_path[path], why) for path, why in broken]
-    good = sorted(native + fallback)
-    # The check measured the files TensorFlow decodes; Pillow reads the others' headers.
-    sizes = [known_sizes.get(i) or _image_size(images[i].path) for i in good]
     kept = []
     clipped = 0
-    for index, size in zip(good, sizes, strict=True):
-        image = images[index]
+    for index in sorted(native + fallback):
+        image, size = images[index], tuple(sizes[index])
+        if image.declared_size not in (None, size):
+            # Boxed in another frame, such as the stored one of a photo that EXIF turns.
+            skipped_files.append(
+                (
+                    image.name,
+                    "declared size differs from the image as displayed (EXIF orientation applied)",
+                )
+            )
+            continue
         inside, cut, outside = _fit_boxes(image.boxes, size)
         skipped_boxes += [(image.name, "entirely outside the image")] * outside
         clipped += cut
@@ -263,12 +272,6 @@ def box_image_source(split: BoxSplit) -> ImageSource:
 
 def _key_path(path, *_label_and_flag):
     return path
-
-
-def _image_size(path: str) -> tuple[int, int]:
-    with Image.open(path) as image:  # reads the header only
-        width, height = image.size
-    return height, width
 
 
 def _fit_boxes(boxes: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, int, int]:

@@ -18,9 +18,11 @@ a `file_name` inside the split folder, or whose file is missing or unreadable
 (the image is dropped); an annotation without an integer `image_id` of a
 listed image or without a `bbox` of four finite numbers, or whose box is
 degenerate (w <= 0 or h <= 0) or lies entirely outside the image (the box is
-dropped). A box partly outside is clipped. A missing path or JSON file, a
-file that is not COCO JSON, an annotation's unknown `category_id`, or an
-empty split raises `UsageError`.
+dropped); an image whose `width` and `height` differ from the image as
+displayed, EXIF orientation applied (the image is dropped). A box partly
+outside is clipped. A missing path or JSON file, a file that is not COCO
+JSON, an annotation's unknown `category_id`, or an empty split raises
+`UsageError`.
 
 ```python
 split = load_coco("my-coco", "val")
@@ -160,7 +162,7 @@ def _split_images(base: str, split: str, document: dict, index: dict, source_key
             skipped_files.append((file_name, f"no image in {split}/"))
             entries[entry["id"]] = None
         else:
-            entries[entry["id"]] = (image_path, file_name, [])
+            entries[entry["id"]] = (image_path, file_name, [], _declared_size(entry))
     skipped_boxes = []
     for position, entry in enumerate(document["annotations"]):
         image_id = entry.get("image_id") if isinstance(entry, dict) else None
@@ -197,10 +199,19 @@ def _split_images(base: str, split: str, document: dict, index: dict, source_key
             boxes=np.array([b for b, _, _ in boxes], np.float64).reshape(-1, 4),
             classes=np.array([k for _, k, _ in boxes], np.int32),
             difficult=np.array([c for _, _, c in boxes], bool),
+            declared_size=declared_size,
         )
-        for image_path, file_name, boxes in filter(None, entries.values())
+        for image_path, file_name, boxes, declared_size in filter(None, entries.values())
     ]
     return images, skipped_files, skipped_boxes
+
+
+def _declared_size(entry: dict) -> tuple[int, int] | None:
+    """An image entry's (height, width); None unless both are positive integers."""
+    height, width = entry.get("height"), entry.get("width")
+    if _is_int(height) and _is_int(width) and height > 0 and width > 0:
+        return height, width
+    return None
 
 
 def _is_int(value) -> bool:

@@ -23,6 +23,7 @@ from byol_keras.data.folder import list_image_files, pillow_decode
 from byol_keras.data.source import MAX_CLASSES, decode_rgb
 from byol_keras.errors import UsageError
 from tests.helpers.broken_jpegs import jpeg_bytes, write_broken_jpegs
+from tests.helpers.exif import STORED_TURNS, quadrants, save_turned_jpeg
 
 WATCHDOG_SECONDS = 60
 
@@ -215,6 +216,20 @@ def test_truncated_and_corrupt_jpegs_are_skipped_and_counted_up_front(tmp_path, 
     assert len(_labels(source)) == source.num_examples
     text = _warnings_text(caplog)
     assert all(f"{path.name}: " in text for path in broken), text
+
+
+def test_photos_that_exif_turns_are_decoded_as_displayed(tmp_path):
+    displayed = quadrants(48, 32)
+    Image.fromarray(displayed).save(tmp_path / "upright.jpg", quality=95)
+    for orientation in STORED_TURNS:
+        save_turned_jpeg(tmp_path / f"turned{orientation}.jpg", displayed, orientation)
+    source = load_source(f"folder:{tmp_path}", image_size=8)
+    assert (source.num_examples, source.skipped_files) == (4, 0)
+    encoded = [decode_rgb(data) for data, _ in source.shuffled(seed=0, encoded=True)]
+    for image in [image for image, _ in source.dataset] + encoded:
+        assert image.shape == displayed.shape
+        # JPEG blurs the quadrants' edges by a few levels; a wrong turn is off by about 100.
+        assert np.abs(image.numpy().astype(int) - displayed).mean() < 8
 
 
 def test_the_pixel_limit_is_configurable(tmp_path, caplog):

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 
 from byol_keras.data import load_source
+from byol_keras.data.folder import pillow_decode
 from byol_keras.errors import UsageError
 from byol_keras.transfer.box_sources import load_box_split
 from byol_keras.transfer.coco import load_coco
 from byol_keras.transfer.voc import load_voc, voc_box
-from tests.helpers.boxes import CLASS_NAMES, Scene, random_scenes, write_coco, write_voc
+from tests.helpers.boxes import CLASS_NAMES, Scene, draw, random_scenes, write_coco, write_voc
+from tests.helpers.exif import save_turned_jpeg
 
 
 def test_voc_corners_are_read_as_the_devkit_reads_them(tmp_path):
@@ -64,6 +66,54 @@ def test_joined_coco_splits_with_their_own_category_ids_share_classes_by_name(tm
     joined = load_coco(str(root), "train+val")
     assert joined.class_names == ["cat", "dog"]
     assert [classes.tolist() for classes in joined.classes] == [[0, 1], [1]]
+
+
+def _portrait(root, write, declared=None):
+    """The issue's photo: stored 80 wide and 40 high with orientation 6, boxed as shown, 40 x 80.
+
+    `declared` (width, height) overrides the size the annotation states.
+    """
+    scene = Scene("portrait", 80, 40, [[5, 50, 30, 75, 0, False]])  # below row 40: lost if unturned
+    write(root, {"train": [scene, Scene("upright", 40, 60, [[2, 2, 20, 20, 1, False]])]})
+    image = next(root.rglob("portrait.jpg"))
+    save_turned_jpeg(image, np.asarray(draw(scene)), orientation=6)
+    if declared and write is write_voc:
+        xml = root / "Annotations" / "portrait.xml"
+        text = xml.read_text().replace("<width>40</width>", f"<width>{declared[0]}</width>")
+        xml.write_text(text.replace("<height>80</height>", f"<height>{declared[1]}</height>"))
+    elif declared:
+        path = root / "annotations" / "instances_train.json"
+        document = json.loads(path.read_text())
+        document["images"][0].update(width=declared[0], height=declared[1])
+        path.write_text(json.dumps(document))
+    return image
+
+
+@pytest.mark.parametrize("kind, write", [("voc", write_voc), ("coco", write_coco)])
+def test_boxes_on_a_photo_that_exif_turns_are_read_in_its_displayed_frame(tmp_path, kind, write):
+    image = _portrait(tmp_path, write)
+    split = load_box_split(f"{kind}:{tmp_path}", "train")
+    assert (split.skipped_files, split.skipped_boxes, split.clipped_boxes) == (0, 0, 0)
+    assert split.sizes.tolist() == [[80, 40], [40, 60]]
+    np.testing.assert_array_equal(split.boxes[0], [[5.0, 50.0, 30.0, 75.0]])
+    pixels = pillow_decode(str(image))  # the decoder of --protocol detect and its export
+    assert pixels.shape == (80, 40, 3)
+    # draw() fills a box of class 0 with grey 80 on a background of 40.
+    assert abs(pixels[52:73, 7:28].mean() - 80) < 4 and abs(pixels[5:45].mean() - 40) < 4
+
+
+@pytest.mark.parametrize("kind, write", [("voc", write_voc), ("coco", write_coco)])
+@pytest.mark.parametrize("declared", [(80, 40), (41, 80)])  # the stored frame; a wrong width
+def test_an_image_whose_declared_size_is_not_its_displayed_size_is_skipped(
+    tmp_path, kind, write, declared, caplog
+):
+    _portrait(tmp_path, write, declared)
+    with caplog.at_level(logging.WARNING):
+        split = load_box_split(f"{kind}:{tmp_path}", "train")
+    assert split.names[0].startswith("upright") and (len(split), split.skipped_files) == (1, 1)
+    assert "1 declared size differs from the image as displayed (EXIF orientation applied)" in (
+        caplog.text
+    )
 
 
 def _broken_voc(root):
