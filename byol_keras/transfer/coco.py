@@ -36,7 +36,7 @@ import os
 
 import numpy as np
 
-from byol_keras.data.folder import FileLimits
+from byol_keras.data.image_files import FileLimits
 from byol_keras.errors import UsageError, first_line
 from byol_keras.transfer.boxes import (
     DEFAULT_LIMITS,

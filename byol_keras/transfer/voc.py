@@ -34,7 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from byol_keras.data.folder import IMAGE_EXTENSIONS, FileLimits
+from byol_keras.data.folder import IMAGE_EXTENSIONS
+from byol_keras.data.image_files import FileLimits
 from byol_keras.errors import UsageError, first_line
 from byol_keras.transfer.boxes import (
     DEFAULT_LIMITS,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from byol_keras.data import load_source
-from byol_keras.data.folder import pillow_decode
+from byol_keras.data.image_files import pillow_decode
 from byol_keras.errors import UsageError
 from byol_keras.transfer.box_sources import load_box_split
 from byol_keras.transfer.coco import load_coco
