@@ -26,6 +26,7 @@ split.boxes[0].shape, split.classes[0].dtype        # (k, 4) float32, int32
 import os
 from collections import Counter
 from dataclasses import dataclass, replace
+from pathlib import PurePosixPath
 
 import numpy as np
 
@@ -119,6 +120,17 @@ class BoxSplit:
     def example_ids(self) -> np.ndarray:
         """A uint64 id per image (its resolved path), as every `ImageSource` names its examples."""
         return example_ids(os.path.realpath(p) for p in self.paths)
+
+
+def leaves_folder(name: str) -> bool:
+    """Whether a file name from an annotation reaches outside its folder by name: absolute or
+    with a '..' part. Links are not followed: git-annex and DVC trees link their files elsewhere.
+
+    ```python
+    assert leaves_folder("../../outside/secret") and not leaves_folder("2008/000123.jpg")
+    ```
+    """
+    return os.path.isabs(name) or ".." in PurePosixPath(name).parts
 
 
 def split_parts(split: str, split_key: str) -> list[str]:

@@ -14,7 +14,8 @@ by name, never by id (`boxes.match_classes` puts another split on these names).
 positives.
 
 Skipped and counted, never fatal: an image entry without an integer `id` and
-a `file_name` inside the split folder, or whose file is missing or unreadable
+a `file_name` inside the split folder (by name: absolute names and '..' parts
+are refused, links are followed), or whose file is missing or unreadable
 (the image is dropped); an annotation without an integer `image_id` of a
 listed image or without a `bbox` of four finite numbers, or whose box is
 degenerate (w <= 0 or h <= 0) or lies entirely outside the image (the box is
@@ -43,6 +44,7 @@ from byol_keras.transfer.boxes import (
     AnnotatedImage,
     BoxSplit,
     finish_split,
+    leaves_folder,
     split_parts,
 )
 
@@ -146,15 +148,15 @@ def _categories(document: dict, split: str, source_key: str) -> dict[int, str]:
 
 def _split_images(base: str, split: str, document: dict, index: dict, source_key: str):
     """The split's `AnnotatedImage`s, and (name, reason) of the images and boxes skipped."""
-    folder = os.path.realpath(os.path.join(base, split))
+    folder = os.path.join(base, split)
     entries, skipped_files = {}, []
     for position, entry in enumerate(document["images"]):
         file_name = entry.get("file_name") if isinstance(entry, dict) else None
         if not (isinstance(file_name, str) and file_name and _is_int(entry.get("id"))):
             skipped_files.append((f"{split} image #{position}", "no integer id and file_name"))
             continue
-        image_path = os.path.realpath(os.path.join(folder, file_name))
-        if os.path.commonpath([image_path, folder]) != folder:
+        image_path = os.path.join(folder, file_name)
+        if leaves_folder(file_name):
             skipped_files.append((file_name, "file_name points outside the split folder"))
         elif entry["id"] in entries:
             skipped_files.append((file_name, f"repeats image id {entry['id']}"))

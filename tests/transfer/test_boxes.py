@@ -180,6 +180,29 @@ def test_bad_coco_entries_are_skipped_and_counted(tmp_path):
     assert split.difficult[1].tolist() == [True]  # iscrowd kept, flagged
 
 
+def test_coco_images_may_be_links_but_names_may_not_leave_the_split_folder(tmp_path):
+    """As git-annex and DVC check out: the split folder holds links into a store elsewhere."""
+    scenes = random_scenes(3, seed=4)
+    root = write_coco(tmp_path / "coco", {"val": scenes})
+    store = tmp_path / "annex" / "objects"
+    store.mkdir(parents=True)
+    for scene in scenes:
+        image = root / "val" / f"{scene.name}.jpg"
+        image.rename(store / image.name)
+        image.symlink_to(store / image.name)
+    path = root / "annotations" / "instances_val.json"
+    document = json.loads(path.read_text())
+    document["images"] += [
+        {"id": 98, "file_name": "../../annex/objects/img_000.jpg"},
+        {"id": 99, "file_name": str(store / "img_001.jpg")},
+    ]
+    path.write_text(json.dumps(document))
+    split = load_coco(str(root), "val")
+    assert split.names == [f"{scene.name}.jpg" for scene in scenes]
+    assert split.skipped_files == 2  # the two names that leave val/, though their files exist
+    assert split.sizes.tolist() == [[scene.height, scene.width] for scene in scenes]
+
+
 def test_voc_and_coco_serve_pretraining_as_unlabelled_images(tmp_path):
     scenes = random_scenes(4, seed=2)
     write_voc(tmp_path / "voc", {"train": scenes[:3], "val": scenes[3:]})
