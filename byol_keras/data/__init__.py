@@ -20,7 +20,8 @@ print(source.description)  # folder:/home/me/photos (3 images, 1 classes, 0 skip
 
 from byol_keras.config import Config, DataConfig
 from byol_keras.data.arrays import load_digits_source, load_npz_source
-from byol_keras.data.folder import IMAGE_EXTENSIONS, FileLimits, load_folder_source
+from byol_keras.data.folder import IMAGE_EXTENSIONS, load_folder_source
+from byol_keras.data.image_files import FileLimits
 from byol_keras.data.source import ImageSource
 from byol_keras.data.tfds_source import load_tfds_source
 from byol_keras.errors import UsageError

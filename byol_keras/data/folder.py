@@ -1,30 +1,19 @@
 """A folder of image files as a source, with unreadable files skipped and counted.
 
-Every file is checked once, up front, and that check alone decides what
-training decodes. First without decoding: only regular files are read (a
-FIFO or a link to a device is skipped, never opened), files over
-`max_file_mb` are skipped, and the image header, which Pillow reads without
-decoding, must state at most `max_image_pixels` pixels, so a decompression
-bomb is never decoded. Then by the same TensorFlow decoder that training
-uses, so a file that passes never fails later. Files TensorFlow cannot
-decode get a second chance with Pillow (1-bit BMP, odd PNG modes); those that
-Pillow reads are decoded by Pillow during training, the rest are skipped,
-counted and reported.
+Every file is checked once, up front, by `image_files.check_files`, and that
+check alone decides what training decodes: a file that passes never fails
+later. Files TensorFlow cannot decode, or would not turn as their EXIF
+orientation says, are decoded by Pillow.
 """
 
 import os
-import stat
-import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
-import numpy as np
 import tensorflow as tf
-from PIL import Image
 
+from byol_keras.data.image_files import FileLimits, check_files, pillow_decode
 from byol_keras.data.source import ImageSource, decode_rgb, example_ids, log, resize_uint8
-from byol_keras.errors import UsageError, first_line
+from byol_keras.errors import UsageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 # Sub-folder names that mark a folder as split into train/test/...; asking for
@@ -32,20 +21,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 # the whole tree, which would mix the splits.
 SPLIT_NAMES = ("train", "test", "val", "valid", "validation")
 _REPORTED_SKIPS = 5
-_MEBIBYTE = 1 << 20
-
-
-@dataclass(frozen=True)
-class FileLimits:
-    """What the up-front check accepts: file size in MiB and pixels per image (header values).
-
-    ```python
-    FileLimits(max_file_mb=64.0, max_image_pixels=89_478_485)
-    ```
-    """
-
-    max_file_mb: float
-    max_image_pixels: int
 
 
 def load_folder_source(path: str, split: str, image_size: int, limits: FileLimits) -> ImageSource:
@@ -211,131 +186,6 @@ def _split_root(path: str, split: str) -> str:
 
 def _tf_decode(path: tf.Tensor) -> tf.Tensor:
     return decode_rgb(tf.io.read_file(path))
-
-
-def check_files(
-    paths: list[str], limits: FileLimits
-) -> tuple[list[int], list[int], list[tuple[str, str]], dict[int, tuple[int, int]]]:
-    """Splits file indices into TF-decodable, Pillow-only, and (path, reason) skipped.
-
-    The fourth result maps each TF-decodable index to its image's (height, width).
-    """
-    with ThreadPoolExecutor(max_workers=8) as pool, warnings.catch_warnings():
-        # Pillow warns about images over its own pixel limit; ours decides instead.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        problems = list(pool.map(lambda path: file_problem(path, limits), paths))
-    candidates = [i for i, why in enumerate(problems) if why is None]
-    skipped = [(paths[i], why) for i, why in enumerate(problems) if why is not None]
-
-    def probe(index, path):
-        data = tf.io.read_file(path)
-
-        def jpeg_size():
-            # A JPEG decoded at 1/8 scale still reads (and checks) every byte, at
-            # a fraction of the cost; the dependency keeps it from being pruned.
-            checked = tf.io.decode_jpeg(data, ratio=8)
-            with tf.control_dependencies([checked]):
-                return tf.image.extract_jpeg_shape(data)[:2]
-
-        size = tf.cond(tf.io.is_jpeg(data), jpeg_size, lambda: tf.shape(decode_rgb(data))[:2])
-        return index, size
-
-    indices = tf.data.Dataset.from_tensor_slices(
-        (
-            tf.constant(candidates, dtype=tf.int64),
-            tf.constant([os.fsencode(paths[i]) for i in candidates], dtype=tf.string),
-        )
-    )
-    checked = indices.map(probe, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
-    native = {}
-    for batch, sizes in checked.batch(4096):
-        native.update(zip(batch.numpy().tolist(), map(tuple, sizes.numpy().tolist()), strict=True))
-    failed = [i for i in candidates if i not in native]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        reasons = list(pool.map(lambda i: _pillow_problem(paths[i]), failed))
-    fallback = [i for i, why in zip(failed, reasons, strict=True) if why is None]
-    skipped += [(paths[i], why) for i, why in zip(failed, reasons, strict=True) if why is not None]
-    return sorted(native), fallback, sorted(skipped), native
-
-
-def file_problem(path: str, limits: FileLimits) -> str | None:
-    """Why `path` must not be decoded (not a regular file, too large, too many pixels), or None.
-
-    Decides from metadata and the image header only: nothing is decoded.
-    """
-    try:
-        # stat follows links but opens nothing, so a FIFO or a device is never read.
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode):
-            return f"not a regular file ({_file_kind(mode)})"
-        # O_NONBLOCK: should the file have become a FIFO since, opening it must not wait.
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as error:
-        return f"cannot read: {error.strerror or error}"
-    with open(descriptor, "rb") as stream:
-        info = os.fstat(stream.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            return f"not a regular file ({_file_kind(info.st_mode)})"
-        if info.st_size == 0:
-            return "empty file"
-        if info.st_size > limits.max_file_mb * _MEBIBYTE:
-            return (
-                f"{info.st_size / _MEBIBYTE:.1f} MiB, over the limit of "
-                f"{limits.max_file_mb:g} MiB (data.max_file_mb)"
-            )
-        try:
-            with Image.open(stream) as image:  # reads the header only
-                width, height = image.size
-        except Image.DecompressionBombError as error:
-            return f"{error} (Pillow's limit, PIL.Image.MAX_IMAGE_PIXELS)"
-        except Exception as error:  # any failure means the file is unusable
-            return first_line(error)
-    if width * height > limits.max_image_pixels:
-        return (
-            f"{width}x{height} = {width * height:,} pixels, over the limit of "
-            f"{limits.max_image_pixels:,} (data.max_image_pixels)"
-        )
-    return None
-
-
-def _file_kind(mode: int) -> str:
-    kinds = {
-        stat.S_ISDIR: "a folder",
-        stat.S_ISFIFO: "a FIFO",
-        stat.S_ISCHR: "a character device",
-        stat.S_ISBLK: "a block device",
-        stat.S_ISSOCK: "a socket",
-    }
-    return next((name for test, name in kinds.items() if test(mode)), "not a plain file")
-
-
-def _pillow_problem(path: str) -> str | None:
-    """Returns why Pillow cannot decode `path`, or None when it can."""
-    try:
-        pillow_decode(path)
-    except Exception as error:  # any failure means the file is unusable
-        return first_line(error)
-    return None
-
-
-def pillow_decode(path: str) -> np.ndarray:
-    """Decodes an image file with Pillow into uint8 RGB [H, W, 3].
-
-    16-bit grey keeps its high byte, as TensorFlow's PNG decoder does.
-
-    ```python
-    assert pillow_decode("scan.bmp").dtype == np.uint8
-    ```
-    """
-    with Image.open(path) as image:
-        image.load()
-        if image.mode.startswith("I") or image.mode == "F":
-            pixels = np.asarray(image).astype(np.float64)
-            if image.mode.startswith("I;16") or pixels.max() > 255:
-                pixels = np.floor(pixels / 256.0)
-            grey = np.clip(pixels, 0, 255).astype(np.uint8)
-            return np.repeat(grey[..., np.newaxis], 3, axis=-1)
-        return np.asarray(image.convert("RGB"))
 
 
 def file_keys_and_decode(

@@ -6,7 +6,7 @@ source = load_box_source("coco", "my-coco", "train", DEFAULT_LIMITS)  # an Image
 ```
 """
 
-from byol_keras.data.folder import FileLimits
+from byol_keras.data.image_files import FileLimits
 from byol_keras.data.source import ImageSource
 from byol_keras.errors import UsageError
 from byol_keras.transfer.boxes import DEFAULT_LIMITS, BoxSplit, box_image_source

@@ -7,8 +7,10 @@ pixel columns 0..9 is `[0, 10]` (COCO's `[x, y, w, h]` read as `x, y, x + w,
 y + h`, and VOC's 1-based inclusive corners as the devkit reads them). It
 skips what it cannot parse and counts why. `finish_split` then does what both
 formats share: it checks every image file as the folder source does (never
-decoded when too large; decoded once, by the decoder training uses), reads
-each image's true size from its header, drops boxes that lie entirely outside
+decoded when too large; decoded once, by the decoder training uses), takes
+each image's size as displayed (EXIF orientation applied: annotation tools
+box the image they show), skips an image whose declared size (VOC `<size>`,
+COCO `width`/`height`) differs from it, drops boxes that lie entirely outside
 their image and clips those that lie partly outside, and logs each kind of
 skip once.
 
@@ -23,12 +25,13 @@ split.boxes[0].shape, split.classes[0].dtype        # (k, 4) float32, int32
 
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import PurePosixPath
 
 import numpy as np
-from PIL import Image
 
-from byol_keras.data.folder import FileLimits, check_files, file_keys_and_decode, read_encoded
+from byol_keras.data.folder import file_keys_and_decode, read_encoded
+from byol_keras.data.image_files import FileLimits, check_files
 from byol_keras.data.source import ImageSource, example_ids, log
 from byol_keras.errors import UsageError
 
@@ -47,6 +50,7 @@ class AnnotatedImage:
         classes: int32 `[k]` indices into the class names.
         difficult: bool `[k]`: VOC `<difficult>` or COCO `iscrowd`; such a
             box is kept for training but is never scored as a positive.
+        declared_size: `(height, width)` that the annotation states, if any.
 
     ```python
     AnnotatedImage("JPEGImages/a.jpg", "a", np.array([[0.0, 0.0, 10.0, 20.0]]),
@@ -59,6 +63,7 @@ class AnnotatedImage:
     boxes: np.ndarray
     classes: np.ndarray
     difficult: np.ndarray
+    declared_size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -68,12 +73,13 @@ class BoxSplit:
     Args:
         paths: The usable image files, in the split's own order.
         names: Each image's id in its data set (VOC id, COCO `file_name`).
-        sizes: int32 `[n, 2]`, each image's `(height, width)` from its file.
+        sizes: int32 `[n, 2]`, each image's `(height, width)` as displayed (EXIF orientation).
         boxes: Per image, float32 `[k, 4]` `[x0, y0, x1, y1]`, 0-based, end exclusive,
             inside the image.
         classes: Per image, int32 `[k]` indices into `class_names`.
         difficult: Per image, bool `[k]`: VOC `<difficult>` or COCO `iscrowd`.
-        class_names: The classes, the same list for every split of a data set.
+        class_names: The classes: for VOC the same list for every split of a data set, for
+            COCO the split's own categories (`match_classes` matches two splits by name).
         skipped_files: Images dropped (unparsable annotation, missing or unreadable image).
         skipped_boxes: Boxes dropped (unparsable, degenerate, entirely outside the image).
         clipped_boxes: Boxes cut to their image's bounds.
@@ -116,6 +122,17 @@ class BoxSplit:
         return example_ids(os.path.realpath(p) for p in self.paths)
 
 
+def leaves_folder(name: str) -> bool:
+    """Whether a file name from an annotation reaches outside its folder by name: absolute or
+    with a '..' part. Links are not followed: git-annex and DVC trees link their files elsewhere.
+
+    ```python
+    assert leaves_folder("../../outside/secret") and not leaves_folder("2008/000123.jpg")
+    ```
+    """
+    return os.path.isabs(name) or ".." in PurePosixPath(name).parts
+
+
 def split_parts(split: str, split_key: str) -> list[str]:
     """The split names that `split` joins with '+', each once, in order.
 
@@ -154,16 +171,22 @@ def finish_split(
     total_files = len(images) + len(skipped_files)
     skipped_files = list(skipped_files)
     skipped_boxes = list(skipped_boxes)
-    native, fallback, broken, known_sizes = check_files([image.path for image in images], limits)
+    native, fallback, broken, sizes = check_files([image.path for image in images], limits)
     names_by_path = {image.path: image.name for image in images}
     skipped_files += [(names_by_path[path], why) for path, why in broken]
-    good = sorted(native + fallback)
-    # The check measured the files TensorFlow decodes; Pillow reads the others' headers.
-    sizes = [known_sizes.get(i) or _image_size(images[i].path) for i in good]
     kept = []
     clipped = 0
-    for index, size in zip(good, sizes, strict=True):
-        image = images[index]
+    for index in sorted(native + fallback):
+        image, size = images[index], tuple(sizes[index])
+        if image.declared_size not in (None, size):
+            # Boxed in another frame, such as the stored one of a photo that EXIF turns.
+            skipped_files.append(
+                (
+                    image.name,
+                    "declared size differs from the image as displayed (EXIF orientation applied)",
+                )
+            )
+            continue
         inside, cut, outside = _fit_boxes(image.boxes, size)
         skipped_boxes += [(image.name, "entirely outside the image")] * outside
         clipped += cut
@@ -194,6 +217,40 @@ def finish_split(
             f"{len(class_names)} classes, {len(skipped_files)} images and "
             f"{len(skipped_boxes)} boxes skipped)"
         ),
+    )
+
+
+def match_classes(split: BoxSplit, class_names: list[str], where: str) -> BoxSplit:
+    """`split` with its class indices into `class_names`, the classes matched by name.
+
+    Raises `UsageError` when `split` has a box of a class that `class_names`
+    lacks; `where` names `split` in the message.
+
+    ```python
+    from byol_keras.transfer.coco import load_coco
+
+    train = load_coco("my-coco", "train")
+    test = match_classes(load_coco("my-coco", "test"), train.class_names, "the test split")
+    assert test.class_names == train.class_names  # a test box of class k is train's class k
+    ```
+    """
+    used = sorted({split.class_names[k] for classes in split.classes for k in classes})
+    unknown = [name for name in used if name not in class_names]
+    if unknown:
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise UsageError(
+            f"--data: {where} has boxes of classes that the train split never had: "
+            f"{', '.join(unknown[:5])}{more}"
+        )
+    # -1 for a class that `split` declares without a box of it: never looked up.
+    renumber = np.array(
+        [class_names.index(name) if name in class_names else -1 for name in split.class_names],
+        np.int32,
+    )
+    return replace(
+        split,
+        classes=[renumber[classes] for classes in split.classes],
+        class_names=list(class_names),
     )
 
 
@@ -228,12 +285,6 @@ def box_image_source(split: BoxSplit) -> ImageSource:
 
 def _key_path(path, *_label_and_flag):
     return path
-
-
-def _image_size(path: str) -> tuple[int, int]:
-    with Image.open(path) as image:  # reads the header only
-        width, height = image.size
-    return height, width
 
 
 def _fit_boxes(boxes: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, int, int]:

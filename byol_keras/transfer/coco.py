@@ -5,23 +5,29 @@ Layout:
     <path>/annotations/instances_<split>.json   COCO "instances" JSON
     <path>/<split>/<file_name>                  the images it lists
 
-`split` may join splits with '+' (`train+val`); they must declare the same
-categories. Boxes are `[x, y, w, h]` in pixels, read as `[x, y, x + w, y + h]`.
-The classes are the `categories`, in the order of their ids. `iscrowd` boxes
-are kept but flagged `difficult`, so they are never scored as positives.
+`split` may join splits with '+' (`train+val`). Boxes are `[x, y, w, h]` in
+pixels, read as `[x, y, x + w, y + h]`. The classes are the names of the
+`categories`, sorted (their union when splits are joined): an export per split
+may list only the classes present, under ids of its own, so classes are matched
+by name, never by id (`boxes.match_classes` puts another split on these names).
+`iscrowd` boxes are kept but flagged `difficult`, so they are never scored as
+positives.
 
 Skipped and counted, never fatal: an image entry without an integer `id` and
-a `file_name` inside the split folder, or whose file is missing or unreadable
+a `file_name` inside the split folder (by name: absolute names and '..' parts
+are refused, links are followed), or whose file is missing or unreadable
 (the image is dropped); an annotation without an integer `image_id` of a
 listed image or without a `bbox` of four finite numbers, or whose box is
 degenerate (w <= 0 or h <= 0) or lies entirely outside the image (the box is
-dropped). A box partly outside is clipped. A missing path or JSON file, a
-file that is not COCO JSON, an annotation's unknown `category_id`, or an
-empty split raises `UsageError`.
+dropped); an image whose `width` and `height` differ from the image as
+displayed, EXIF orientation applied (the image is dropped). A box partly
+outside is clipped. A missing path or JSON file, a file that is not COCO
+JSON, an annotation's unknown `category_id`, or an empty split raises
+`UsageError`.
 
 ```python
 split = load_coco("my-coco", "val")
-split.class_names[:2], split.skipped_boxes  # ['person', 'bicycle'], 0
+split.class_names[:2], split.skipped_boxes  # ['airplane', 'apple'] (sorted names), 0
 ```
 """
 
@@ -31,13 +37,14 @@ import os
 
 import numpy as np
 
-from byol_keras.data.folder import FileLimits
+from byol_keras.data.image_files import FileLimits
 from byol_keras.errors import UsageError, first_line
 from byol_keras.transfer.boxes import (
     DEFAULT_LIMITS,
     AnnotatedImage,
     BoxSplit,
     finish_split,
+    leaves_folder,
     split_parts,
 )
 
@@ -60,22 +67,22 @@ def load_coco(
     base = os.path.expanduser(path)
     if not os.path.isdir(base):
         raise UsageError(f"{source_key}: COCO tree '{base}' does not exist or is not a folder")
-    images, skipped_files, skipped_boxes = [], [], []
-    class_names = None
+    images, skipped_files, skipped_boxes, declared = [], [], [], []
     for name in split_parts(split, split_key):
+        # One document at a time: COCO's train JSON alone takes gigabytes once parsed.
         document = _read_json(base, name, source_key, split_key)
         categories = _categories(document, name, source_key)
-        names = [category_name for _, category_name in categories]
-        if class_names is not None and names != class_names:
-            raise UsageError(
-                f"{split_key}: the splits of '{split}' declare different categories in '{base}'"
-            )
-        class_names = names
-        index = {category_id: i for i, (category_id, _) in enumerate(categories)}
+        index = {category_id: k for k, category_id in enumerate(categories)}
         found, files, boxes = _split_images(base, name, document, index, source_key)
+        declared.append((list(categories.values()), found))
         images += found
         skipped_files += files
         skipped_boxes += boxes
+    class_names = sorted({category for names, _ in declared for category in names})
+    for names, found in declared:  # from each split's own categories to the shared names
+        renumber = np.array([class_names.index(category) for category in names], np.int32)
+        for image in found:
+            image.classes = renumber[image.classes]
     if not images and not skipped_files:
         raise UsageError(f"{split_key}: split '{split}' of COCO tree '{base}' lists no images")
     return finish_split(
@@ -117,8 +124,8 @@ def _read_json(base: str, split: str, source_key: str, split_key: str) -> dict:
     return document
 
 
-def _categories(document: dict, split: str, source_key: str) -> list[tuple[int, str]]:
-    """(id, name) of every category, sorted by id; a malformed one is the file's mistake."""
+def _categories(document: dict, split: str, source_key: str) -> dict[int, str]:
+    """The name of every category by its id; a malformed one is the file's mistake."""
     categories = []
     for entry in document["categories"]:
         if not (
@@ -136,20 +143,20 @@ def _categories(document: dict, split: str, source_key: str) -> list[tuple[int, 
         raise UsageError(
             f"{source_key}: instances_{split}.json declares no categories or repeats an id"
         )
-    return sorted(categories)
+    return dict(categories)
 
 
 def _split_images(base: str, split: str, document: dict, index: dict, source_key: str):
     """The split's `AnnotatedImage`s, and (name, reason) of the images and boxes skipped."""
-    folder = os.path.realpath(os.path.join(base, split))
+    folder = os.path.join(base, split)
     entries, skipped_files = {}, []
     for position, entry in enumerate(document["images"]):
         file_name = entry.get("file_name") if isinstance(entry, dict) else None
         if not (isinstance(file_name, str) and file_name and _is_int(entry.get("id"))):
             skipped_files.append((f"{split} image #{position}", "no integer id and file_name"))
             continue
-        image_path = os.path.realpath(os.path.join(folder, file_name))
-        if os.path.commonpath([image_path, folder]) != folder:
+        image_path = os.path.join(folder, file_name)
+        if leaves_folder(file_name):
             skipped_files.append((file_name, "file_name points outside the split folder"))
         elif entry["id"] in entries:
             skipped_files.append((file_name, f"repeats image id {entry['id']}"))
@@ -157,7 +164,7 @@ def _split_images(base: str, split: str, document: dict, index: dict, source_key
             skipped_files.append((file_name, f"no image in {split}/"))
             entries[entry["id"]] = None
         else:
-            entries[entry["id"]] = (image_path, file_name, [])
+            entries[entry["id"]] = (image_path, file_name, [], _declared_size(entry))
     skipped_boxes = []
     for position, entry in enumerate(document["annotations"]):
         image_id = entry.get("image_id") if isinstance(entry, dict) else None
@@ -194,10 +201,19 @@ def _split_images(base: str, split: str, document: dict, index: dict, source_key
             boxes=np.array([b for b, _, _ in boxes], np.float64).reshape(-1, 4),
             classes=np.array([k for _, k, _ in boxes], np.int32),
             difficult=np.array([c for _, _, c in boxes], bool),
+            declared_size=declared_size,
         )
-        for image_path, file_name, boxes in filter(None, entries.values())
+        for image_path, file_name, boxes, declared_size in filter(None, entries.values())
     ]
     return images, skipped_files, skipped_boxes
+
+
+def _declared_size(entry: dict) -> tuple[int, int] | None:
+    """An image entry's (height, width); None unless both are positive integers."""
+    height, width = entry.get("height"), entry.get("width")
+    if _is_int(height) and _is_int(width) and height > 0 and width > 0:
+        return height, width
+    return None
 
 
 def _is_int(value) -> bool:

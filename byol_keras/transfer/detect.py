@@ -26,13 +26,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from byol_keras.config import Config
 from byol_keras.data.folder import FileLimits
+from byol_keras.data.labelled import check_classes
 from byol_keras.errors import UsageError
 from byol_keras.runs import RunDirectory, atomic_write_text
 from byol_keras.transfer.box_sources import BOX_FORMATS, load_box_split
-from byol_keras.transfer.boxes import BoxSplit
+from byol_keras.transfer.boxes import BoxSplit, match_classes
 from byol_keras.transfer.detection_metrics import detection_scores
 from byol_keras.transfer.detector import (
     ANCHOR_ASPECT_RATIOS,
@@ -100,6 +102,11 @@ def evaluate_detection(
     val = load(VAL_SPLIT, f"--protocol detect (it selects its model on split '{VAL_SPLIT}')")
     test = load(config.data.val_split, "data.val_split")
     check_disjoint({"train": train, "val": val, "test": test})
+    val = match_classes(val, train.class_names, f"the {VAL_SPLIT} split")
+    test = match_classes(test, train.class_names, "the test split")
+    check_classes(
+        np.concatenate(train.classes), np.concatenate(test.classes), train.class_names, "--data"
+    )
     pretraining = default_detect_data(config)
     if baseline != "random" and pretraining is not None:
         seen = load_box_split(pretraining, config.data.split, limits, "data.source")
@@ -204,8 +211,9 @@ def evaluate_detection(
 
 
 def result_test_split(result: dict) -> BoxSplit:
-    """The test split a detection result was scored on, read again."""
-    return load_box_split(result["data"], result["splits"]["test"])
+    """The test split a detection result was scored on, read again, on the result's classes."""
+    test = load_box_split(result["data"], result["splits"]["test"])
+    return match_classes(test, result["class_names"], "the test split")
 
 
 def _percent(score: float | None) -> str:

@@ -4,6 +4,7 @@ Layout (that of CamVid in `../shared/data/camvid-jpeg.tar.gz`):
 
     <path>/<split>/images/<name>.jpg|png|...   RGB images
     <path>/<split>/masks/<name>.png            one class index per pixel, same size
+                                               as the image displayed (EXIF orientation)
 
 `split` may join several splits with `+`, e.g. `train+val`. As a BYOL
 source (`data.source: segfolder:<path>`) it yields the images only, unlabelled;
@@ -33,13 +34,16 @@ from PIL import Image
 
 from byol_keras.data.folder import (
     IMAGE_EXTENSIONS,
+    file_keys_and_decode,
+    list_image_files,
+    read_encoded,
+)
+from byol_keras.data.image_files import (
     FileLimits,
     check_files,
-    file_keys_and_decode,
+    displayed_size,
     file_problem,
-    list_image_files,
     pillow_decode,
-    read_encoded,
 )
 from byol_keras.data.source import ImageSource, example_ids, log
 from byol_keras.errors import UsageError, first_line
@@ -258,10 +262,9 @@ def _header_problem(image_path: str, mask_path: str, limits: FileLimits) -> str 
         with Image.open(image_path) as image, Image.open(mask_path) as mask:
             if mask.mode not in MASK_MODES:
                 return f"mask is {mask.mode}, not single-channel 8-bit (L or P)"
-            if mask.size != image.size:
-                return (
-                    f"mask is {mask.size[0]}x{mask.size[1]}, image {image.size[0]}x{image.size[1]}"
-                )
+            height, width = displayed_size(image)  # masks are drawn on the image as shown
+            if mask.size != (width, height):
+                return f"mask is {mask.size[0]}x{mask.size[1]}, image {width}x{height}"
     except Exception as error:  # any failure means the file is unusable
         return first_line(error)
     return None

@@ -16,7 +16,9 @@ Skipped and counted, never fatal: an id whose XML is missing or unparsable,
 or whose image is missing or unreadable (the image is dropped); an object
 without a parsable name and box, or whose box is degenerate (xmax <= xmin or
 ymax <= ymin, as read from the file), or lies entirely outside the image (the
-box is dropped). A box partly outside is clipped. A missing path, a split
+box is dropped); an image whose `<size>` differs from the image as displayed,
+EXIF orientation applied (the image is dropped). A box partly outside is
+clipped. A missing path, a split
 without its list, or an empty split raises `UsageError`.
 
 ```python
@@ -32,7 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from byol_keras.data.folder import IMAGE_EXTENSIONS, FileLimits
+from byol_keras.data.folder import IMAGE_EXTENSIONS
+from byol_keras.data.image_files import FileLimits
 from byol_keras.errors import UsageError, first_line
 from byol_keras.transfer.boxes import (
     DEFAULT_LIMITS,
@@ -79,20 +82,20 @@ def load_voc(
     class_names = sorted(
         {
             name
-            for objects in parsed.values()
-            if not isinstance(objects, str)
-            for name, *_ in objects
+            for annotation in parsed.values()
+            if not isinstance(annotation, str)
+            for name, *_ in annotation[0]
             if name
         }
     )
     index = {name: i for i, name in enumerate(class_names)}
     images, skipped_files, skipped_boxes = [], [], []
     for image_id in ids:
-        objects = parsed[image_id]
         image_path = _image_path(base, image_id)
-        if isinstance(objects, str):
-            skipped_files.append((image_id, objects))
+        if isinstance(parsed[image_id], str):
+            skipped_files.append((image_id, parsed[image_id]))
             continue
+        objects, declared_size = parsed[image_id]
         if image_path is None:
             skipped_files.append((image_id, "no image in JPEGImages"))
             continue
@@ -109,6 +112,7 @@ def load_voc(
                 boxes=np.array([c for _, c, _ in good], np.float64).reshape(-1, 4),
                 classes=np.array([k for k, _, _ in good], np.int32),
                 difficult=np.array([d for _, _, d in good], bool),
+                declared_size=declared_size,
             )
         )
     return finish_split(
@@ -163,7 +167,8 @@ def _image_path(base: str, image_id: str) -> str | None:
 
 
 def _parse(base: str, image_id: str):
-    """The objects of `<id>.xml` as (name, corners, difficult, problem), or why it is unusable."""
+    """The objects of `<id>.xml` as (name, corners, difficult, problem) and its `<size>` as
+    (height, width) or None, or why the file is unusable."""
     xml_path = os.path.join(base, "Annotations", image_id + ".xml")
     if not os.path.isfile(xml_path):
         return "no annotation file"
@@ -171,7 +176,16 @@ def _parse(base: str, image_id: str):
         root = ElementTree.parse(xml_path).getroot()
     except Exception as error:  # any failure means the file is unusable
         return f"unparsable XML: {first_line(error)}"
-    return [_parse_object(element) for element in root.iter("object")]
+    return [_parse_object(element) for element in root.iter("object")], _declared_size(root)
+
+
+def _declared_size(root) -> tuple[int, int] | None:
+    """`<size>` as (height, width); None when absent, unparsable or 0 (some tools write 0)."""
+    try:
+        height, width = (int(root.findtext(f"size/{key}")) for key in ("height", "width"))
+    except (TypeError, ValueError):
+        return None
+    return (height, width) if height > 0 and width > 0 else None
 
 
 def _parse_object(element) -> tuple:

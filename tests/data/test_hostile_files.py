@@ -13,14 +13,18 @@ import zlib
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from byol_keras.cli import main
 from byol_keras.config import DataConfig
 from byol_keras.data import load_source
 from byol_keras.data.folder import list_image_files
-from byol_keras.data.source import MAX_CLASSES
+from byol_keras.data.image_files import pillow_decode
+from byol_keras.data.source import MAX_CLASSES, decode_rgb
 from byol_keras.errors import UsageError
+from tests.helpers.broken_jpegs import jpeg_bytes, write_broken_jpegs
+from tests.helpers.exif import STORED_TURNS, quadrants, save_turned_jpeg
 
 WATCHDOG_SECONDS = 60
 
@@ -193,6 +197,40 @@ def test_png_bombs_are_skipped_from_the_header_without_pillow_warnings(tmp_path,
     assert "large.png: 10000x10000 = 100,000,000 pixels, over the limit of 89,478,485" in text
     assert "huge.png: Image size (400000000 pixels) exceeds limit" in text
     assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def test_truncated_and_corrupt_jpegs_are_skipped_and_counted_up_front(tmp_path, caplog):
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.jpg").write_bytes(jpeg_bytes())
+    broken = write_broken_jpegs(tmp_path)
+    for path in broken:  # each has a good header, but TensorFlow and Pillow refuse to decode it
+        header = tf.image.extract_jpeg_shape(tf.io.read_file(str(path)))
+        assert header.numpy().tolist() == [40, 60, 3]
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            decode_rgb(tf.io.read_file(str(path)))
+        with pytest.raises(OSError):
+            pillow_decode(str(path))
+    with caplog.at_level(logging.WARNING, logger="byol_keras"):
+        source = load_source(f"folder:{tmp_path}", image_size=8)
+    assert (source.num_examples, source.skipped_files) == (2, 3)
+    # The check decided what the pipeline decodes: nothing is dropped later.
+    assert len(_labels(source)) == source.num_examples
+    text = _warnings_text(caplog)
+    assert all(f"{path.name}: " in text for path in broken), text
+
+
+def test_photos_that_exif_turns_are_decoded_as_displayed(tmp_path):
+    displayed = quadrants(48, 32)
+    Image.fromarray(displayed).save(tmp_path / "upright.jpg", quality=95)
+    for orientation in STORED_TURNS:
+        save_turned_jpeg(tmp_path / f"turned{orientation}.jpg", displayed, orientation)
+    source = load_source(f"folder:{tmp_path}", image_size=8)
+    assert (source.num_examples, source.skipped_files) == (4, 0)
+    encoded = [decode_rgb(data) for data, _ in source.shuffled(seed=0, encoded=True)]
+    for image in [image for image, _ in source.dataset] + encoded:
+        assert image.shape == displayed.shape
+        # JPEG blurs the quadrants' edges by a few levels; a wrong turn is off by about 100.
+        assert np.abs(image.numpy().astype(int) - displayed).mean() < 8
 
 
 def test_the_pixel_limit_is_configurable(tmp_path, caplog):

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 
 from byol_keras.data import load_source
+from byol_keras.data.image_files import pillow_decode
 from byol_keras.errors import UsageError
 from byol_keras.transfer.box_sources import load_box_split
 from byol_keras.transfer.coco import load_coco
 from byol_keras.transfer.voc import load_voc, voc_box
-from tests.helpers.boxes import CLASS_NAMES, Scene, random_scenes, write_coco, write_voc
+from tests.helpers.boxes import CLASS_NAMES, Scene, draw, random_scenes, write_coco, write_voc
+from tests.helpers.exif import save_turned_jpeg
 
 
 def test_voc_corners_are_read_as_the_devkit_reads_them(tmp_path):
@@ -54,6 +56,64 @@ def test_class_names_come_from_every_split_so_all_splits_share_one_index(tmp_pat
     root = write_voc(tmp_path, {"train": train, "test": test})
     split = load_voc(str(root), "test")
     assert split.class_names == ["cat", "fish"] and split.classes[0].tolist() == [1]
+
+
+def test_joined_coco_splits_with_their_own_category_ids_share_classes_by_name(tmp_path):
+    train = [Scene("a", 32, 32, [[0, 0, 8, 8, 0, False], [8, 8, 16, 16, 1, False]])]
+    val = [Scene("b", 32, 32, [[0, 0, 8, 8, 0, False]])]
+    root = write_coco(tmp_path, {"train": train}, ["cat", "dog"])  # ids 10: cat, 20: dog
+    write_coco(root, {"val": val}, ["dog"])  # its own id 10: dog
+    joined = load_coco(str(root), "train+val")
+    assert joined.class_names == ["cat", "dog"]
+    assert [classes.tolist() for classes in joined.classes] == [[0, 1], [1]]
+
+
+def _portrait(root, write, declared=None):
+    """The issue's photo: stored 80 wide and 40 high with orientation 6, boxed as shown, 40 x 80.
+
+    `declared` (width, height) overrides the size the annotation states.
+    """
+    scene = Scene("portrait", 80, 40, [[5, 50, 30, 75, 0, False]])  # below row 40: lost if unturned
+    write(root, {"train": [scene, Scene("upright", 40, 60, [[2, 2, 20, 20, 1, False]])]})
+    image = next(root.rglob("portrait.jpg"))
+    save_turned_jpeg(image, np.asarray(draw(scene)), orientation=6)
+    if declared and write is write_voc:
+        xml = root / "Annotations" / "portrait.xml"
+        text = xml.read_text().replace("<width>40</width>", f"<width>{declared[0]}</width>")
+        xml.write_text(text.replace("<height>80</height>", f"<height>{declared[1]}</height>"))
+    elif declared:
+        path = root / "annotations" / "instances_train.json"
+        document = json.loads(path.read_text())
+        document["images"][0].update(width=declared[0], height=declared[1])
+        path.write_text(json.dumps(document))
+    return image
+
+
+@pytest.mark.parametrize("kind, write", [("voc", write_voc), ("coco", write_coco)])
+def test_boxes_on_a_photo_that_exif_turns_are_read_in_its_displayed_frame(tmp_path, kind, write):
+    image = _portrait(tmp_path, write)
+    split = load_box_split(f"{kind}:{tmp_path}", "train")
+    assert (split.skipped_files, split.skipped_boxes, split.clipped_boxes) == (0, 0, 0)
+    assert split.sizes.tolist() == [[80, 40], [40, 60]]
+    np.testing.assert_array_equal(split.boxes[0], [[5.0, 50.0, 30.0, 75.0]])
+    pixels = pillow_decode(str(image))  # the decoder of --protocol detect and its export
+    assert pixels.shape == (80, 40, 3)
+    # draw() fills a box of class 0 with grey 80 on a background of 40.
+    assert abs(pixels[52:73, 7:28].mean() - 80) < 4 and abs(pixels[5:45].mean() - 40) < 4
+
+
+@pytest.mark.parametrize("kind, write", [("voc", write_voc), ("coco", write_coco)])
+@pytest.mark.parametrize("declared", [(80, 40), (41, 80)])  # the stored frame; a wrong width
+def test_an_image_whose_declared_size_is_not_its_displayed_size_is_skipped(
+    tmp_path, kind, write, declared, caplog
+):
+    _portrait(tmp_path, write, declared)
+    with caplog.at_level(logging.WARNING):
+        split = load_box_split(f"{kind}:{tmp_path}", "train")
+    assert split.names[0].startswith("upright") and (len(split), split.skipped_files) == (1, 1)
+    assert "1 declared size differs from the image as displayed (EXIF orientation applied)" in (
+        caplog.text
+    )
 
 
 def _broken_voc(root):
@@ -118,6 +178,29 @@ def test_bad_coco_entries_are_skipped_and_counted(tmp_path):
     assert (split.skipped_files, split.skipped_boxes, split.clipped_boxes) == (3, 5, 1)
     np.testing.assert_array_equal(split.boxes[1], [[50.0, 30.0, 60.0, 40.0]])
     assert split.difficult[1].tolist() == [True]  # iscrowd kept, flagged
+
+
+def test_coco_images_may_be_links_but_names_may_not_leave_the_split_folder(tmp_path):
+    """As git-annex and DVC check out: the split folder holds links into a store elsewhere."""
+    scenes = random_scenes(3, seed=4)
+    root = write_coco(tmp_path / "coco", {"val": scenes})
+    store = tmp_path / "annex" / "objects"
+    store.mkdir(parents=True)
+    for scene in scenes:
+        image = root / "val" / f"{scene.name}.jpg"
+        image.rename(store / image.name)
+        image.symlink_to(store / image.name)
+    path = root / "annotations" / "instances_val.json"
+    document = json.loads(path.read_text())
+    document["images"] += [
+        {"id": 98, "file_name": "../../annex/objects/img_000.jpg"},
+        {"id": 99, "file_name": str(store / "img_001.jpg")},
+    ]
+    path.write_text(json.dumps(document))
+    split = load_coco(str(root), "val")
+    assert split.names == [f"{scene.name}.jpg" for scene in scenes]
+    assert split.skipped_files == 2  # the two names that leave val/, though their files exist
+    assert split.sizes.tolist() == [[scene.height, scene.width] for scene in scenes]
 
 
 def test_voc_and_coco_serve_pretraining_as_unlabelled_images(tmp_path):

@@ -9,6 +9,7 @@ on maps of about 36 px and more, which narrower ResNets would have.
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -22,10 +23,11 @@ from byol_keras.config import from_dict, save_config
 from byol_keras.evaluation import evaluate_run
 from byol_keras.methods.byol import BYOL
 from byol_keras.runs import RunDirectory
-from byol_keras.transfer import detector
+from byol_keras.transfer import detect, detector
 from byol_keras.transfer.box_sources import load_box_split
 from byol_keras.transfer.detection_metrics import Detections, detection_scores
 from tests.helpers.boxes import Scene, random_scenes, write_coco, write_voc
+from tests.helpers.broken_jpegs import BROKEN_KINDS, write_broken_jpegs
 from tests.helpers.runs import make_run
 
 SIZE = (64, 96)
@@ -212,6 +214,84 @@ def test_refusals_exit_2_with_one_line(tmp_path, voc_root, detect_run, capsys):
     assert "RetinaNet needs strides 8, 16 and 32" in line
 
 
+def _two_classes(prefix: str, count: int) -> list[Scene]:
+    return [
+        Scene(f"{prefix}{i}", 48, 64, [[4, 4, 20, 20, i % 2, False], [30, 10, 50, 40, 1, False]])
+        for i in range(count)
+    ]
+
+
+def test_coco_splits_that_list_only_their_own_classes_are_matched_by_name(tmp_path, monkeypatch):
+    """Train and val declare {10: cat, 20: dog}, test {10: dog}: a perfect detector scores 1."""
+    root = write_coco(
+        tmp_path / "coco",
+        {"train": _two_classes("a", 4), "val": _two_classes("b", 2)},
+        ["cat", "dog"],
+    )
+    test = [Scene(f"c{i}", 48, 64, [[4 + i, 6, 30, 30, 0, False]]) for i in range(3)]
+    write_coco(root, {"test": test}, ["dog"])
+    run = make_detect_run(tmp_path / "run", _config(f"coco:{root}"))
+    trained = {}
+
+    def no_finetune(detector, train, val, **_):
+        trained["names"] = train.truth.class_names
+        return {
+            "best_epoch": 1,
+            "val_ap50": 1.0,
+            "val_curve": [],
+            "steps": 0,
+            "steps_per_epoch": 0,
+            "batch_size": 2,
+        }
+
+    def perfect(detector, prepared, batch_size):
+        """The true boxes of each test image, as the class the detector was trained on: dog."""
+        scenes = {scene.name: scene for scene in test}
+        dog = trained["names"].index("dog")
+        return [
+            Detections(
+                np.array([box[:4] for box in scenes[Path(path).stem].boxes], np.float32),
+                np.ones(1, np.float32),
+                np.array([dog]),
+            )
+            for path in prepared.truth.paths
+        ]
+
+    monkeypatch.setattr(detect, "finetune_detector", no_finetune)
+    monkeypatch.setattr(detect, "predict_detections", perfect)
+    result = evaluate_run(run.root, "detect")
+    assert result["class_names"] == ["cat", "dog"]
+    assert result["ap50"] == 1.0 and result["per_class_ap50"] == {"cat": None, "dog": 1.0}
+    # Read again for the picture and the export: its dog boxes are the result's class 1.
+    assert [c.tolist() for c in detect.result_test_split(result).classes] == [[1], [1], [1]]
+
+
+@pytest.mark.parametrize("data", ["coco", "voc"])
+def test_a_test_class_train_never_had_is_refused_with_one_line(tmp_path, data, capsys):
+    splits = {"train": _two_classes("a", 4), "val": _two_classes("b", 2)}
+    test = [Scene("c0", 48, 64, [[4, 6, 30, 30, 2, False]])]  # fish
+    if data == "coco":  # test declares only its own class, under an id that train uses for cat
+        root = write_coco(tmp_path / "coco", splits, ["cat", "dog"])
+        write_coco(root, {"test": [Scene("c0", 48, 64, [[4, 6, 30, 30, 0, False]])]}, ["fish"])
+    else:  # fish is among the classes of the tree, but no train box is a fish
+        root = write_voc(tmp_path / "voc", {**splits, "test": test})
+    run = make_detect_run(tmp_path / "run", _config(f"{data}:{root}"))
+    line = _error_line(capsys, ["evaluate", "--protocol", "detect", "--run", str(run.root)])
+    assert "the test split has" in line and line.endswith(": fish")
+
+
+def test_broken_jpegs_in_a_voc_split_are_skipped_before_detect_decodes_them(tmp_path):
+    scenes = random_scenes(2) + [
+        Scene(kind, 40, 60, [[2, 2, 20, 20, 0, False]]) for kind in BROKEN_KINDS
+    ]
+    root = write_voc(tmp_path, {"train": scenes})
+    write_broken_jpegs(root / "JPEGImages")
+    split = load_box_split(f"voc:{root}", "train")
+    assert (split.names, split.skipped_files) == ([s.name for s in scenes[:2]], 3)
+    prepared = detector.prepare_split(split, SIZE, as_uint8=True)  # the decode detect runs
+    assert prepared.images.shape == (2, *SIZE, 3)
+
+
 @pytest.mark.slow  # a fine-tune: 20-40 s on the shared CPU
 def test_bad_annotations_are_skipped_and_counted_in_the_result(tmp_path):
     splits = _splits(seed=2)
@@ -223,12 +303,14 @@ def test_bad_annotations_are_skipped_and_counted_in_the_result(tmp_path):
     splits["test"] += [
         Scene("outside", 40, 60, [[2, 2, 20, 20, 1, False], [70, 5, 90, 20, 0, False]])
     ]
+    splits["train"] += [Scene(kind, 40, 60, [[2, 2, 20, 20, 0, False]]) for kind in BROKEN_KINDS]
     root = write_voc(tmp_path / "voc", splits)
     (root / "Annotations" / "broken_xml.xml").write_text("<annotation><object><name>cat")
     (root / "JPEGImages" / "no_image.jpg").unlink()
+    write_broken_jpegs(root / "JPEGImages")
     run = make_detect_run(tmp_path / "run", _config(f"voc:{root}"))
     result = evaluate_run(run.root, "detect", overrides=["detect.epochs=1"])
-    assert result["skipped_files"] == {"train": 2, "val": 0, "test": 0}
+    assert result["skipped_files"] == {"train": 5, "val": 0, "test": 0}
     assert result["skipped_boxes"] == {"train": 1, "val": 0, "test": 1}
     assert result["n_train"] == 11 and result["n_test"] == 6
     kept = sum(len(s.boxes) for s in splits["test"]) - 1

@@ -10,6 +10,7 @@ from byol_keras.data import load_source
 from byol_keras.errors import UsageError
 from byol_keras.transfer.joint_augment import PADDING, JointAugment
 from byol_keras.transfer.segfolder import load_segmentation_split
+from tests.helpers.exif import quadrants, save_turned_jpeg
 from tests.helpers.segfolder import VOID, make_segfolder, write_pair
 
 # The eight corners of the RGB cube; a bilinear blend of two of them is none of them.
@@ -90,6 +91,21 @@ def test_unusable_pairs_are_skipped_and_counted(tmp_path, caplog):
     assert (source.num_examples, source.skipped_files, source.has_labels) == (3, 3, False)
     labels = [int(label) for _, label in source.dataset]
     assert labels == [-1, -1, -1]
+
+
+def test_a_photo_that_exif_turns_pairs_with_the_mask_drawn_on_it_as_displayed(tmp_path):
+    displayed = quadrants(48, 32)
+    mask = np.zeros((48, 32), int)
+    mask[24:, :] = 1  # the bottom half, as shown
+    write_pair(tmp_path, "train", "turned", mask)
+    (tmp_path / "train" / "images" / "turned.png").unlink()
+    save_turned_jpeg(tmp_path / "train" / "images" / "turned.jpg", displayed, orientation=6)
+    split = load_segmentation_split(str(tmp_path), "train", (48, 32), 3, VOID)
+    assert split.skipped_files == 0 and split.full_masks[0].shape == (48, 32)
+    assert np.abs(split.images[0] * 255 - displayed).mean() < 8  # a wrong turn: about 100
+    source = load_source(f"segfolder:{tmp_path}", split="train", image_size=8)
+    ((image, _),) = list(source.dataset)
+    assert np.abs(image.numpy().astype(int) - displayed).mean() < 8
 
 
 def test_splits_join_with_plus_and_a_missing_split_is_named(tmp_path):
