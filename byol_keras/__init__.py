@@ -14,8 +14,6 @@ model.fit(pairs, epochs=1, steps_per_epoch=2)  # source.num_examples // 32 for a
 
 import importlib
 
-from byol_keras.registration import register_with_keras
-
 # Every public name loads its module on first use, so that `import byol_keras`
 # imports neither TensorFlow nor Keras. The command line relies on this: it
 # must quiet TensorFlow's start-up logging before TensorFlow is first imported,
@@ -42,6 +40,7 @@ _LAZY = {
     "feature_pyramid": "byol_keras.transfer.pyramid",
     "image_batches": "byol_keras.augment.pipelines",
     "load_config": "byol_keras.config",
+    "load_model": "byol_keras.registration",
     "load_source": "byol_keras.data",
     "make_augmenter": "byol_keras.augment.pipelines",
     "mlp_head": "byol_keras.heads",
@@ -70,7 +69,3 @@ def __dir__() -> list[str]:
 
 __all__ = sorted(_LAZY)
 __version__ = "0.1.0"
-
-# Last, so that the package is complete when the classes' modules import from it: a run's
-# model.keras loads once Keras is imported, with no other import of ours first.
-register_with_keras()
