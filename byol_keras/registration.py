@@ -23,6 +23,7 @@ import os
 import keras
 
 from byol_keras.methods import METHODS
+from byol_keras.tasks import TASKS
 
 # The modules whose import registers what a run's files refer to.
 SERIALIZABLE_MODULES = (
@@ -31,8 +32,7 @@ SERIALIZABLE_MODULES = (
     "byol_keras.training.schedules",
     "byol_keras.augment.augmenter",
     "byol_keras.batchnorm",  # the backbones' and heads' BatchNorm layers
-    "byol_keras.transfer.segmenter",  # the segmenters that --protocol segment keeps
-    "byol_keras.transfer.detector",  # and the detectors of --protocol detect
+    *(task.model_module for task in TASKS.values() if task.model_module),  # segmenters, ...
 )
 
 

@@ -48,14 +48,13 @@ from byol_keras.evaluation.metrics import per_class_accuracy, top_k_accuracy
 from byol_keras.evaluation.retrieval import retrieval_figures, retrieval_per_query
 from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory, atomic_write_text
+from byol_keras.tasks import PROTOCOLS, TASKS
 from byol_keras.transfer.detect import default_detect_data, evaluate_detection
 from byol_keras.transfer.detect import result_name as detect_result_name
 from byol_keras.transfer.segment import default_segment_data, evaluate_segmentation
 from byol_keras.transfer.segment import result_name as segment_result_name
 
-PROTOCOLS = ("linear", "knn", "finetune", "retrieval", "segment", "detect")
-# Fine-tuning protocols, which take --label-fraction.
-_FRACTION_PROTOCOLS = ("finetune", "segment", "detect")
+_FRACTION_PROTOCOLS = tuple(name for name, task in TASKS.items() if task.label_fraction)
 
 
 def evaluate_run(

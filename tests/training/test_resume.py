@@ -139,3 +139,9 @@ def test_the_predictor_spelled_out_as_the_methods_default_resumes_the_same_model
     other = load_config(None, [f"model.method={method}", f"model.predictor={not default}"])
     with pytest.raises(UsageError, match=f"another model .*model.predictor: {default} -> "):
         check_config_change(recorded, other, allow_changes=True, where="run")
+
+
+@pytest.mark.parametrize("key", ["detect.epochs=3", "segment.epochs=3", "eval.knn_k=5"])
+def test_a_downstream_task_key_changes_nothing_training_learns_and_resumes(key):
+    recorded = load_config(None, []).to_dict()
+    assert check_config_change(recorded, load_config(None, [key]), False, where="run") == []
