@@ -15,9 +15,8 @@ model.fit(pairs, epochs=1, steps_per_epoch=2)  # source.num_examples // 32 for a
 import importlib
 
 from byol_keras import onednn
-from byol_keras.registration import register_with_keras
 
-# Neither import above loads TensorFlow; the variable only counts before it is loaded.
+# onednn does not load TensorFlow; the variable only counts before TensorFlow is loaded.
 onednn.turn_on_unless_set()
 
 # Every public name loads its module on first use, so that `import byol_keras`
@@ -46,6 +45,7 @@ _LAZY = {
     "feature_pyramid": "byol_keras.transfer.pyramid",
     "image_batches": "byol_keras.augment.pipelines",
     "load_config": "byol_keras.config",
+    "load_model": "byol_keras.registration",
     "load_source": "byol_keras.data",
     "make_augmenter": "byol_keras.augment.pipelines",
     "mlp_head": "byol_keras.heads",
@@ -74,7 +74,3 @@ def __dir__() -> list[str]:
 
 __all__ = sorted(_LAZY)
 __version__ = "0.1.0"
-
-# Last, so that the package is complete when the classes' modules import from it: a run's
-# model.keras loads once Keras is imported, with no other import of ours first.
-register_with_keras()

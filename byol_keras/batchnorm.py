@@ -6,8 +6,8 @@ the same again backwards). TensorFlow's `FusedBatchNormV3` does the forward and
 its gradient in one oneDNN kernel each, which is what tf.keras 2 used. This
 layer is Keras's, with the same variables, `get_config` and inference path; in
 training it calls the fused kernel when the case is the plain one (TensorFlow
-backend, NHWC or `[batch, features]` input, no mask, no renorm, statistics of
-the local batch) and Keras's own code otherwise.
+backend, float32 variables, NHWC or `[batch, features]` input, no mask, no
+renorm, statistics of the local batch) and Keras's own code otherwise.
 
 The class keeps Keras's name, `BatchNormalization`, because Keras names a
 layer's weights in `.keras` and `.weights.h5` files after its class: files
@@ -85,6 +85,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
             self.fused
             and keras.backend.backend() == "tensorflow"
             and mask is None
+            # The kernel's scale, offset and statistics are float32; a float16, bfloat16
+            # or float64 layer (not a mixed policy, whose variables are float32) is Keras's.
+            and self.variable_dtype == "float32"
             and not self.renorm
             and not self.synchronized
             and len(inputs.shape) in (2, 4)

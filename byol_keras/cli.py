@@ -25,6 +25,7 @@ from byol_keras.errors import (
     UsageError,
     write_failure,
 )
+from byol_keras.tasks import PROTOCOLS
 from byol_keras.training.resume import RESUME_WITH_CHANGES
 
 QUICKSTART = Path(__file__).with_name("quickstart.yaml")
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--protocol",
         required=True,
-        choices=("linear", "knn", "finetune", "retrieval", "segment", "detect"),
+        choices=PROTOCOLS,
     )
     evaluate.add_argument("--data", help="labelled source (default: the run's data.val_source)")
     evaluate.add_argument(

@@ -24,6 +24,7 @@ import h5py
 import keras
 
 from byol_keras.errors import UsageError, first_line
+from byol_keras.registration import load_model
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def load_init_weights(backbone: keras.Model, spec: str) -> int:
 
 def _load_keras_file(backbone: keras.Model, path: Path) -> int:
     try:
-        source = keras.saving.load_model(path, compile=False)
+        source = load_model(path, compile=False)
     except Exception as error:  # any failure to read the file is the user's file
         raise UsageError(f"model.init_weights: cannot load '{path}': {first_line(error)}") from None
     source = getattr(source, "online_backbone", source)  # a whole BYOL model

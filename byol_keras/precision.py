@@ -11,7 +11,7 @@ def float32_copy(model: keras.Model) -> keras.Model:
     serving clients do not expect; deployed artifacts compute in float32.
 
     ```python
-    exportable = float32_copy(keras.saving.load_model("runs/quickstart/backbone.keras"))
+    exportable = float32_copy(load_model("runs/quickstart/backbone.keras"))
     ```
     """
 

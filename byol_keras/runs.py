@@ -156,12 +156,11 @@ def load_networks(run: RunDirectory) -> tuple["keras.Model", "keras.Model"]:
     backbone, projector = load_networks(RunDirectory("runs/quickstart").require_finished())
     ```
     """
-    import keras  # importing byol_keras registered the classes a run's files name
-
     from byol_keras.precision import compute_dtypes, float32_copy
+    from byol_keras.registration import load_model
 
-    backbone = keras.saving.load_model(run.backbone_path, compile=False)
-    projector = keras.saving.load_model(run.model_path, compile=False).online_projector
+    backbone = load_model(run.backbone_path, compile=False)
+    projector = load_model(run.model_path, compile=False).online_projector
     if compute_dtypes(backbone) | compute_dtypes(projector) != {"float32"}:
         log.info("the run trained in mixed precision; using a float32 copy")
         backbone, projector = float32_copy(backbone), float32_copy(projector)

@@ -14,6 +14,7 @@ from byol_keras.backbones import build_backbone
 from byol_keras.errors import UsageError
 from byol_keras.export import export_run
 from byol_keras.methods.byol import BYOL
+from byol_keras.registration import load_model
 from byol_keras.target import SharedCodeCopy
 from tests.helpers.export import save_as_run
 
@@ -130,12 +131,12 @@ def test_target_starts_as_an_independent_copy_with_equal_weights(trained):
 
 def test_each_kind_reloads_to_the_same_outputs(trained):
     model, x = trained.model, trained.x
-    restored = keras.saving.load_model(trained.run.model_path)
+    restored = load_model(trained.run.model_path)
     assert isinstance(restored, BYOL)
     assert type(restored.online_backbone) is type(model.online_backbone)
     np.testing.assert_array_equal(restored(x), model(x))
     np.testing.assert_array_equal(target_features(restored, x), target_features(model, x))
-    backbone = keras.saving.load_model(trained.run.backbone_path)
+    backbone = load_model(trained.run.backbone_path)
     np.testing.assert_array_equal(backbone(x), model(x))
     # get_config / from_config rebuild the same architecture with fresh weights.
     rebuilt = BYOL.from_config(model.get_config())
@@ -230,7 +231,7 @@ def test_kerashub_backbone_trains_saves_and_reloads(tmp_path):
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     model.fit(tf.data.Dataset.from_tensor_slices((x, x[::-1])).batch(4), shuffle=False, verbose=0)
     model.save(tmp_path / "byol.keras")
-    restored = keras.saving.load_model(tmp_path / "byol.keras")
+    restored = load_model(tmp_path / "byol.keras")
     np.testing.assert_array_equal(restored(x), model(x))
 
 

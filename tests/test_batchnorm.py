@@ -70,6 +70,21 @@ def test_inference_and_unfused_training_are_keras_code():
     np.testing.assert_array_equal(fused(x, training=True), reference(x, training=True))
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
+def test_a_layer_of_another_float_dtype_trains_as_keras_batchnorm_does(dtype):
+    shape = (6, 3, 3, 4)
+    fused, reference = BatchNormalization(dtype=dtype), keras.layers.BatchNormalization(dtype=dtype)
+    x = np.random.default_rng(3).normal(2.0, 1.5, shape).astype("float32")
+    for training in (True, False):
+        out, expected = fused(x, training=training), reference(x, training=training)
+        assert out.dtype == expected.dtype == dtype
+        # The fused kernel takes float32 statistics only, so these dtypes run Keras's ops:
+        # the same ops on the same numbers, equal to the last bit.
+        np.testing.assert_array_equal(np.float64(out), np.float64(expected))
+    for weight, expected in zip(fused.weights, reference.weights, strict=True):
+        np.testing.assert_array_equal(np.float64(weight.numpy()), np.float64(expected.numpy()))
+
+
 def test_survives_a_saved_model_round_trip(tmp_path):
     inputs = keras.Input((4, 4, 3))
     model = keras.Model(inputs, BatchNormalization(momentum=0.8, fused=False)(inputs))

@@ -14,6 +14,7 @@ from byol_keras.config import from_dict
 from byol_keras.data import load_source
 from byol_keras.errors import UsageError
 from byol_keras.evaluation.embeddings import Embedder, source_arrays
+from byol_keras.registration import load_model
 from tests.helpers.export import make_finished_run
 
 SIZE = 16
@@ -45,7 +46,7 @@ def assert_same_weights(model, reference):
 
 
 def test_a_runs_backbone_gives_that_runs_features_at_step_0(source_run, caplog):
-    reference = keras.saving.load_model(source_run.backbone_path, compile=False)
+    reference = load_model(source_run.backbone_path, compile=False)
     keras.utils.set_random_seed(5)  # another seed than the source run's: no accidental match
     with caplog.at_level(logging.INFO, logger="byol_keras.init_weights"):
         model = build_model(config_starting_from(source_run.backbone_path), total_steps=10)
@@ -61,7 +62,7 @@ def test_a_runs_backbone_gives_that_runs_features_at_step_0(source_run, caplog):
 
 
 def test_a_weights_file_and_a_whole_model_load_too(source_run, tmp_path):
-    reference = keras.saving.load_model(source_run.backbone_path, compile=False)
+    reference = load_model(source_run.backbone_path, compile=False)
     reference.save_weights(tmp_path / "backbone.weights.h5")
     for path in (tmp_path / "backbone.weights.h5", source_run.model_path):
         keras.utils.set_random_seed(5)

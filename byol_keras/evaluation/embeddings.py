@@ -9,7 +9,7 @@ source of photos of many sizes works; an image already at the view size
 passes unchanged.
 
 ```python
-backbone = keras.saving.load_model("runs/quickstart/backbone.keras")
+backbone = load_model("runs/quickstart/backbone.keras")
 transform = EvalTransform.from_config(load_config("runs/quickstart/config.yaml"))
 images, labels = source_arrays(load_source("digits", split="test"), transform=transform)
 features = Embedder(backbone, transform=transform).embed(images)  # float32 [n, feature_dim]

@@ -28,7 +28,6 @@ import csv
 import math
 from pathlib import Path
 
-import keras
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -40,6 +39,7 @@ from byol_keras.data.labelled import check_disjoint
 from byol_keras.errors import UsageError
 from byol_keras.evaluation.embeddings import Embedder, source_arrays
 from byol_keras.evaluation.knn import l2_normalize_rows, nearest_neighbours
+from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
 
 KINDS = ("tsne", "retrieval", "occlusion", "curves", "segmentation", "detection")
@@ -130,7 +130,7 @@ def _picture_inputs(run: RunDirectory, data: str | None) -> dict:
         return source_from_config(config, spec, split)
 
     test = load(config.data.val_split)
-    backbone = keras.saving.load_model(run.backbone_path, compile=False)
+    backbone = load_model(run.backbone_path, compile=False)
     transform = EvalTransform.from_config(config)
     return {
         "test": test,

@@ -46,15 +46,15 @@ from byol_keras.evaluation.knn import knn_class_scores
 from byol_keras.evaluation.linear import fit_linear_probe
 from byol_keras.evaluation.metrics import per_class_accuracy, top_k_accuracy
 from byol_keras.evaluation.retrieval import retrieval_figures, retrieval_per_query
+from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory, atomic_write_text, check_writable
+from byol_keras.tasks import PROTOCOLS, TASKS
 from byol_keras.transfer.detect import default_detect_data, evaluate_detection
 from byol_keras.transfer.detect import result_name as detect_result_name
 from byol_keras.transfer.segment import default_segment_data, evaluate_segmentation
 from byol_keras.transfer.segment import result_name as segment_result_name
 
-PROTOCOLS = ("linear", "knn", "finetune", "retrieval", "segment", "detect")
-# Fine-tuning protocols, which take --label-fraction.
-_FRACTION_PROTOCOLS = ("finetune", "segment", "detect")
+_FRACTION_PROTOCOLS = tuple(name for name, task in TASKS.items() if task.label_fraction)
 
 
 def evaluate_run(
@@ -283,7 +283,7 @@ def _labelled_sets(config: Config, spec: str):
 
 def _backbone(run: RunDirectory, config: Config, random_init: bool) -> keras.Model:
     if not random_init:
-        return keras.saving.load_model(run.backbone_path, compile=False)
+        return load_model(run.backbone_path, compile=False)
     keras.utils.set_random_seed(config.train.seed)
     return backbone_from_config(config)
 

@@ -45,6 +45,7 @@ from byol_keras.export.verify import (
     failures,
     run_in_fresh_process,
 )
+from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
 from byol_keras.transfer.detect import result_test_split
 from byol_keras.transfer.detector import detect, letterbox
@@ -104,7 +105,7 @@ def export_detector(
 
     parameters = result["parameters"]
     size = tuple(parameters["image_size"])
-    detector = keras.saving.load_model(model_path, compile=False)
+    detector = load_model(model_path, compile=False)
 
     def write(path: Path) -> None:
         write_saved_model(detector, size, path)

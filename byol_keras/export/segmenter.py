@@ -48,6 +48,7 @@ from byol_keras.export.verify import (
     tolerance,
 )
 from byol_keras.precision import compute_dtypes, float32_copy
+from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
 from byol_keras.transfer.segfolder import segmentation_input
 from byol_keras.transfer.segment import result_test_split
@@ -98,7 +99,7 @@ def export_segmenter(
     """
     size = tuple(result["parameters"]["image_size"])
     num_classes = result["num_classes"]
-    segmenter = keras.saving.load_model(model_path, compile=False)
+    segmenter = load_model(model_path, compile=False)
     if compute_dtypes(segmenter) != {"float32"}:
         segmenter = float32_copy(segmenter)
 

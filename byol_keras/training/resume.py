@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from byol_keras.config import Config, from_dict
 from byol_keras.errors import UsageError
 from byol_keras.methods import METHODS
+from byol_keras.tasks import task_sections
 
 RESUME_WITH_CHANGES = "--resume-with-changes"
 
@@ -33,7 +34,7 @@ UNCHECKED_KEYS = (
     "train.collapse_threshold",
     "train.collapse_patience",
 )
-UNCHECKED_SECTIONS = ("eval", "segment")
+UNCHECKED_SECTIONS = task_sections()
 
 
 def check_config_change(

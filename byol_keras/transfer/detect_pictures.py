@@ -19,12 +19,12 @@ path = detection_picture(RunDirectory("runs/bccd"), "detect-50pct", Path("boxes.
 
 from pathlib import Path
 
-import keras
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
+from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
 from byol_keras.transfer.detect import image_subset, result_test_split
 from byol_keras.transfer.detector import predict_detections, prepare_split
@@ -55,7 +55,7 @@ def detection_picture(run: RunDirectory, name: str | None, path: Path) -> Path:
     count = min(PICTURE_IMAGES, len(test))
     chosen = np.linspace(0, len(test) - 1, count).round().astype(int)
     subset = image_subset(test, chosen)
-    detector = keras.saving.load_model(model_path, compile=False)
+    detector = load_model(model_path, compile=False)
     predictions = predict_detections(
         detector, prepare_split(subset, tuple(parameters["image_size"])), parameters["batch_size"]
     )

@@ -108,7 +108,7 @@ def build_detector(
         `[b, height, width, 3]`, boxes as xyxy pixels of that input.
 
     ```python
-    detector = build_detector(keras.saving.load_model("runs/bccd/backbone.keras"), 3, (64, 64))
+    detector = build_detector(load_model("runs/bccd/backbone.keras"), 3, (64, 64))
     ```
     """
     height, width = image_size

@@ -18,13 +18,13 @@ path = segmentation_picture(run, "segment-50pct@segfolder_camvid", Path("seg.png
 
 from pathlib import Path
 
-import keras
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from byol_keras.config import load_config
+from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
 from byol_keras.transfer.segment import result_test_split
 from byol_keras.transfer.segmenter import predict_classes
@@ -66,7 +66,7 @@ def segmentation_picture(run: RunDirectory, name: str | None, path: Path) -> Pat
     count = min(PICTURE_IMAGES, len(test))
     # Spread over the split: neighbouring frames of a video look alike.
     chosen = np.linspace(0, len(test) - 1, count).round().astype(int)
-    segmenter = keras.saving.load_model(model_path, compile=False)
+    segmenter = load_model(model_path, compile=False)
     predicted = predict_classes(segmenter, test.images[chosen], config.segment.batch_size)
     colours = class_colours(result["num_classes"])
     figure = Figure(figsize=(10, 2.6 * count + 0.9), layout="constrained")

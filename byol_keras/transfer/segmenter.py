@@ -78,7 +78,7 @@ def build_segmenter(
         float32 logits `[b, h, w, num_classes]`.
 
     ```python
-    segmenter = build_segmenter(keras.saving.load_model("runs/quickstart/backbone.keras"), 11)
+    segmenter = build_segmenter(load_model("runs/quickstart/backbone.keras"), 11)
     ```
     """
     pyramid = feature_pyramid(backbone, input_shape=(None, None, 3))

@@ -12,6 +12,7 @@ from byol_keras.data import load_source
 from byol_keras.evaluation.embeddings import Embedder, source_arrays
 from byol_keras.evaluation.monitor import KnnMonitor
 from byol_keras.evaluation.pictures import occlusion_map
+from byol_keras.registration import load_model
 from tests.helpers.runs import make_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -21,7 +22,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def trained_run(tmp_path_factory):
     """A tiny run trained for three short epochs with the kNN monitor feeding metrics.csv."""
     run = make_run(tmp_path_factory.mktemp("run"))
-    model = keras.saving.load_model(run.model_path)
+    model = load_model(run.model_path)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     train = load_source("digits", split="train", image_size=8)
     test = load_source("digits", split="test", image_size=8)

@@ -22,6 +22,7 @@ from byol_keras.evaluation.finetune import (
     finetune_classifier,
 )
 from byol_keras.evaluation.linear import fit_linear_probe
+from byol_keras.registration import load_model
 from tests.helpers.runs import RUN_CONFIG, make_run
 
 
@@ -34,7 +35,7 @@ def run(tmp_path_factory):
 def digits_features(run):
     """Backbone features of the digits train and test splits, computed outside the library's
     evaluation code path."""
-    backbone = keras.saving.load_model(run.backbone_path, compile=False)
+    backbone = load_model(run.backbone_path, compile=False)
     sets = []
     for split in ("train", "test"):
         images, labels = source_arrays(load_source("digits", split=split, image_size=8))

@@ -3,7 +3,6 @@
 
 import json
 
-import keras
 import numpy as np
 import pytest
 
@@ -13,6 +12,7 @@ from byol_keras.evaluation import evaluate_run
 from byol_keras.evaluation.embeddings import source_arrays
 from byol_keras.evaluation.knn import nearest_neighbours
 from byol_keras.evaluation.retrieval import retrieval_figures, retrieval_per_query
+from byol_keras.registration import load_model
 from tests.helpers.export import make_finished_run
 
 
@@ -125,7 +125,7 @@ def test_retrieval_protocol_matches_a_brute_force_ranking(run, capsys):
     assert code == 0
     assert line.startswith("retrieval (pretrained) on digits:test: Recall@1 ")
     result = json.loads((run.eval_dir / "retrieval@digits.json").read_text())
-    backbone = keras.saving.load_model(run.backbone_path, compile=False)
+    backbone = load_model(run.backbone_path, compile=False)
     features = {}
     for split in ("train", "test"):
         images, labels = source_arrays(load_source("digits", split=split, image_size=8))

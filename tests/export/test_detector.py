@@ -3,7 +3,6 @@
 import json
 import tarfile
 
-import keras
 import numpy as np
 import onnxruntime
 import pytest
@@ -11,6 +10,7 @@ from PIL import Image
 
 from byol_keras.cli import main
 from byol_keras.evaluation import evaluate_run
+from byol_keras.registration import load_model
 from byol_keras.transfer import detector
 from byol_keras.transfer.box_sources import load_box_split
 from byol_keras.transfer.detect import image_subset
@@ -66,7 +66,7 @@ def test_exported_detector_matches_keras_on_bccd_photos_of_two_sizes(bccd_run, c
     boxes, scores, classes, count = session.run(
         ["boxes", "scores", "classes", "num_detections"], {"images": photo}
     )
-    model = keras.saving.load_model(run.eval_dir / "detect-5pct" / "model.keras")
+    model = load_model(run.eval_dir / "detect-5pct" / "model.keras")
     (expected,) = detector.predict_detections(
         model, detector.prepare_split(image_subset(test, [0]), SIZE), 1
     )

@@ -10,7 +10,6 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-import keras
 import numpy as np
 import onnxruntime
 import pytest
@@ -23,6 +22,7 @@ from byol_keras.errors import UsageError
 from byol_keras.export import export_run
 from byol_keras.export import signature as serving
 from byol_keras.export.parity import verification_inputs
+from byol_keras.registration import load_model
 from tests.helpers.eval_transform import pil_eval_transform
 from tests.helpers.export import make_finished_run, serve_saved_model
 
@@ -43,7 +43,7 @@ def exported(run):
 
 @pytest.fixture(scope="module")
 def backbone(run):
-    return keras.saving.load_model(run.backbone_path, compile=False)
+    return load_model(run.backbone_path, compile=False)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ def test_reloaded_artifacts_match_the_keras_backbone_at_any_size_and_batch(run, 
         assert_close(signature(images=tf.constant(images))["embeddings"].numpy(), reference)
         (onnx_embeddings,) = session.run(["embeddings"], {"images": images})
         assert_close(onnx_embeddings, reference)
-    projector = keras.saving.load_model(run.model_path, compile=False).online_projector
+    projector = load_model(run.model_path, compile=False).online_projector
     projections = signature(images=tf.constant(images))["projections"].numpy()
     assert_close(projections, projector(reference, training=False).numpy())
 
@@ -231,7 +231,7 @@ def test_a_mixed_precision_run_is_exported_in_float32(tmp_path):
     (embeddings,) = session.run(["embeddings"], {"images": images})
     assert embeddings.dtype == np.float32
     # The same network as trained, up to bfloat16 rounding (8 significant bits).
-    mixed = keras.saving.load_model(run.backbone_path, compile=False)
+    mixed = load_model(run.backbone_path, compile=False)
     trained = np.asarray(keras_embeddings(mixed, images), np.float32)
     assert np.abs(embeddings - trained).max() <= 3e-2 * (1 + np.abs(trained).max())
 

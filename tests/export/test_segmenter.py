@@ -18,6 +18,7 @@ from byol_keras.config import from_dict, save_config
 from byol_keras.evaluation import evaluate_run
 from byol_keras.export.segmenter import CLASSES as CLASSES_KEY
 from byol_keras.export.segmenter import PROBABILITIES, _classes_check
+from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
 
 CLASSES = 11
@@ -73,7 +74,7 @@ def test_exported_segmenter_matches_keras_on_camvid_images_of_two_sizes(
     names = sorted((camvid_folder / "test" / "images").iterdir())[:2]
     full = np.stack([np.asarray(Image.open(name).convert("RGB")) for name in names])
     other = np.stack([np.asarray(Image.fromarray(i).resize((301, 203))) for i in full])
-    model = keras.saving.load_model(run.eval_dir / "segment-5pct" / "model.keras")
+    model = load_model(run.eval_dir / "segment-5pct" / "model.keras")
     signature = tf.saved_model.load(manifest["version_dir"]).signatures["serving_default"]
     onnx = onnxruntime.InferenceSession(
         str(run.root / "export" / manifest["artifacts"]["onnx"]["path"]),

@@ -179,12 +179,12 @@ def worker(run_dir: str, out_path: str, steps: str = "3", every_steps: str = "nu
     summary = train(config, run_dir)
     import json
 
-    import keras
+    from byol_keras.registration import load_model
 
     # The chief writes RUN_DIR; the other worker RUN_DIR/.workers/worker-1.
     task = json.loads(os.environ["TF_CONFIG"])["task"]
     wrote_to = run_dir if task["index"] == 0 else os.path.join(run_dir, ".workers", "worker-1")
-    model = keras.models.load_model(os.path.join(wrote_to, "model.keras"))
+    model = load_model(os.path.join(wrote_to, "model.keras"))
     np.savez(
         out_path,
         online=_flat(model.online_backbone.weights + _heads(model)),

@@ -19,6 +19,7 @@ from byol_keras.config import load_config
 from byol_keras.errors import UsageError
 from byol_keras.losses import nt_xent_loss
 from byol_keras.methods.base import SelfSupervisedModel
+from byol_keras.registration import load_model
 from tests.helpers.kill import kill_after_first_checkpoint
 
 SIZE = 16
@@ -193,7 +194,7 @@ def test_save_and_load_keep_the_method_and_its_switches(
     model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
     model.fit(view_pairs(steps=1), epochs=1, verbose=0)
     model.save(tmp_path / "model.keras")
-    restored = keras.models.load_model(tmp_path / "model.keras")
+    restored = load_model(tmp_path / "model.keras")
     assert isinstance(restored, SelfSupervisedModel) and type(restored) is type(model)
     assert type(restored).method == kwargs.get("method", "byol")
     assert (restored.predictor is not None) == predictor
@@ -264,9 +265,9 @@ def test_each_method_trains_the_digits_quickstart_with_a_falling_loss(tmp_path, 
     summary = json.loads((run / "summary.json").read_text())
     assert math.isfinite(summary["final_collapse"])
     assert (summary["final_tau"] is None) == (method != "byol_no_predictor")
-    model = keras.models.load_model(run / "model.keras")
+    model = load_model(run / "model.keras")
     assert type(model).method == method.split("_")[0]
-    backbone = keras.models.load_model(run / "backbone.keras")
+    backbone = load_model(run / "backbone.keras")
     images = np.random.default_rng(0).uniform(size=(4, SIZE, SIZE, 3)).astype("float32")
     np.testing.assert_allclose(model(images), backbone(images), atol=1e-6)
 
@@ -286,7 +287,7 @@ def test_each_method_resumes_after_a_kill_and_exports_with_verified_parity(tmp_p
     # A resumed run restarts the data stream, so its losses are not the uninterrupted run's
     # (whose fall the test above checks): here they need only be finite.
     assert all(math.isfinite(loss) for loss in _epoch_losses(run))
-    model = keras.models.load_model(run / "model.keras")
+    model = load_model(run / "model.keras")
     assert type(model).method == method.split("_")[0]
     assert int(model.optimizer.iterations.numpy()) == EPOCHS * STEPS
 

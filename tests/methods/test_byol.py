@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 from byol_keras.methods.byol import BYOL
+from byol_keras.registration import load_model
 from byol_keras.training.schedules import cosine_tau
 from tests.helpers.views import ema_pairs, view_pair
 
@@ -100,7 +101,7 @@ def test_save_load_round_trip_is_identical_and_trains_on_identically(tiny_byol, 
     model.train_on_batch(view1, view2)
     path = tmp_path / "byol.keras"
     model.save(path)
-    restored = keras.models.load_model(path)
+    restored = load_model(path)
 
     assert isinstance(restored, BYOL)
     np.testing.assert_array_equal(model(view1), restored(view1))
@@ -119,7 +120,7 @@ def test_backbone_is_standalone_model(tiny_byol, tmp_path):
     model = tiny_byol(tau_base=0.9, total_steps=10)
     view1, _ = view_pair()
     model.online_backbone.save(tmp_path / "backbone.keras")
-    backbone = keras.models.load_model(tmp_path / "backbone.keras")
+    backbone = load_model(tmp_path / "backbone.keras")
     np.testing.assert_array_equal(backbone(view1), model(view1))
 
 

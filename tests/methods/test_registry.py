@@ -1,11 +1,7 @@
-"""The method classes: the one-class BYOL's loss curves and saved models, the registry, imports."""
+"""The method classes: the one-class BYOL's loss curves and saved models, the registry."""
 
 import inspect
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -18,9 +14,9 @@ from byol_keras.methods.base import SelfSupervisedModel
 from byol_keras.methods.byol import BYOL
 from byol_keras.methods.simclr import SimCLR
 from byol_keras.methods.simsiam import SimSiam
+from byol_keras.registration import load_model
 from tests.fixtures import make_method_curves as fixtures
 
-ROOT = Path(__file__).resolve().parents[2]
 RECORDED = json.loads((fixtures.FIXTURES / "method_curves.json").read_text())
 
 
@@ -35,7 +31,7 @@ def test_each_method_reproduces_the_loss_curve_of_the_one_class_byol(case):
 
 @pytest.mark.parametrize(("case", "expected_class"), [("byol", BYOL), ("simclr", SimCLR)])
 def test_a_model_saved_by_the_one_class_byol_loads_as_its_method(case, expected_class):
-    model = keras.models.load_model(fixtures.FIXTURES / f"saved_{case}.keras")
+    model = load_model(fixtures.FIXTURES / f"saved_{case}.keras")
     assert type(model) is expected_class
     outputs = model.online_backbone(fixtures.probe_images()).numpy()
     np.testing.assert_allclose(outputs, RECORDED["backbone_outputs"][case], rtol=1e-6, atol=1e-6)
@@ -106,33 +102,6 @@ def test_the_constructor_arguments_belong_to_their_method():
         SimCLR(backbone, tau_base=0.9)
     with pytest.raises(ValueError, match="tau_schedule"):
         SimSiam(backbone, tau_schedule="constant")
-
-
-LOAD = "import keras; m = keras.models.load_model({path!r}); print(type(m).__name__)"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "first",
-    [
-        "import byol_keras, sys; assert 'tensorflow' not in sys.modules",
-        "import keras; import byol_keras",
-        "import byol_keras; import tensorflow",
-        # Modules that import Keras before defining what the method classes import from them.
-        "import byol_keras.losses",
-        "from byol_keras.training.schedules import cosine_tau",
-        "import byol_keras.methods.simsiam",
-    ],
-)
-def test_import_byol_keras_is_all_load_model_needs_in_a_fresh_process(first):
-    path = str(fixtures.FIXTURES / "saved_simclr.keras")
-    code = f"{first}; {LOAD.format(path=path)}"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == "SimCLR"
 
 
 def test_the_classes_keep_their_former_and_public_addresses():

@@ -14,6 +14,7 @@ from tensorflow.python.checkpoint import checkpoint_management
 
 from byol_keras.config import load_config
 from byol_keras.errors import UsageError
+from byol_keras.registration import load_model
 from byol_keras.training.callbacks import Checkpoints
 from byol_keras.training.resume import FitCall, check_config_change, remaining_fit_calls
 from byol_keras.training.schedules import cosine_tau
@@ -85,7 +86,7 @@ def test_sigkilled_run_resumes_at_its_last_step_and_ends_on_time(tmp_path):
     row = [row for row in rows if int(row["epoch"]) == epoch][-1]
     assert float(row["tau"]) == pytest.approx(expected_tau, abs=1e-6)
 
-    model = keras.models.load_model(run / "model.keras")
+    model = load_model(run / "model.keras")
     assert int(model.optimizer.iterations.numpy()) == total
     assert int(model.total_steps.numpy()) == total
     fresh = model.target_backbone.get_weights()
@@ -138,3 +139,9 @@ def test_the_predictor_spelled_out_as_the_methods_default_resumes_the_same_model
     other = load_config(None, [f"model.method={method}", f"model.predictor={not default}"])
     with pytest.raises(UsageError, match=f"another model .*model.predictor: {default} -> "):
         check_config_change(recorded, other, allow_changes=True, where="run")
+
+
+@pytest.mark.parametrize("key", ["detect.epochs=3", "segment.epochs=3", "eval.knn_k=5"])
+def test_a_downstream_task_key_changes_nothing_training_learns_and_resumes(key):
+    recorded = load_config(None, []).to_dict()
+    assert check_config_change(recorded, load_config(None, [key]), False, where="run") == []

@@ -12,13 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from byol_keras.cli import main
 from byol_keras.errors import UsageError
+from byol_keras.registration import load_model
 from byol_keras.runs import atomic_write_text
 from byol_keras.training.interrupt import StopOnSignal
 from byol_keras.training.run_lock import run_lock
@@ -147,7 +147,7 @@ def test_more_epochs_with_the_option_extend_both_schedules(finished, capsys):
         expected = _tau(4 * epoch + 3, 12)
         assert float(rows[epoch]["tau"]) == pytest.approx(expected, abs=1e-6)
         assert expected < 1.0
-    model = keras.models.load_model(finished / "model.keras")
+    model = load_model(finished / "model.keras")
     assert int(model.total_steps.numpy()) == 12
     assert model.optimizer.get_config()["learning_rate"]["config"]["total_steps"] == 12
 

@@ -22,6 +22,7 @@ from byol_keras.cli import main
 from byol_keras.config import from_dict, save_config
 from byol_keras.evaluation import evaluate_run
 from byol_keras.methods.byol import BYOL
+from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
 from byol_keras.transfer import detect, detector
 from byol_keras.transfer.box_sources import load_box_split
@@ -121,7 +122,7 @@ def test_detect_protocol_writes_its_result_and_a_model_that_reproduces_it(
     assert len(result["val_curve"]) == 2 and 1 <= result["best_epoch"] <= 2
     assert result["val_ap50"] == max(point["val_ap50"] for point in result["val_curve"])
     # The kept model, reloaded, on images letterboxed here, gives the recorded figures.
-    model = keras.saving.load_model(run.eval_dir / "detect-50pct" / "model.keras")
+    model = load_model(run.eval_dir / "detect-50pct" / "model.keras")
     assert model.box_head.width == model.classification_head.width == DETECT["head_width"]
     truth = load_box_split(f"voc:{voc_root}", "test")
     predictions = []
@@ -322,7 +323,7 @@ def test_the_same_scenes_as_voc_and_as_coco_give_the_same_ap(detect_run, tmp_pat
     """The kept detector scores the COCO tree of the same scenes exactly as the VOC tree."""
     coco = write_coco(tmp_path / "coco", _splits())
     result = evaluate_run(detect_run.root, "detect", overrides=["detect.epochs=1"])
-    model = keras.saving.load_model(result["model"])
+    model = load_model(result["model"])
     for spec in (result["data"], f"coco:{coco}"):
         test = load_box_split(spec, "test")
         predicted = detector.predict_detections(model, detector.prepare_split(test, SIZE), 4)
@@ -405,8 +406,8 @@ def test_a_frozen_backbone_keeps_the_run_weights(detect_run):
         overrides=["detect.freeze_backbone=true", "detect.epochs=1", "detect.seed=8"],
     )
     assert result["parameters"]["freeze_backbone"] is True
-    model = keras.saving.load_model(result["model"])
-    pretrained = keras.saving.load_model(detect_run.backbone_path)
+    model = load_model(result["model"])
+    pretrained = load_model(detect_run.backbone_path)
     weights = {w.path: np.asarray(w) for w in pretrained.weights}
     backbone = [w for w in model.weights if w.path in weights]
     assert len(backbone) == len(weights)

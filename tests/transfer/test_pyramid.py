@@ -7,6 +7,7 @@ import pytest
 from byol_keras import feature_pyramid
 from byol_keras.backbones import build_backbone
 from byol_keras.errors import UsageError
+from byol_keras.registration import load_model
 
 # (name, image size, width, expected strides, channels per stride)
 CASES = [
@@ -69,7 +70,7 @@ def test_a_pyramid_of_any_input_size_shares_the_backbone_variables(name, size, w
 def test_pyramid_of_a_reloaded_run_backbone_uses_its_pretrained_weights(tmp_path):
     backbone = _backbone("resnet18", 32, 4)
     backbone.save(tmp_path / "backbone.keras")
-    reloaded = keras.saving.load_model(tmp_path / "backbone.keras", compile=False)
+    reloaded = load_model(tmp_path / "backbone.keras", compile=False)
     pyramid = feature_pyramid(reloaded, input_shape=(None, None, 3))
     assert {id(v) for v in pyramid.weights} <= {id(v) for v in reloaded.weights}
     images = np.random.default_rng(2).uniform(0, 1, (2, 32, 32, 3)).astype("float32")

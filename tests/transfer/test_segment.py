@@ -2,13 +2,13 @@
 
 import json
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from byol_keras.cli import main
 from byol_keras.evaluation import evaluate_run
+from byol_keras.registration import load_model
 from byol_keras.transfer.segmentation_metrics import confusion_matrix, segmentation_scores
 from tests.helpers.runs import make_run
 from tests.helpers.segfolder import VOID, make_segfolder, write_pair
@@ -76,7 +76,7 @@ def test_segment_protocol_writes_its_result_and_a_model_that_reproduces_it(segru
     assert result["parameters"]["epochs"] == 2 and result["wall_time_seconds"] > 0
     assert len(result["val_curve"]) == 2 and 1 <= result["best_epoch"] <= 2
     # The kept model, reloaded, gives the recorded confusion matrix on the test masks.
-    model = keras.saving.load_model(run.eval_dir / "segment-50pct" / "model.keras")
+    model = load_model(run.eval_dir / "segment-50pct" / "model.keras")
     confusion = np.zeros((3, 3), np.int64)
     for name in ("test0", "test1", "test2"):
         image = np.asarray(
@@ -107,8 +107,8 @@ def test_random_baseline_and_a_frozen_backbone(segrun):
     )
     assert frozen["parameters"]["freeze_backbone"] is True
     # Frozen: the fine-tuned model's backbone weights are the run's, unchanged.
-    model = keras.saving.load_model(frozen["model"])
-    pretrained = keras.saving.load_model(run.backbone_path)
+    model = load_model(frozen["model"])
+    pretrained = load_model(run.backbone_path)
     weights = {w.path: np.asarray(w) for w in pretrained.weights}
     pyramid = model.get_layer("tiny_pyramid").weights
     assert pyramid and all(np.array_equal(w, weights[w.path]) for w in pyramid)
