@@ -253,7 +253,8 @@ def _fit(
     """Runs the `fit` calls left after `steps_done` and returns their joined history."""
     history: dict[str, list] = {}
     with callbacks.stop_on_signal:
-        for call in remaining_fit_calls(steps_done, steps_per_epoch, config.train.epochs):
+        total_steps = config.train.epochs * steps_per_epoch
+        for call in remaining_fit_calls(steps_done, steps_per_epoch, total_steps):
             result = model.fit(
                 batches,
                 epochs=call.epochs,
