@@ -8,7 +8,7 @@ everything is written.
 """
 
 import logging
-import time
+import math
 from pathlib import Path
 
 import keras
@@ -26,6 +26,7 @@ from byol_keras.evaluation.monitor import KnnMonitor
 from byol_keras.init_weights import IMAGENET, load_init_weights
 from byol_keras.methods.base import SelfSupervisedModel
 from byol_keras.runs import RunDirectory
+from byol_keras.training import budget
 from byol_keras.training.callbacks import Checkpoints, Throughput
 from byol_keras.training.distribute import make_strategy, writable_run_dir
 from byol_keras.training.guards import CollapseWarning, StopOnNonFiniteLoss
@@ -33,6 +34,7 @@ from byol_keras.training.interrupt import StopOnSignal
 from byol_keras.training.optimizers import build_optimizer
 from byol_keras.training.resume import check_config_change, remaining_fit_calls
 from byol_keras.training.run_lock import run_lock
+from byol_keras.training.steps import batches_done
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,8 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
 
     Returns:
         The summary also written to `<output_dir>/summary.json`: final loss,
-        collapse and τ, steps, images per second, and how the run resumed.
+        collapse and τ, steps, images per second, how the run resumed, and
+        the plan of `train.time_budget`.
 
     ```python
     # doctest: slow
@@ -62,7 +65,7 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
     summary["final_loss"], summary["images_per_second"]
     ```
     """
-    started = time.perf_counter()
+    started = budget.clock()
     # First: multi-worker collectives must be configured before TensorFlow runs an op.
     strategy = make_strategy(config.train.distribution)
     _seed_everything(config.train.seed, config.train.deterministic)
@@ -102,8 +105,32 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
         )
 
         # 5. Training: the rest of an interrupted epoch, then the whole epochs left.
+        # A time budget first measures the speed, then sets the number of batches.
         callbacks = _Callbacks(config, run, checkpoints, monitor, resumed=steps_done > 0)
-        history = _fit(model, batches, callbacks, config, steps_done, steps_per_epoch)
+        history: dict[str, list] = {}
+        plan = None
+        with callbacks.stop_on_signal:
+            total_steps = config.train.epochs * steps_per_epoch
+            if config.train.time_budget is not None:
+                plan = budget.plan(
+                    config,
+                    model,
+                    run,
+                    steps_per_epoch,
+                    started,
+                    lambda calls, meter, inside: _fit(
+                        model, batches, calls, callbacks, config, history, meter, inside
+                    ),
+                    monitor[0] if monitor else None,
+                )
+                total_steps = plan.planned_updates * config.train.accumulation_steps
+                budget.stretch_schedules(model, config, plan.planned_updates, updates_per_epoch)
+            for knn in monitor:
+                knn.final_epoch = math.ceil(total_steps / steps_per_epoch)
+            calls = remaining_fit_calls(batches_done(model.optimizer), steps_per_epoch, total_steps)
+            _fit(model, batches, calls, callbacks, config, history)
+            if callbacks.stop_on_signal.received is not None:  # arrived after the last batch
+                callbacks.stop_on_signal.stop()
 
         # 6. The run directory: final model, standalone backbone, and last, the summary.
         model.save(run.model_path)
@@ -111,7 +138,7 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
         last = {key: values[-1] for key, values in history.items() if values}
         return run.finish(
             {
-                "epochs": config.train.epochs,
+                "epochs": round(plan.epochs, 3) if plan else config.train.epochs,
                 "steps": int(model.optimizer.iterations.numpy()),
                 "final_loss": last.get("loss"),
                 "final_collapse": last.get("collapse"),
@@ -120,13 +147,14 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
                 "images_per_second": callbacks.throughput.images_per_second,
                 "skipped_files": source.skipped_files,
                 "train_examples": source.num_examples,
-                "wall_time_seconds": time.perf_counter() - started,
+                "wall_time_seconds": budget.clock() - started,
                 "resumed_from_epoch": steps_done // steps_per_epoch,
                 "resumed_from_step": steps_done,
                 "warnings": callbacks.collapse.warnings,
                 "replicas": strategy.num_replicas_in_sync,
                 "onednn": onednn.enabled(),
                 "init_weights": _init_weights_record(config.model.init_weights),
+                "time_budget": plan.summary() if plan else None,
             }
         )
 
@@ -229,10 +257,14 @@ class _Callbacks:
         self.metrics_csv = keras.callbacks.CSVLogger(str(run.metrics_path), append=resumed)
         # Ctrl-C and SIGTERM save a checkpoint at the next update and raise TrainingInterrupted.
         self.stop_on_signal = StopOnSignal(checkpoints)
-        self.ordered = [
+        # What works within an epoch, for a fit call that stops inside one.
+        self.within_epoch = [
             StopOnNonFiniteLoss(),  # before Checkpoints, so that a diverged step is never saved
             checkpoints,
             self.stop_on_signal,  # saves through Checkpoints, after the loss was found finite
+        ]
+        self.ordered = [
+            *self.within_epoch,
             self.throughput,
             self.collapse,
             keras.callbacks.TensorBoard(str(run.logs_dir), update_freq="epoch"),
@@ -245,30 +277,33 @@ class _Callbacks:
 def _fit(
     model: SelfSupervisedModel,
     batches,
+    calls: list,
     callbacks: _Callbacks,
     config: Config,
-    steps_done: int,
-    steps_per_epoch: int,
-) -> dict[str, list]:
-    """Runs the `fit` calls left after `steps_done` and returns their joined history."""
-    history: dict[str, list] = {}
-    with callbacks.stop_on_signal:
-        for call in remaining_fit_calls(steps_done, steps_per_epoch, config.train.epochs):
-            result = model.fit(
-                batches,
-                epochs=call.epochs,
-                steps_per_epoch=call.steps_per_epoch,
-                initial_epoch=call.initial_epoch,
-                callbacks=callbacks.ordered,
-                verbose=config.train.verbose,
-                shuffle=False,  # the data shuffles itself; Keras warns it ignores shuffle=True
-            )
-            callbacks.metrics_csv.append = True  # the next call continues the same file
-            for key, values in result.history.items():
-                history.setdefault(key, []).extend(values)
-        if callbacks.stop_on_signal.received is not None:  # arrived after the last batch ended
-            callbacks.stop_on_signal.stop()
-    return history
+    history: dict[str, list],
+    meter: keras.callbacks.Callback | None = None,
+    ends_inside_epoch: bool = False,
+) -> None:
+    """Runs the `fit` calls and extends `history` with theirs.
+
+    A last call that `ends_inside_epoch` (the speed's measurement) gets only
+    the callbacks that work within an epoch: its end is not the epoch's.
+    """
+    for call in calls:
+        inside = ends_inside_epoch and call is calls[-1]
+        chosen = callbacks.within_epoch if inside else callbacks.ordered
+        result = model.fit(
+            batches,
+            epochs=call.epochs,
+            steps_per_epoch=call.steps_per_epoch,
+            initial_epoch=call.initial_epoch,
+            callbacks=[*chosen, meter] if meter else chosen,
+            verbose=config.train.verbose,
+            shuffle=False,  # the data shuffles itself; Keras warns it ignores shuffle=True
+        )
+        callbacks.metrics_csv.append = True  # the next call continues the same file
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(values)
 
 
 def build_model(

@@ -29,6 +29,8 @@ _REPR.maxstring = _REPR.maxother = _QUOTE_CHARS
 
 # The tf.distribute strategies `train.distribution` may name; training/distribute.py makes them.
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker", "tpu")
+# A duration as `train.time_budget` takes it: hours, minutes, seconds, in that order, e.g. 1h30m.
+_DURATION = re.compile(r"(?:(\d+\.?\d*)h)?\s*(?:(\d+\.?\d*)m)?\s*(?:(\d+\.?\d*)s)?")
 
 
 def _spec(default, *, low=None, high=None, choices=None, open_low=False, ordered=False, length=2):
@@ -141,6 +143,28 @@ class TrainConfig:
     collapse_patience: int = _spec(3, low=1)
     deterministic: bool = False
     verbose: int = _spec(1, low=0, high=2)
+    # A wall-clock limit (15m, 90s, 1h30m): the run sets its own length (training/budget.py).
+    time_budget: str | None = None
+
+    def __post_init__(self):
+        if self.time_budget is None:
+            return
+        try:
+            parse_duration(self.time_budget)
+        except ValueError:
+            raise UsageError(
+                f"train.time_budget: expected a duration such as 15m, 90s or 1h30m, "
+                f"got {_quote(self.time_budget)}"
+            ) from None
+        if self.distribution == "multi_worker":
+            # Each worker would measure its own speed and plan its own number of steps.
+            raise UsageError(
+                "train.time_budget: not supported with train.distribution multi_worker"
+            )
+
+    @property
+    def time_budget_seconds(self) -> float | None:
+        return None if self.time_budget is None else parse_duration(self.time_budget)
 
 
 @dataclass
@@ -428,6 +452,23 @@ def _apply_override(raw: dict, override: str) -> None:
     if not isinstance(target, dict):
         raise UsageError(f"{section}: expected a mapping of keys, got {_quote(target)}")
     target[name] = value
+
+
+def parse_duration(text: str) -> float:
+    """The seconds in a duration such as `15m`, `90s`, `1h30m` or `1.5h`; ValueError otherwise.
+
+    ```python
+    assert parse_duration("1h30m") == 5400.0 and parse_duration("90s") == 90.0
+    ```
+    """
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None or not any(match.groups()):
+        raise ValueError(f"not a duration: {text!r}")
+    hours, minutes, seconds = (float(part or 0) for part in match.groups())
+    total = 3600 * hours + 60 * minutes + seconds
+    if total <= 0:
+        raise ValueError(f"not a positive duration: {text!r}")
+    return total
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -48,6 +48,7 @@ class RunDirectory:
     model_path = property(lambda self: self.root / "model.keras")
     backbone_path = property(lambda self: self.root / "backbone.keras")
     summary_path = property(lambda self: self.root / "summary.json")
+    budget_path = property(lambda self: self.root / "budget.json")  # train.time_budget's plan
     eval_dir = property(lambda self: self.root / "eval")
     pictures_dir = property(lambda self: self.root / "pictures")
     lock_path = property(lambda self: self.root / ".lock")

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from byol_keras.cli import QUICKSTART, main
-from byol_keras.config import Config, from_dict, load_config, save_config
+from byol_keras.config import Config, from_dict, load_config, parse_duration, save_config
 from byol_keras.errors import UsageError
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
@@ -170,3 +170,27 @@ def test_a_void_index_among_the_classes_is_refused():
         from_dict({"segment": {"num_classes": 11, "ignore_index": 11}}).segment.ignore_index == 11
     )
     assert from_dict({"segment": {"ignore_index": None}}).segment.ignore_index is None
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("15m", 900.0), ("90s", 90.0), ("1h30m", 5400.0), ("1.5h", 5400.0), (" 2h 5s ", 7205.0)],
+)
+def test_a_time_budget_is_read_in_hours_minutes_and_seconds(text, seconds):
+    assert parse_duration(text) == seconds
+    assert load_config(None, [f"train.time_budget={text}"]).train.time_budget_seconds == seconds
+    assert load_config().train.time_budget_seconds is None  # off by default
+
+
+@pytest.mark.parametrize("value", ["soon", "15", "0m", "-5s", "1m1h", "m", "''"])
+def test_a_malformed_time_budget_exits_2_with_one_line_naming_the_key(tmp_path, capsys, value):
+    command = ["train", "--output", str(tmp_path / "run"), "--set", f"train.time_budget={value}"]
+    assert main(command) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("byol-keras: error: train.time_budget: ")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_time_budget_is_refused_across_workers():
+    with pytest.raises(UsageError, match="train.time_budget: not supported with .* multi_worker"):
+        load_config(None, ["train.time_budget=15m", "train.distribution=multi_worker"])

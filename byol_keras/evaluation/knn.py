@@ -15,6 +15,9 @@ and the evaluation protocols both use it.
 import numpy as np
 import tensorflow as tf
 
+# Similarities are computed in blocks of at most this many queries × bank entries.
+QUERY_CHUNK, BANK_CHUNK = 1024, 8192
+
 
 def l2_normalize_rows(features: np.ndarray) -> np.ndarray:
     """Scales every row to unit length (rows of zeros stay zero).
@@ -35,8 +38,8 @@ def knn_class_scores(
     num_classes: int,
     k: int = 200,
     temperature: float = 0.1,
-    query_chunk: int = 1024,
-    bank_chunk: int = 8192,
+    query_chunk: int = QUERY_CHUNK,
+    bank_chunk: int = BANK_CHUNK,
 ) -> np.ndarray:
     """Returns each query's class scores, the summed exp(cosine / T) of its k nearest bank entries.
 

@@ -20,7 +20,7 @@ import tensorflow as tf
 from byol_keras.augment.eval_transform import EvalTransform
 from byol_keras.data.labelled import check_classes, check_disjoint
 from byol_keras.evaluation.embeddings import Embedder, source_arrays
-from byol_keras.evaluation.knn import knn_top1
+from byol_keras.evaluation.knn import BANK_CHUNK, QUERY_CHUNK, knn_class_scores, knn_top1
 
 METRIC = "knn_top1"
 log = logging.getLogger(__name__)
@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 class KnnMonitor(keras.callbacks.Callback):
     """Adds `knn_top1` (a fraction) to the logs every `every_epochs` epochs and at the last one.
+
+    The last one is `final_epoch` (counted from 1) when set, as a run made of
+    several `fit` calls sets it; otherwise the last epoch of each `fit` call.
 
     On epochs without a measurement the value is NaN, so the CSV column
     exists from the first row on (CSVLogger fixes its columns at the first
@@ -72,6 +75,7 @@ class KnnMonitor(keras.callbacks.Callback):
         self.log_dir = log_dir
         self.history: list[tuple[int, float]] = []  # (epoch number from 1, top-1)
         self.seconds = 0.0  # time spent measuring, to check what the monitor costs
+        self.final_epoch: int | None = None
         self._embedder: Embedder | None = None
         self._writer = None
 
@@ -111,10 +115,9 @@ class KnnMonitor(keras.callbacks.Callback):
 
     def measure(self) -> float:
         """kNN top-1 of the model's online backbone now."""
-        if self._embedder is None or self._embedder.backbone is not self.model.online_backbone:
-            self._embedder = Embedder(self.model.online_backbone, self.batch_size)
-        bank = self._embedder.embed(self.bank_images)
-        queries = self._embedder.embed(self.query_images)
+        embedder = self._embedder_for(self.model.online_backbone)
+        bank = embedder.embed(self.bank_images)
+        queries = embedder.embed(self.query_images)
         return knn_top1(
             bank,
             self.bank_labels,
@@ -125,10 +128,43 @@ class KnnMonitor(keras.callbacks.Callback):
             temperature=self.temperature,
         )
 
+    def estimate_seconds(self, backbone: keras.Model) -> float:
+        """A generous estimate of what one measurement of `backbone` costs, in seconds.
+
+        Embedding is timed on one batch of the bank (after a first pass that
+        traces) and scaled to bank and queries; the vote is timed on one full
+        block of similarities and scaled to the number of blocks, partial ones
+        counted whole.
+        """
+        embedder = self._embedder_for(backbone)
+        sample = self.bank_images[: self.batch_size]
+        embedder.embed(sample)
+        started = time.perf_counter()
+        features = embedder.embed(sample)
+        per_image = (time.perf_counter() - started) / len(sample)
+        banked, queried = len(self.bank_images), len(self.query_images)
+        rows = min(queried, QUERY_CHUNK), min(banked, BANK_CHUNK)
+        started = time.perf_counter()
+        knn_class_scores(
+            np.resize(features, (rows[1], features.shape[1])),
+            np.resize(self.bank_labels, rows[1]),
+            np.resize(features, (rows[0], features.shape[1])),
+            self.num_classes,
+            k=self.k,
+            temperature=self.temperature,
+        )
+        blocks = math.ceil(queried / QUERY_CHUNK) * math.ceil(banked / BANK_CHUNK)
+        return per_image * (banked + queried) + (time.perf_counter() - started) * blocks
+
+    def _embedder_for(self, backbone: keras.Model) -> Embedder:
+        if self._embedder is None or self._embedder.backbone is not backbone:
+            self._embedder = Embedder(backbone, self.batch_size)
+        return self._embedder
+
     def on_epoch_end(self, epoch, logs=None) -> None:
         if logs is None:
             return
-        last_epoch = epoch + 1 == self.params.get("epochs")
+        last_epoch = epoch + 1 == (self.final_epoch or self.params.get("epochs"))
         if (epoch + 1) % self.every_epochs and not last_epoch:
             logs[METRIC] = math.nan
             return

@@ -7,6 +7,7 @@
 - `steps.py`: gradient accumulation arithmetic.
 - `resume.py`, `run_lock.py`: resuming a run, one writer at a time (the run directory
   itself is `byol_keras.runs`).
+- `budget.py`: `train.time_budget`, the speed measured and the run's length planned from it.
 - `distribute.py`: `tf.distribute` strategies and which worker writes the run directory.
 
 The modules are imported one by one (`from byol_keras.training.schedules import cosine_tau`):

@@ -23,6 +23,31 @@ def peak_learning_rate(config: OptimizerConfig, batch_size: int) -> float:
     return config.base_lr
 
 
+def build_schedule(
+    config: OptimizerConfig,
+    batch_size: int,
+    total_steps: int,
+    steps_per_epoch: int,
+    accumulation_steps: int = 1,
+) -> keras.optimizers.schedules.LearningRateSchedule:
+    """The warm-up cosine learning rate over `total_steps` updates (see `build_optimizer`).
+
+    ```python
+    config = load_config("configs/quickstart.yaml")
+    schedule = build_schedule(config.optimizer, 256, total_steps=10_000, steps_per_epoch=195)
+    ```
+    """
+    schedule = WarmupCosine(
+        peak_lr=peak_learning_rate(config, batch_size * accumulation_steps),
+        total_steps=total_steps,
+        warmup_steps=min(int(config.warmup_epochs * steps_per_epoch), total_steps),
+    )
+    if accumulation_steps > 1:
+        # Keras evaluates schedules in batches, ours are written in updates.
+        schedule = PerUpdateSchedule(schedule, accumulation_steps)
+    return schedule
+
+
 def build_optimizer(
     config: OptimizerConfig,
     batch_size: int,
@@ -40,17 +65,10 @@ def build_optimizer(
     optimizer = build_optimizer(config.optimizer, 256, total_steps=10_000, steps_per_epoch=195)
     ```
     """
-    effective_batch = batch_size * accumulation_steps
-    schedule = WarmupCosine(
-        peak_lr=peak_learning_rate(config, effective_batch),
-        total_steps=total_steps,
-        warmup_steps=min(int(config.warmup_epochs * steps_per_epoch), total_steps),
-    )
+    schedule = build_schedule(config, batch_size, total_steps, steps_per_epoch, accumulation_steps)
     extra = {}
     if accumulation_steps > 1:
         extra["gradient_accumulation_steps"] = accumulation_steps
-        # Keras evaluates schedules in batches, ours are written in updates.
-        schedule = PerUpdateSchedule(schedule, accumulation_steps)
     if config.name == "lars":
         return LARS(
             learning_rate=schedule,

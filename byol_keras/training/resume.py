@@ -138,23 +138,31 @@ class FitCall:
     steps_per_epoch: int
 
 
-def remaining_fit_calls(steps_done: int, steps_per_epoch: int, epochs: int) -> list[FitCall]:
-    """The `fit` calls that train the batches after `steps_done` and no more.
+def remaining_fit_calls(steps_done: int, steps_per_epoch: int, total_steps: int) -> list[FitCall]:
+    """The `fit` calls that train the batches after `steps_done` up to `total_steps`, no more.
 
     A run stopped inside an epoch first finishes that epoch with a short
-    call, then runs the whole epochs left, so that the total number of
-    batches is exactly `epochs × steps_per_epoch`.
+    call, then runs the whole epochs left; when `total_steps` is not a whole
+    number of epochs (a time budget's plan), a last short call trains the
+    start of one more epoch.
 
     ```python
-    calls = remaining_fit_calls(25, steps_per_epoch=10, epochs=4)
-    assert calls == [FitCall(2, 3, 5), FitCall(3, 4, 10)]
+    calls = remaining_fit_calls(25, steps_per_epoch=10, total_steps=43)
+    assert calls == [FitCall(2, 3, 5), FitCall(3, 4, 10), FitCall(4, 5, 3)]
     ```
     """
+    if steps_done >= total_steps:
+        return []
     epoch, into_epoch = divmod(steps_done, steps_per_epoch)
+    whole_epochs, rest = divmod(total_steps, steps_per_epoch)
     calls = []
-    if into_epoch and epoch < epochs:
-        calls.append(FitCall(epoch, epoch + 1, steps_per_epoch - into_epoch))
+    if into_epoch:
+        epoch_end = min((epoch + 1) * steps_per_epoch, total_steps)
+        calls.append(FitCall(epoch, epoch + 1, epoch_end - steps_done))
         epoch += 1
-    if epoch < epochs:
-        calls.append(FitCall(epoch, epochs, steps_per_epoch))
+    if epoch < whole_epochs:
+        calls.append(FitCall(epoch, whole_epochs, steps_per_epoch))
+        epoch = whole_epochs
+    if rest and epoch == whole_epochs:
+        calls.append(FitCall(epoch, epoch + 1, rest))
     return calls

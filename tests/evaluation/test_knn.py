@@ -3,6 +3,7 @@
 import csv
 import importlib.util
 import math
+import types
 
 import keras
 import numpy as np
@@ -117,3 +118,37 @@ def test_monitor_bank_cap_keeps_a_seeded_random_subset():
     # A random subset of a source sorted by nothing in particular still spans the classes.
     assert len(np.unique(first.bank_labels)) == 10
     assert len(first.query_labels) == queries.num_examples
+
+
+def test_a_run_of_several_fit_calls_measures_at_its_final_epoch_only(tiny_byol):
+    model = tiny_byol()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    images, labels = _labelled_images(48, 3)
+    monitor = KnnMonitor(images, labels, images, labels, 3, every_epochs=5, k=5)
+    monitor.final_epoch = 3
+    train = tf.data.Dataset.from_tensor_slices(images.astype(np.float32) / 255.0)
+    pairs = train.batch(16).map(lambda x: (x, tf.image.flip_left_right(x))).repeat()
+    # A resumed run: the rest of epoch 1 in one call, then epochs 2 and 3.
+    for first, last in ((0, 1), (1, 3)):
+        model.fit(
+            pairs, initial_epoch=first, epochs=last, steps_per_epoch=1, verbose=0,
+            shuffle=False, callbacks=[monitor],
+        )  # fmt: skip
+    # The first call's last epoch is not the run's: only the run's final epoch 3 is measured.
+    assert [epoch for epoch, _ in monitor.history] == [3]
+
+
+def test_the_monitor_cost_estimate_scales_one_timed_batch_and_block(tiny_byol, monkeypatch):
+    import byol_keras.evaluation.monitor as monitor_module
+
+    bank_images, bank_labels = _labelled_images(64, 1)
+    query_images, query_labels = _labelled_images(40, 2)
+    monitor = KnnMonitor(
+        bank_images, bank_labels, query_images, query_labels, 3, k=10, batch_size=16
+    )
+    # A clock that advances 1 s a reading: the timed batch of 16 images and the kNN block
+    # take 1 s each, so 64 + 40 images take 104 / 16 s and the single block 1 s.
+    readings = iter(range(100))
+    clock = types.SimpleNamespace(perf_counter=lambda: float(next(readings)))
+    monkeypatch.setattr(monitor_module, "time", clock)
+    assert monitor.estimate_seconds(tiny_byol().online_backbone) == pytest.approx(104 / 16 + 1)

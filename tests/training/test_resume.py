@@ -1,6 +1,7 @@
 """Resuming after SIGKILL at step granularity, and checkpoint writes that a kill cannot corrupt."""
 
 import csv
+import itertools
 import json
 import os
 import subprocess
@@ -50,11 +51,31 @@ def _train_command(run: Path) -> list[str]:
 
 
 def test_remaining_fit_calls_finish_the_interrupted_epoch_first():
-    assert remaining_fit_calls(0, 10, 4) == [FitCall(0, 4, 10)]
-    assert remaining_fit_calls(25, 10, 4) == [FitCall(2, 3, 5), FitCall(3, 4, 10)]
-    assert remaining_fit_calls(30, 10, 4) == [FitCall(3, 4, 10)]
-    assert remaining_fit_calls(39, 10, 4) == [FitCall(3, 4, 1)]
-    assert remaining_fit_calls(40, 10, 4) == []
+    assert remaining_fit_calls(0, 10, 40) == [FitCall(0, 4, 10)]
+    assert remaining_fit_calls(25, 10, 40) == [FitCall(2, 3, 5), FitCall(3, 4, 10)]
+    assert remaining_fit_calls(30, 10, 40) == [FitCall(3, 4, 10)]
+    assert remaining_fit_calls(39, 10, 40) == [FitCall(3, 4, 1)]
+    assert remaining_fit_calls(40, 10, 40) == []
+
+
+def test_remaining_fit_calls_end_inside_an_epoch_when_the_total_does():
+    assert remaining_fit_calls(0, 10, 43) == [FitCall(0, 4, 10), FitCall(4, 5, 3)]
+    assert remaining_fit_calls(25, 10, 27) == [FitCall(2, 3, 2)]
+    assert remaining_fit_calls(41, 10, 43) == [FitCall(4, 5, 2)]
+    assert remaining_fit_calls(45, 10, 43) == []
+
+
+@pytest.mark.parametrize("steps_per_epoch", [1, 3, 7])
+def test_remaining_fit_calls_train_each_batch_once_in_its_epoch(steps_per_epoch):
+    """Against a reference: the epoch of every batch from `done` to `total`, in order."""
+    for done, total in itertools.product(range(20), range(20)):
+        trained = [
+            epoch
+            for call in remaining_fit_calls(done, steps_per_epoch, total)
+            for epoch in range(call.initial_epoch, call.epochs)
+            for _ in range(call.steps_per_epoch)
+        ]
+        assert trained == [batch // steps_per_epoch for batch in range(done, total)]
 
 
 @pytest.mark.slow
