@@ -131,6 +131,7 @@ def _ticking(step: float):
     return lambda: next(readings) * step
 
 
+@pytest.mark.slow  # two trainings and a retrace: 40 s on a loaded 2-core machine
 def test_a_budget_run_resumes_with_its_plan_and_both_schedules_end_on_it(tmp_path, monkeypatch):
     run = tmp_path / "run"
     config = load_config(None, TINY_RUN)
