@@ -214,7 +214,8 @@ class DetectConfig:
     is the lowest score a detection keeps (0.05: low, as COCO AP wants every
     ranked guess); max_detections per image (COCO scores 100). head_width:
     filters of the class and box heads' convolutions (KerasCV's own are 256;
-    they dominate a CPU's cost, and a few classes need fewer). seed (null:
+    they dominate a CPU's cost, and a few classes need fewer); head_init their
+    kernels: N(0, 0.01) as in the focal-loss paper, or KerasCV's orthogonal. seed (null:
     train.seed) seeds the label subset, the heads' initial weights and the
     augmentation; a set seed gets its own result file (`-seed<N>`).
     """
@@ -230,6 +231,7 @@ class DetectConfig:
     score_threshold: float = _spec(0.05, low=0.0, high=1.0)
     max_detections: int = _spec(100, low=1)
     head_width: int = _spec(64, low=1)
+    head_init: str = _spec("normal", choices=("normal", "orthogonal"))
     seed: int | None = _spec(None, low=0)
 
     def __post_init__(self):

@@ -120,6 +120,7 @@ def evaluate_detection(
         det.score_threshold,
         det.max_detections,
         det.head_width,
+        det.head_init,
     )
     training = finetune_detector(
         detector,
@@ -173,7 +174,7 @@ def evaluate_detection(
             "steps_per_epoch": training["steps_per_epoch"],
             "detector": "KerasCV 0.9 RetinaNet: backbone strides 8/16/32 as P3-P5, KerasCV's "
             "FPN (width 256) adds P6-P7; class and box heads of 2 convolutions "
-            f"(width {det.head_width})",
+            f"(width {det.head_width}, {det.head_init} kernels), class prior p = 0.01",
             "anchors": {
                 "sizes": det.anchor_sizes,
                 "strides": list(LEVEL_STRIDES),

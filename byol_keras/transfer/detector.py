@@ -85,6 +85,7 @@ def build_detector(
     score_threshold: float = 0.05,
     max_detections: int = 100,
     head_width: int = 256,
+    head_init: str = "normal",
 ) -> keras_cv.models.RetinaNet:
     """A RetinaNet whose P3-P5 are the backbone's stride 8, 16 and 32 feature maps.
 
@@ -102,6 +103,8 @@ def build_detector(
         score_threshold: Lowest score a detection keeps.
         max_detections: Most detections per image.
         head_width: Filters of the class and box heads' convolutions (KerasCV's: 256).
+        head_init: Their kernels: "normal", N(0, 0.01) as in the focal-loss paper, or
+            "orthogonal", KerasCV's (`retinanet_head.PredictionHead`).
 
     Returns:
         A compiled-later `keras_cv.models.RetinaNet` on float [0, 1] images
@@ -142,9 +145,9 @@ def build_detector(
             clip_boxes=True,
         ),
         classification_head=PredictionHead(
-            anchors * num_classes, keras.initializers.Constant(prior), 2, head_width
+            anchors * num_classes, keras.initializers.Constant(prior), 2, head_width, head_init
         ),
-        box_head=PredictionHead(anchors * 4, keras.initializers.Zeros(), 2, head_width),
+        box_head=PredictionHead(anchors * 4, keras.initializers.Zeros(), 2, head_width, head_init),
         prediction_decoder=keras_cv.layers.MultiClassNonMaxSuppression(
             bounding_box_format="xyxy",
             from_logits=True,
