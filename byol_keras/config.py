@@ -173,6 +173,8 @@ class SegmentConfig:
     is resized to; crop_size (null: image_size) is the training crop after the
     random rescaling by a factor in scale_range. class_names is one
     comma-separated string. CamVid: num_classes 11, ignore_index 11 (void).
+    precise_bn_batches: training batches over which BatchNorm statistics are
+    re-estimated before each val score (0: the moving averages as trained).
     seed (null: train.seed) seeds the label subset, the head's initial weights
     and the fine-tuning; a set seed gets its own result file (`-seed<N>`).
     """
@@ -190,6 +192,7 @@ class SegmentConfig:
     weight_decay: float = _spec(1e-4, low=0.0)
     decoder_channels: int = _spec(64, low=1)
     freeze_backbone: bool = False
+    precise_bn_batches: int = _spec(20, low=0)
     seed: int | None = _spec(None, low=0)
 
     def __post_init__(self):
@@ -215,9 +218,11 @@ class DetectConfig:
     ranked guess); max_detections per image (COCO scores 100). head_width:
     filters of the class and box heads' convolutions (KerasCV's own are 256;
     they dominate a CPU's cost, and a few classes need fewer); head_init their
-    kernels: N(0, 0.01) as in the focal-loss paper, or KerasCV's orthogonal. seed (null:
-    train.seed) seeds the label subset, the heads' initial weights and the
-    augmentation; a set seed gets its own result file (`-seed<N>`).
+    kernels: N(0, 0.01) as in the focal-loss paper, or KerasCV's orthogonal.
+    precise_bn_batches: training batches over which BatchNorm statistics are
+    re-estimated before each val score (0: the moving averages as trained).
+    seed (null: train.seed) seeds the label subset, the heads' initial weights
+    and the augmentation; a set seed gets its own result file (`-seed<N>`).
     """
 
     image_size: list[int] = _spec([256, 320], low=32, high=4096)
@@ -232,6 +237,7 @@ class DetectConfig:
     max_detections: int = _spec(100, low=1)
     head_width: int = _spec(64, low=1)
     head_init: str = _spec("normal", choices=("normal", "orthogonal"))
+    precise_bn_batches: int = _spec(20, low=0)
     seed: int | None = _spec(None, low=0)
 
     def __post_init__(self):

@@ -31,6 +31,7 @@ from byol_keras.config import Config
 from byol_keras.data.folder import FileLimits
 from byol_keras.errors import UsageError
 from byol_keras.runs import RunDirectory, atomic_write_text
+from byol_keras.transfer import precise_bn
 from byol_keras.transfer.box_sources import BOX_FORMATS, load_box_split
 from byol_keras.transfer.boxes import BoxSplit
 from byol_keras.transfer.detection_metrics import detection_scores
@@ -132,6 +133,7 @@ def evaluate_detection(
         weight_decay=det.weight_decay,
         scale_range=tuple(det.scale_range),
         seed=seed,
+        precise_bn_batches=det.precise_bn_batches,
     )
     scores = detection_scores(
         test, predict_detections(detector, prepare_split(test, size), training["batch_size"])
@@ -187,6 +189,7 @@ def evaluate_detection(
             "augmentation": "KerasCV RandomFlip (horizontal) and JitteredResize (scale_range), "
             "bounding_box_format xyxy",
             "selection": f"weights of the best AP50 on the {VAL_SPLIT} split, every epoch",
+            "batchnorm": precise_bn.describe(det.precise_bn_batches),
             "input": "resized keeping the aspect ratio to fit image_size (bilinear, no "
             "antialiasing), padded at the bottom and right, scaled to [0, 1]",
         },
