@@ -81,6 +81,11 @@ def test_segment_protocol_writes_its_result_and_a_model_that_reproduces_it(segru
     assert len(result["val_curve"]) == 2 and 1 <= result["best_epoch"] <= 2
     # The kept model, reloaded, gives the recorded confusion matrix on the test masks.
     model = keras.saving.load_model(run.eval_dir / "segment-50pct" / "model.keras")
+    np.testing.assert_array_equal(_test_confusion(model, root), result["confusion_matrix"])
+
+
+def _test_confusion(model, root):
+    """The confusion matrix of `model` on the segfolder's test split, computed here."""
     confusion = np.zeros((3, 3), np.int64)
     for name in ("test0", "test1", "test2"):
         image = np.asarray(
@@ -94,7 +99,28 @@ def test_segment_protocol_writes_its_result_and_a_model_that_reproduces_it(segru
         predicted = np.argmax(logits, axis=-1)
         keep = true != VOID
         np.add.at(confusion, (true[keep], predicted[keep]), 1)
-    np.testing.assert_array_equal(confusion, result["confusion_matrix"])
+    return confusion
+
+
+@pytest.mark.slow
+def test_the_saved_segmenter_carries_the_re_estimated_statistics_that_scored_it(segrun):
+    run, root = segrun
+    quick = ["segment.epochs=1", "segment.seed=6"]
+    plain = evaluate_run(run.root, "segment", overrides=[*quick, "segment.precise_bn_batches=0"])
+    precise = evaluate_run(run.root, "segment", data=plain["data"] + "/", overrides=quick)
+    plain_model = keras.saving.load_model(plain["model"])
+    precise_model = keras.saving.load_model(precise["model"])
+    # The same training, so the same trainable weights; other BatchNorm statistics, which
+    # the saved model keeps: it gives the confusion matrix its result reports.
+    moved = []
+    for mine, theirs in zip(precise_model.weights, plain_model.weights, strict=True):
+        if "moving" in mine.path:
+            moved.append(not np.allclose(mine, theirs, rtol=1e-3))
+        else:
+            np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6, err_msg=mine.path)
+    assert moved and all(moved)
+    for result, model in ((plain, plain_model), (precise, precise_model)):
+        np.testing.assert_array_equal(_test_confusion(model, root), result["confusion_matrix"])
 
 
 @pytest.mark.slow
