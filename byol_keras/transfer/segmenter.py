@@ -129,7 +129,7 @@ def finetune_segmenter(
     num_classes: int,
     ignore_index: int | None,
     seed: int = 0,
-    precise_bn_batches: int = 20,
+    precise_bn_batches: int = 10,
 ) -> dict:
     """Trains `segmenter` on augmented (image, mask) pairs; keeps the weights of the best val mIoU.
 
