@@ -33,6 +33,7 @@ from byol_keras.data.folder import FileLimits
 from byol_keras.data.labelled import check_classes
 from byol_keras.errors import UsageError
 from byol_keras.runs import RunDirectory, atomic_write_text
+from byol_keras.transfer import precise_bn
 from byol_keras.transfer.box_sources import BOX_FORMATS, load_box_split
 from byol_keras.transfer.boxes import BoxSplit, match_classes
 from byol_keras.transfer.detection_metrics import detection_scores
@@ -127,6 +128,7 @@ def evaluate_detection(
         det.score_threshold,
         det.max_detections,
         det.head_width,
+        det.head_init,
     )
     training = finetune_detector(
         detector,
@@ -138,6 +140,7 @@ def evaluate_detection(
         weight_decay=det.weight_decay,
         scale_range=tuple(det.scale_range),
         seed=seed,
+        precise_bn_batches=det.precise_bn_batches,
     )
     scores = detection_scores(
         test, predict_detections(detector, prepare_split(test, size), training["batch_size"])
@@ -180,7 +183,7 @@ def evaluate_detection(
             "steps_per_epoch": training["steps_per_epoch"],
             "detector": "KerasCV 0.9 RetinaNet: backbone strides 8/16/32 as P3-P5, KerasCV's "
             "FPN (width 256) adds P6-P7; class and box heads of 2 convolutions "
-            f"(width {det.head_width})",
+            f"(width {det.head_width}, {det.head_init} kernels), class prior p = 0.01",
             "anchors": {
                 "sizes": det.anchor_sizes,
                 "strides": list(LEVEL_STRIDES),
@@ -193,6 +196,7 @@ def evaluate_detection(
             "augmentation": "KerasCV RandomFlip (horizontal) and JitteredResize (scale_range), "
             "bounding_box_format xyxy",
             "selection": f"weights of the best AP50 on the {VAL_SPLIT} split, every epoch",
+            "batchnorm": precise_bn.describe(det.precise_bn_batches),
             "input": "resized keeping the aspect ratio to fit image_size (bilinear, no "
             "antialiasing), padded at the bottom and right, scaled to [0, 1]",
         },

@@ -41,6 +41,7 @@ import tensorflow as tf
 from byol_keras.errors import UsageError
 from byol_keras.transfer.boxes import BoxSplit
 from byol_keras.transfer.detection_metrics import Detections, detection_scores
+from byol_keras.transfer.precise_bn import PreciseBN
 from byol_keras.transfer.pyramid import feature_pyramid
 from byol_keras.transfer.retinanet_head import PredictionHead
 
@@ -85,6 +86,7 @@ def build_detector(
     score_threshold: float = 0.05,
     max_detections: int = 100,
     head_width: int = 256,
+    head_init: str = "normal",
 ) -> keras_cv.models.RetinaNet:
     """A RetinaNet whose P3-P5 are the backbone's stride 8, 16 and 32 feature maps.
 
@@ -102,6 +104,8 @@ def build_detector(
         score_threshold: Lowest score a detection keeps.
         max_detections: Most detections per image.
         head_width: Filters of the class and box heads' convolutions (KerasCV's: 256).
+        head_init: Their kernels: "normal", N(0, 0.01) as in the focal-loss paper, or
+            "orthogonal", KerasCV's (`retinanet_head.PredictionHead`).
 
     Returns:
         A compiled-later `keras_cv.models.RetinaNet` on float [0, 1] images
@@ -142,9 +146,9 @@ def build_detector(
             clip_boxes=True,
         ),
         classification_head=PredictionHead(
-            anchors * num_classes, keras.initializers.Constant(prior), 2, head_width
+            anchors * num_classes, keras.initializers.Constant(prior), 2, head_width, head_init
         ),
-        box_head=PredictionHead(anchors * 4, keras.initializers.Zeros(), 2, head_width),
+        box_head=PredictionHead(anchors * 4, keras.initializers.Zeros(), 2, head_width, head_init),
         prediction_decoder=keras_cv.layers.MultiClassNonMaxSuppression(
             bounding_box_format="xyxy",
             from_logits=True,
@@ -292,6 +296,7 @@ def finetune_detector(
     weight_decay: float,
     scale_range: tuple,
     seed: int = 0,
+    precise_bn_batches: int = 20,
 ) -> dict:
     """Trains `detector` on augmented train images; keeps the weights of the best val AP50.
 
@@ -300,7 +305,10 @@ def finetune_detector(
     a global norm of 10; COCO AP50 on `val` (original pixels) after every
     epoch. Augmentation: KerasCV's box-aware horizontal flip and scale
     jitter (`JitteredResize`: rescale by a factor in `scale_range`, crop or
-    pad back to the input size).
+    pad back to the input size). Before each val score, the BatchNorm
+    statistics are re-estimated over `precise_bn_batches` more batches of the
+    same augmented stream (`PreciseBN`; 0: the moving averages as trained);
+    the kept weights carry the statistics their val score used.
 
     Returns:
         `{"best_epoch", "val_ap50", "val_curve", "steps", "steps_per_epoch", "batch_size"}`.
@@ -319,9 +327,18 @@ def finetune_detector(
     )
     best = {"val_ap50": -1.0, "weights": None, "epoch": 0}
     curve = []
+    batches = training_batches(train, batch_size, scale_range, seed)
+    calibration = None
+    if precise_bn_batches:  # the same augmented stream, drawn on from one score to the next
+        # All the detector's BatchNorm layers are in its backbone: pyramid and heads need no pass.
+        precise = PreciseBN(detector, run=detector.feature_extractor)
+        stream = training_batches(train, batch_size, scale_range, seed)
+        calibration = iter(stream.map(lambda images, _: images))
 
     class KeepBest(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
+            if calibration is not None:
+                precise(calibration, precise_bn_batches)
             scores = detection_scores(val.truth, predict_detections(detector, val, batch_size))
             curve.append(
                 {
@@ -340,7 +357,7 @@ def finetune_detector(
         # not the {"images": ...} dict it was built on: Keras warns on every fine-tune.
         warnings.filterwarnings("ignore", "The structure of `inputs` doesn't match")
         detector.fit(
-            training_batches(train, batch_size, scale_range, seed),
+            batches,
             epochs=epochs,
             steps_per_epoch=steps_per_epoch,
             callbacks=[KeepBest()],

@@ -32,6 +32,7 @@ from byol_keras.config import Config
 from byol_keras.data.folder import FileLimits
 from byol_keras.errors import UsageError
 from byol_keras.runs import RunDirectory, atomic_write_text
+from byol_keras.transfer import precise_bn
 from byol_keras.transfer.joint_augment import JointAugment
 from byol_keras.transfer.protocol import (
     check_disjoint,
@@ -132,6 +133,7 @@ def evaluate_segmentation(
         num_classes=seg.num_classes,
         ignore_index=seg.ignore_index,
         seed=seed,
+        precise_bn_batches=seg.precise_bn_batches,
     )
     confusion = predict_confusion(
         segmenter, test.images, test.full_masks, seg.num_classes, seg.ignore_index, seg.batch_size
@@ -182,6 +184,7 @@ def evaluate_segmentation(
             "augmentation": "random scale in scale_range, crop to crop_size (padding void), "
             "horizontal flip; brightness/contrast/saturation jitter on the image only",
             "selection": f"weights of the best mean IoU on the {VAL_SPLIT} split, every epoch",
+            "batchnorm": precise_bn.describe(seg.precise_bn_batches),
             "input": "bilinear resize (no antialiasing) to image_size, scaled to [0, 1]",
         },
         "model": str(model_path),

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from byol_keras.transfer.joint_augment import PADDING, JointAugment
+from byol_keras.transfer.precise_bn import PreciseBN
 from byol_keras.transfer.pyramid import feature_pyramid
 from byol_keras.transfer.segmentation_metrics import confusion_matrix, segmentation_scores
 
@@ -128,12 +129,17 @@ def finetune_segmenter(
     num_classes: int,
     ignore_index: int | None,
     seed: int = 0,
+    precise_bn_batches: int = 10,
 ) -> dict:
     """Trains `segmenter` on augmented (image, mask) pairs; keeps the weights of the best val mIoU.
 
     Cross-entropy on the logits, void pixels weighted 0; AdamW with cosine
     decay to 0; mean IoU on `val` after every epoch. `train` and `val` are
-    (float images [n, h, w, 3], uint8 masks [n, h, w]).
+    (float images [n, h, w, 3], uint8 masks [n, h, w]). Before each val
+    score, the BatchNorm statistics are re-estimated over
+    `precise_bn_batches` more batches of the same augmented stream
+    (`PreciseBN`; 0: the moving averages as trained); the kept weights carry
+    the statistics their val score used.
 
     Returns:
         `{"best_epoch", "val_mean_iou", "val_curve", "steps", "steps_per_epoch", "batch_size"}`.
@@ -149,9 +155,17 @@ def finetune_segmenter(
     )
     best = {"val_mean_iou": -1.0, "weights": None, "epoch": 0}
     curve = []
+    batches = _training_batches(images, masks, augment, batch_size, ignore_index, seed)
+    calibration = None
+    if precise_bn_batches:  # the same augmented stream, drawn on from one score to the next
+        precise = PreciseBN(segmenter)
+        stream = _training_batches(images, masks, augment, batch_size, ignore_index, seed)
+        calibration = iter(stream.map(lambda image, *_: image))
 
     class KeepBest(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
+            if calibration is not None:
+                precise(calibration, precise_bn_batches)
             confusion = predict_confusion(
                 segmenter, val[0], val[1], num_classes, ignore_index, batch_size
             )
@@ -162,7 +176,7 @@ def finetune_segmenter(
                 best.update(val_mean_iou=miou, weights=segmenter.get_weights(), epoch=epoch + 1)
 
     segmenter.fit(
-        _training_batches(images, masks, augment, batch_size, ignore_index, seed),
+        batches,
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
         callbacks=[KeepBest()],

@@ -24,7 +24,7 @@ def test_at_256_filters_it_computes_what_kerascv_s_own_head_computes():
 
 
 def test_its_convolutions_have_the_width_asked_for_and_it_reloads(tmp_path):
-    head = PredictionHead(12, keras.initializers.Constant(-4.6), 3, width=8)
+    head = PredictionHead(12, keras.initializers.Constant(-4.6), 3, width=8, init="orthogonal")
     model = keras.Sequential([keras.Input(FEATURES.shape[1:]), head])
     assert [layer.kernel.shape for layer in head.conv_layers] == [
         (3, 3, 32, 8),
@@ -34,5 +34,5 @@ def test_its_convolutions_have_the_width_asked_for_and_it_reloads(tmp_path):
     assert head.prediction_layer.kernel.shape == (3, 3, 8, 12)
     model.save(tmp_path / "head.keras")
     restored = keras.saving.load_model(tmp_path / "head.keras").layers[0]
-    assert (restored.width, restored.num_conv_layers) == (8, 3)
+    assert (restored.width, restored.num_conv_layers, restored.init) == (8, 3, "orthogonal")
     np.testing.assert_array_equal(restored(FEATURES), head(FEATURES))

@@ -2,14 +2,19 @@
 
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from byol_keras.backbones import build_backbone
 from byol_keras.cli import main
 from byol_keras.evaluation import evaluate_run
 from byol_keras.registration import load_model
+from byol_keras.transfer.joint_augment import JointAugment
+from byol_keras.transfer.precise_bn import PreciseBN
 from byol_keras.transfer.segmentation_metrics import confusion_matrix, segmentation_scores
+from byol_keras.transfer.segmenter import _training_batches, build_segmenter, finetune_segmenter
 from tests.helpers.runs import make_run
 from tests.helpers.segfolder import VOID, make_segfolder, write_pair
 
@@ -77,6 +82,11 @@ def test_segment_protocol_writes_its_result_and_a_model_that_reproduces_it(segru
     assert len(result["val_curve"]) == 2 and 1 <= result["best_epoch"] <= 2
     # The kept model, reloaded, gives the recorded confusion matrix on the test masks.
     model = load_model(run.eval_dir / "segment-50pct" / "model.keras")
+    np.testing.assert_array_equal(_test_confusion(model, root), result["confusion_matrix"])
+
+
+def _test_confusion(model, root):
+    """The confusion matrix of `model` on the segfolder's test split, computed here."""
     confusion = np.zeros((3, 3), np.int64)
     for name in ("test0", "test1", "test2"):
         image = np.asarray(
@@ -90,7 +100,28 @@ def test_segment_protocol_writes_its_result_and_a_model_that_reproduces_it(segru
         predicted = np.argmax(logits, axis=-1)
         keep = true != VOID
         np.add.at(confusion, (true[keep], predicted[keep]), 1)
-    np.testing.assert_array_equal(confusion, result["confusion_matrix"])
+    return confusion
+
+
+@pytest.mark.slow
+def test_the_saved_segmenter_carries_the_re_estimated_statistics_that_scored_it(segrun):
+    run, root = segrun
+    quick = ["segment.epochs=1", "segment.seed=6"]
+    plain = evaluate_run(run.root, "segment", overrides=[*quick, "segment.precise_bn_batches=0"])
+    precise = evaluate_run(run.root, "segment", data=plain["data"] + "/", overrides=quick)
+    plain_model = load_model(plain["model"])
+    precise_model = load_model(precise["model"])
+    # The same training, so the same trainable weights; other BatchNorm statistics, which
+    # the saved model keeps: it gives the confusion matrix its result reports.
+    moved = []
+    for mine, theirs in zip(precise_model.weights, plain_model.weights, strict=True):
+        if "moving" in mine.path:
+            moved.append(not np.allclose(mine, theirs, rtol=1e-3))
+        else:
+            np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6, err_msg=mine.path)
+    assert moved and all(moved)
+    for result, model in ((plain, plain_model), (precise, precise_model)):
+        np.testing.assert_array_equal(_test_confusion(model, root), result["confusion_matrix"])
 
 
 @pytest.mark.slow
@@ -215,3 +246,36 @@ def test_segment_seed_makes_the_fine_tune_reproducible_and_keeps_each_seed_apart
     assert (run.eval_dir / "segment-50pct-seed3.json").is_file()
     assert (run.eval_dir / "segment-50pct-seed4.json").is_file()
     assert other["parameters"]["seed"] == 4
+
+
+def test_the_kept_segmenter_carries_batchnorm_statistics_re_estimated_for_its_weights():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (6, 16, 24, 3)).astype("float32")
+    masks = rng.integers(0, 3, (6, 16, 24)).astype("uint8")
+    keras.utils.set_random_seed(5)
+    segmenter = build_segmenter(build_backbone("tiny", 16, width=4), 3, decoder_channels=4)
+    augment = JointAugment((16, 24), (0.75, 1.5), 0.2)
+    training = finetune_segmenter(
+        segmenter,
+        (images, masks),
+        (images[:2], masks[:2]),
+        augment,
+        epochs=2,
+        batch_size=2,
+        learning_rate=1e-2,
+        weight_decay=0.0,
+        num_classes=3,
+        ignore_index=VOID,
+        seed=5,
+        precise_bn_batches=3,
+    )
+    norms = [w for w in segmenter.non_trainable_weights if "moving" in w.path]
+    kept = [np.asarray(w) for w in norms]
+    # They are the average over the batches drawn when the kept weights were scored on val:
+    # batches 3(e-1) to 3e of the same augmented stream for the kept epoch e.
+    keras.utils.set_random_seed(5)
+    stream = _training_batches(images, masks, augment, 2, VOID, 5).map(lambda x, *_: x)
+    batches = list(stream.skip(3 * (training["best_epoch"] - 1)).take(3))
+    assert PreciseBN(segmenter)(batches, 3) == 3
+    for weight, value in zip(norms, kept, strict=True):
+        np.testing.assert_allclose(weight, value, rtol=1e-5, atol=1e-6, err_msg=weight.path)
