@@ -225,6 +225,8 @@ def test_voc_and_coco_serve_pretraining_as_unlabelled_images(tmp_path):
         ("voc_missing", "does not exist"),
         ("voc_no_split", "has no ImageSets/Main/test.txt (splits: train)"),
         ("voc_empty_split", "lists no image ids"),
+        ("voc_id_outside", "lists the image id '../../outside/secret', which reaches outside"),
+        ("voc_id_absolute", "which reaches outside the VOC tree"),
         ("coco_missing", "does not exist"),
         ("coco_no_split", "has no annotations/instances_test.json (splits: train)"),
         ("coco_bad_json", "cannot read"),
@@ -248,6 +250,16 @@ def test_unusable_data_sets_are_one_line_usage_errors(tmp_path, case, message):
         split = "test"
     elif case == "voc_empty_split":
         (voc / "ImageSets" / "Main" / "train.txt").write_text("\n")
+    elif case.startswith("voc_id"):  # the image and XML exist: only the id's name can tell
+        secret = "../../outside/secret" if case == "voc_id_outside" else f"{tmp_path}/secret"
+        outside = (voc / "JPEGImages" / secret).resolve()
+        outside.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(voc / "JPEGImages" / "a.jpg", outside.with_suffix(".jpg"))
+        shutil.copy(
+            voc / "Annotations" / "a.xml",
+            (voc / "Annotations" / secret).resolve().with_suffix(".xml"),
+        )
+        (voc / "ImageSets" / "Main" / "train.txt").write_text(f"a\n{secret}\n")
     elif case == "coco_bad_json":
         instances.write_text('{"images": [')
     elif case == "coco_not_instances":
