@@ -17,13 +17,14 @@ Skipped and counted, never fatal: an image entry without an integer `id` and
 a `file_name` inside the split folder (by name: absolute names and '..' parts
 are refused, links are followed), or whose file is missing or unreadable
 (the image is dropped); an annotation without an integer `image_id` of a
-listed image or without a `bbox` of four finite numbers, or whose box is
-degenerate (w <= 0 or h <= 0) or lies entirely outside the image (the box is
-dropped); an image whose `width` and `height` differ from the image as
-displayed, EXIF orientation applied (the image is dropped). A box partly
-outside is clipped. A missing path or JSON file, a file that is not COCO
-JSON, an annotation's unknown `category_id`, or an empty split raises
-`UsageError`.
+listed image, without a `bbox` of four finite numbers or with an `iscrowd`
+other than 0 or 1 (the string "0" included), or whose box is degenerate
+(w <= 0 or h <= 0) or lies entirely outside the image (the box is dropped);
+an image whose `width` and `height` differ from the image as displayed, EXIF
+orientation applied (the image is dropped). A box partly outside is clipped.
+A missing path or JSON file, a file that is not COCO JSON, an annotation's
+unknown `category_id`, a category name under two ids, a file under two image
+ids, or an empty split raises `UsageError`.
 
 ```python
 split = load_coco("my-coco", "val")
@@ -143,28 +144,20 @@ def _categories(document: dict, split: str, source_key: str) -> dict[int, str]:
         raise UsageError(
             f"{source_key}: instances_{split}.json declares no categories or repeats an id"
         )
+    names = [name for _, name in categories]
+    # Classes are matched by name: two ids of one name would merge two classes, or lose one.
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UsageError(
+            f"{source_key}: instances_{split}.json declares the category name "
+            f"{repeated[0]!r} under more than one id"
+        )
     return dict(categories)
 
 
 def _split_images(base: str, split: str, document: dict, index: dict, source_key: str):
     """The split's `AnnotatedImage`s, and (name, reason) of the images and boxes skipped."""
-    folder = os.path.join(base, split)
-    entries, skipped_files = {}, []
-    for position, entry in enumerate(document["images"]):
-        file_name = entry.get("file_name") if isinstance(entry, dict) else None
-        if not (isinstance(file_name, str) and file_name and _is_int(entry.get("id"))):
-            skipped_files.append((f"{split} image #{position}", "no integer id and file_name"))
-            continue
-        image_path = os.path.join(folder, file_name)
-        if leaves_folder(file_name):
-            skipped_files.append((file_name, "file_name points outside the split folder"))
-        elif entry["id"] in entries:
-            skipped_files.append((file_name, f"repeats image id {entry['id']}"))
-        elif not os.path.isfile(image_path):
-            skipped_files.append((file_name, f"no image in {split}/"))
-            entries[entry["id"]] = None
-        else:
-            entries[entry["id"]] = (image_path, file_name, [], _declared_size(entry))
+    entries, skipped_files = _image_entries(base, split, document, source_key)
     skipped_boxes = []
     for position, entry in enumerate(document["annotations"]):
         image_id = entry.get("image_id") if isinstance(entry, dict) else None
@@ -190,10 +183,11 @@ def _split_images(base: str, split: str, document: dict, index: dict, source_key
             skipped_boxes.append((name, "bbox is not four finite numbers"))
         elif bbox[2] <= 0 or bbox[3] <= 0:
             skipped_boxes.append((name, "degenerate (w <= 0 or h <= 0)"))
+        elif not (_is_int(crowd := entry.get("iscrowd", 0)) and crowd in (0, 1)):
+            skipped_boxes.append((name, "iscrowd is not 0 or 1"))  # "0" is no 0: no guess
         else:
             x, y, w, h = (float(value) for value in bbox)
-            crowd = bool(entry.get("iscrowd", 0))
-            entries[image_id][2].append(([x, y, x + w, y + h], index[category], crowd))
+            entries[image_id][2].append(([x, y, x + w, y + h], index[category], crowd == 1))
     images = [
         AnnotatedImage(
             path=image_path,
@@ -206,6 +200,36 @@ def _split_images(base: str, split: str, document: dict, index: dict, source_key
         for image_path, file_name, boxes, declared_size in filter(None, entries.values())
     ]
     return images, skipped_files, skipped_boxes
+
+
+def _image_entries(base: str, split: str, document: dict, source_key: str):
+    """Each image id's (path, file_name, [], declared size), or None when its file is missing;
+    and (name, reason) of the entries skipped. A file listed under two ids is refused: its
+    boxes would be counted twice."""
+    folder = os.path.join(base, split)
+    entries, skipped_files, ids_by_file = {}, [], {}
+    for position, entry in enumerate(document["images"]):
+        file_name = entry.get("file_name") if isinstance(entry, dict) else None
+        if not (isinstance(file_name, str) and file_name and _is_int(entry.get("id"))):
+            skipped_files.append((f"{split} image #{position}", "no integer id and file_name"))
+            continue
+        image_path = os.path.join(folder, file_name)
+        earlier = ids_by_file.setdefault(os.path.normpath(file_name), entry["id"])
+        if leaves_folder(file_name):
+            skipped_files.append((file_name, "file_name points outside the split folder"))
+        elif entry["id"] in entries:
+            skipped_files.append((file_name, f"repeats image id {entry['id']}"))
+        elif earlier != entry["id"]:
+            raise UsageError(
+                f"{source_key}: instances_{split}.json lists the file {file_name!r} under two "
+                f"image ids, {earlier} and {entry['id']}"
+            )
+        elif not os.path.isfile(image_path):
+            skipped_files.append((file_name, f"no image in {split}/"))
+            entries[entry["id"]] = None
+        else:
+            entries[entry["id"]] = (image_path, file_name, [], _declared_size(entry))
+    return entries, skipped_files
 
 
 def _declared_size(entry: dict) -> tuple[int, int] | None:

@@ -18,8 +18,9 @@ without a parsable name and box, or whose box is degenerate (xmax <= xmin or
 ymax <= ymin, as read from the file), or lies entirely outside the image (the
 box is dropped); an image whose `<size>` differs from the image as displayed,
 EXIF orientation applied (the image is dropped). A box partly outside is
-clipped. A missing path, a split
-without its list, or an empty split raises `UsageError`.
+clipped. A missing path, a split without its list, an empty split, or an id
+that reaches outside the tree (absolute, or with a '..' part) raises
+`UsageError`.
 
 ```python
 split = load_voc("bccd", "train+val")
@@ -42,6 +43,7 @@ from byol_keras.transfer.boxes import (
     AnnotatedImage,
     BoxSplit,
     finish_split,
+    leaves_folder,
     split_parts,
 )
 
@@ -72,11 +74,12 @@ def load_voc(
                 f"{split_key}: VOC tree '{base}' has no ImageSets/Main/{name}.txt "
                 f"(splits: {', '.join(sorted(lists)) or 'none'})"
             )
-        ids += _read_ids(lists[name])
+        ids += _read_ids(lists[name], source_key)
     ids = list(dict.fromkeys(ids))
     if not ids:
         raise UsageError(f"{split_key}: split '{split}' of VOC tree '{base}' lists no image ids")
-    every_id = sorted(set(ids).union(*(_read_ids(listing) for listing in lists.values())))
+    listed = (_read_ids(listing, source_key) for listing in lists.values())
+    every_id = sorted(set(ids).union(*listed))
     with ThreadPoolExecutor(max_workers=8) as pool:
         parsed = dict(zip(every_id, pool.map(lambda i: _parse(base, i), every_id), strict=True))
     class_names = sorted(
@@ -151,10 +154,20 @@ def _split_lists(base: str, source_key: str) -> dict[str, str]:
     }
 
 
-def _read_ids(listing: str) -> list[str]:
-    """The first word of each non-blank line (VOC's per-class lists add a 1/-1 column)."""
+def _read_ids(listing: str, source_key: str) -> list[str]:
+    """The first word of each non-blank line (VOC's per-class lists add a 1/-1 column).
+
+    An id that reaches outside the tree by name is refused: it would read files anywhere.
+    """
     with open(listing, encoding="utf-8", errors="replace") as lines:
-        return [line.split()[0] for line in lines if line.strip()]
+        ids = [line.split()[0] for line in lines if line.strip()]
+    for image_id in ids:
+        if leaves_folder(image_id):
+            raise UsageError(
+                f"{source_key}: {listing} lists the image id {image_id!r}, which reaches "
+                "outside the VOC tree (absolute, or with a '..' part)"
+            )
+    return ids
 
 
 def _image_path(base: str, image_id: str) -> str | None:

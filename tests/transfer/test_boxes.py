@@ -180,6 +180,23 @@ def test_bad_coco_entries_are_skipped_and_counted(tmp_path):
     assert split.difficult[1].tolist() == [True]  # iscrowd kept, flagged
 
 
+def test_coco_iscrowd_is_read_strictly(tmp_path):
+    scene = Scene("a", 40, 60, [[2, 2, 20, 20, 0, False]])
+    root = write_coco(tmp_path, {"val": [scene]})
+    path = root / "annotations" / "instances_val.json"
+    document = json.loads(path.read_text())
+    box = document["annotations"][0]
+    values = [0, 1, None, "0", "1", True, 0.0, 2]  # None: no iscrowd key, which means 0
+    document["annotations"] = [
+        {key: v for key, v in {**box, "iscrowd": value}.items() if v is not None}
+        for value in values
+    ]
+    path.write_text(json.dumps(document))
+    split = load_coco(str(root), "val")
+    assert split.difficult[0].tolist() == [False, True, False]  # 0, 1 and no key
+    assert split.skipped_boxes == 5  # "0", "1", true, 0.0 and 2 are not COCO's 0 or 1
+
+
 def test_coco_images_may_be_links_but_names_may_not_leave_the_split_folder(tmp_path):
     """As git-annex and DVC check out: the split folder holds links into a store elsewhere."""
     scenes = random_scenes(3, seed=4)
@@ -225,11 +242,15 @@ def test_voc_and_coco_serve_pretraining_as_unlabelled_images(tmp_path):
         ("voc_missing", "does not exist"),
         ("voc_no_split", "has no ImageSets/Main/test.txt (splits: train)"),
         ("voc_empty_split", "lists no image ids"),
+        ("voc_id_outside", "lists the image id '../../outside/secret', which reaches outside"),
+        ("voc_id_absolute", "which reaches outside the VOC tree"),
         ("coco_missing", "does not exist"),
         ("coco_no_split", "has no annotations/instances_test.json (splits: train)"),
         ("coco_bad_json", "cannot read"),
         ("coco_not_instances", "is not COCO instances JSON"),
         ("coco_unknown_category", "category_id 77, which is not among its categories"),
+        ("coco_repeated_name", "declares the category name 'cat' under more than one id"),
+        ("coco_file_twice", "lists the file 'a.jpg' under two image ids, 7 and 8"),
         ("coco_empty_split", "lists no images"),
         ("bad_spec", "expected voc:<path> or coco:<path>"),
     ],
@@ -248,6 +269,16 @@ def test_unusable_data_sets_are_one_line_usage_errors(tmp_path, case, message):
         split = "test"
     elif case == "voc_empty_split":
         (voc / "ImageSets" / "Main" / "train.txt").write_text("\n")
+    elif case.startswith("voc_id"):  # the image and XML exist: only the id's name can tell
+        secret = "../../outside/secret" if case == "voc_id_outside" else f"{tmp_path}/secret"
+        outside = (voc / "JPEGImages" / secret).resolve()
+        outside.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(voc / "JPEGImages" / "a.jpg", outside.with_suffix(".jpg"))
+        shutil.copy(
+            voc / "Annotations" / "a.xml",
+            (voc / "Annotations" / secret).resolve().with_suffix(".xml"),
+        )
+        (voc / "ImageSets" / "Main" / "train.txt").write_text(f"a\n{secret}\n")
     elif case == "coco_bad_json":
         instances.write_text('{"images": [')
     elif case == "coco_not_instances":
@@ -255,6 +286,14 @@ def test_unusable_data_sets_are_one_line_usage_errors(tmp_path, case, message):
     elif case == "coco_unknown_category":
         document = json.loads(instances.read_text())
         document["annotations"][0]["category_id"] = 77
+        instances.write_text(json.dumps(document))
+    elif case == "coco_repeated_name":
+        document = json.loads(instances.read_text())
+        document["categories"].append({"id": 99, "name": "cat"})
+        instances.write_text(json.dumps(document))
+    elif case == "coco_file_twice":
+        document = json.loads(instances.read_text())
+        document["images"].append({**document["images"][0], "id": 8})
         instances.write_text(json.dumps(document))
     elif case == "coco_empty_split":
         document = json.loads(instances.read_text())
