@@ -101,6 +101,8 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
         )
 
         # 5. Training: the rest of an interrupted epoch, then the whole epochs left.
+        if remaining_fit_calls(steps_done, steps_per_epoch, config.train.epochs):
+            run.set_aside_results(steps_done)  # results of a finished run, now retrained
         callbacks = _Callbacks(config, run, checkpoints, monitor, resumed=steps_done > 0)
         history = _fit(model, batches, callbacks, config, steps_done, steps_per_epoch)
 
