@@ -14,11 +14,14 @@ layer's weights in `.keras` and `.weights.h5` files after its class: files
 saved with Keras's layer load into this one and back.
 
 One difference beyond rounding: TensorFlow's graph optimiser fuses the kernel
-with a ReLU after it, and that fused kernel turns NaN into 0 (as measured:
-benchmarks/RESULTS.md, "Training speed"). A batch of NaN images then gives a
-finite loss; diverged weights are still caught when a checkpoint is saved
-(`Checkpoints` refuses non-finite weights).
+with a ReLU after it, and with oneDNN that fused kernel turns NaN into 0 (as
+measured: benchmarks/RESULTS.md, "Training speed"). A batch of NaN images can
+then give a finite loss, but not finite moving statistics: the methods' step
+logs the loss as NaN when they are not (`SelfSupervisedModel.track`), so the
+loss guard stops at that step on every kernel.
 """
+
+from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
@@ -110,10 +113,24 @@ def set_fused(model: keras.Model, fused: bool) -> keras.Model:
     backbone = set_fused(build_backbone("tiny", image_size=16, width=4), fused=False)
     ```
     """
+    for layer in batchnorm_layers(model):
+        if isinstance(layer, BatchNormalization):
+            layer.fused = fused
+    return model
+
+
+def batchnorm_layers(model: keras.Model) -> Iterator[keras.layers.BatchNormalization]:
+    """Every Keras `BatchNormalization` in `model` (ours included), nested models included.
+
+    ```python
+    from byol_keras.backbones import build_backbone
+
+    assert len(list(batchnorm_layers(build_backbone("tiny", image_size=16, width=4)))) > 0
+    ```
+    """
     stack = [model]
     while stack:
         layer = stack.pop()
-        if isinstance(layer, BatchNormalization):
-            layer.fused = fused
+        if isinstance(layer, keras.layers.BatchNormalization):
+            yield layer
         stack.extend(getattr(layer, "layers", []))
-    return model

@@ -128,6 +128,8 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
             for knn in monitor:
                 knn.final_epoch = math.ceil(total_steps / steps_per_epoch)
             calls = remaining_fit_calls(batches_done(model.optimizer), steps_per_epoch, total_steps)
+            if calls:
+                run.set_aside_results(steps_done)  # results of a finished run, now retrained
             _fit(model, batches, calls, callbacks, config, history)
             if callbacks.stop_on_signal.received is not None:  # arrived after the last batch
                 callbacks.stop_on_signal.stop()

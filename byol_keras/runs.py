@@ -51,6 +51,7 @@ class RunDirectory:
     budget_path = property(lambda self: self.root / "budget.json")  # train.time_budget's plan
     eval_dir = property(lambda self: self.root / "eval")
     pictures_dir = property(lambda self: self.root / "pictures")
+    superseded_dir = property(lambda self: self.root / "superseded")
     lock_path = property(lambda self: self.root / ".lock")
 
     def create(self) -> "RunDirectory":
@@ -99,6 +100,36 @@ class RunDirectory:
     def mark_unfinished(self) -> None:
         """Drops the finished mark before training changes the run's checkpoints and models."""
         self.summary_path.unlink(missing_ok=True)
+
+    def set_aside_results(self, step: int) -> Path | None:
+        """Moves `eval/` and `pictures/` to `superseded/step-<step>/`, before training changes
+        the weights they were computed from; returns where, or None when there were none.
+
+        ```python
+        run = RunDirectory("runs/retrained").create()
+        run.eval_dir.mkdir()
+        (run.eval_dir / "knn.json").write_text("{}")
+        assert run.set_aside_results(step=420) == run.root / "superseded" / "step-420"
+        ```
+        """
+        results = [path for path in (self.eval_dir, self.pictures_dir) if path.exists()]
+        if not results:
+            return None
+        target = self.superseded_dir / f"step-{step}"
+        again = 1
+        while target.exists():  # the same weights retrained twice: keep both sets
+            again += 1
+            target = self.superseded_dir / f"step-{step}-{again}"
+        target.mkdir(parents=True)
+        for path in results:
+            path.rename(target / path.name)
+        log.warning(
+            "%s came from the weights of step %d, which training now changes: moved to %s",
+            " and ".join(f"{path.name}/" for path in results),
+            step,
+            target,
+        )
+        return target
 
     def write_config(self, config: Config) -> None:
         """Writes the resolved config: what this run was, and will resume, trained with."""

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from byol_keras import onednn
 from byol_keras.backbones import feature_size, input_image_shape
+from byol_keras.batchnorm import batchnorm_layers
 from byol_keras.errors import UsageError
 from byol_keras.heads import mlp_head
 from byol_keras.losses import collapse_indicator
@@ -181,10 +182,32 @@ class SelfSupervisedModel(MultiWorkerWorkarounds, keras.Model):
         self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
 
     def track(self, loss, projection) -> dict:
-        """Updates the loss and collapse trackers; the logs `fit` shows."""
-        self.loss_tracker.update_state(loss)
+        """Updates the loss and collapse trackers; the logs `fit` shows.
+
+        The loss counts as NaN when the online network's BatchNorm moving
+        statistics are not finite, so that `StopOnNonFiniteLoss` sees the step
+        diverge whatever the kernel: with oneDNN, the BatchNorm + ReLU kernel
+        that TensorFlow fuses turns NaN activations into 0 and the loss itself
+        can stay finite, but the statistics of the BatchNorm the NaN reached
+        do not.
+        """
+        self.loss_tracker.update_state(self._nan_unless_statistics_finite(loss))
         self.collapse_tracker.update_state(collapse_indicator(projection))
         return {m.name: m.result() for m in self.metrics}
+
+    def _nan_unless_statistics_finite(self, loss):
+        statistics = [
+            tf.cast(variable, "float32")  # [channels]; a float32 one is read as it is
+            for network in (self.online_backbone, self.online_projector, self.predictor)
+            if network is not None
+            for layer in batchnorm_layers(network)
+            for variable in (layer.moving_mean, layer.moving_variance)
+        ]
+        if not statistics:
+            return loss
+        # One reduction over all of them: cheaper than a check per layer (RESULTS.md).
+        finite = tf.reduce_all(tf.math.is_finite(tf.concat(statistics, axis=0)))
+        return tf.where(finite, loss, tf.constant(float("nan"), loss.dtype))
 
     def train_step(self, data):
         view1, view2 = self.views(data)

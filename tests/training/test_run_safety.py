@@ -128,6 +128,27 @@ def test_a_changed_config_is_refused_naming_the_keys(finished, capsys):
     assert "does not fit this model" in _one_error_line(capsys)
 
 
+def test_results_of_the_old_weights_are_set_aside_when_training_changes_them(finished, caplog):
+    # What evaluate and visualize left after the first training, at step 4.
+    (finished / "eval").mkdir()
+    (finished / "eval" / "knn.json").write_text('{"top1": 0.5}')
+    (finished / "pictures").mkdir()
+    (finished / "pictures" / "tsne.png").write_bytes(b"png")
+    same = ("train.epochs=1", "train.steps_per_epoch=4")
+    assert main(_train(finished, *same)) == 0  # no step left: the same weights
+    assert (finished / "eval" / "knn.json").is_file() and not (finished / "superseded").exists()
+
+    more = ("train.epochs=2", "train.steps_per_epoch=4")
+    with caplog.at_level(logging.WARNING, logger="byol_keras"):
+        assert main(_train(finished, *more, flags=["--resume-with-changes"])) == 0
+    assert not (finished / "eval").exists() and not (finished / "pictures").exists()
+    old = finished / "superseded" / "step-4"
+    assert (old / "eval" / "knn.json").read_text() == '{"top1": 0.5}'
+    assert (old / "pictures" / "tsne.png").read_bytes() == b"png"
+    assert any(str(old) in record.getMessage() for record in caplog.records)
+    assert json.loads((finished / "summary.json").read_text())["steps"] == 8
+
+
 @pytest.mark.slow
 def test_more_epochs_with_the_option_extend_both_schedules(finished, capsys):
     more = ("train.epochs=3", "train.steps_per_epoch=4")
