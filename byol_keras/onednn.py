@@ -8,10 +8,10 @@ read once, when TensorFlow is imported, so `import byol_keras` sets it before
 that happens, unless the user set it, either way:
 
 ```python
-import os
-
 import byol_keras  # before TensorFlow: TF_ENABLE_ONEDNN_OPTS=1 unless it was set
-assert os.environ.get("TF_ENABLE_ONEDNN_OPTS") in ("0", "1")
+import tensorflow as tf
+
+byol_keras.onednn.enabled()  # True, unless it was set to 0 or TensorFlow came first
 ```
 
 `TF_ENABLE_ONEDNN_OPTS=0` turns the kernels off, as it does for TensorFlow itself.
