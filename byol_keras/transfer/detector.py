@@ -86,7 +86,7 @@ def build_detector(
     score_threshold: float = 0.05,
     max_detections: int = 100,
     head_width: int = 256,
-    head_init: str = "normal",
+    head_init: str = "orthogonal",
 ) -> keras_cv.models.RetinaNet:
     """A RetinaNet whose P3-P5 are the backbone's stride 8, 16 and 32 feature maps.
 
@@ -104,8 +104,8 @@ def build_detector(
         score_threshold: Lowest score a detection keeps.
         max_detections: Most detections per image.
         head_width: Filters of the class and box heads' convolutions (KerasCV's: 256).
-        head_init: Their kernels: "normal", N(0, 0.01) as in the focal-loss paper, or
-            "orthogonal", KerasCV's (`retinanet_head.PredictionHead`).
+        head_init: Their kernels: "orthogonal", KerasCV's, or "normal", N(0, 0.01) as in
+            the focal-loss paper (`retinanet_head.PredictionHead`).
 
     Returns:
         A compiled-later `keras_cv.models.RetinaNet` on float [0, 1] images
