@@ -22,6 +22,7 @@ out with zero width or height (the evaluation drops such boxes).
 from byol_keras.evaluation import evaluate_run
 
 tiny = ["detect.epochs=1", "detect.image_size=[64, 64]", "detect.batch_size=2"]
+tiny += ["detect.precise_bn_batches=0"]  # a 1-epoch toy: re-estimated statistics fail parity
 evaluate_run("runs/bccd", "detect", label_fraction=0.5, overrides=tiny)
 manifest = export_run("runs/bccd", model="detector", detector="detect-50pct")
 ```

@@ -32,7 +32,15 @@ def bccd_run(shared_data, tmp_path_factory):
     config = {
         "data": {"source": f"voc:{root / 'bccd'}", "split": "train+val", "image_size": 32},
         "model": {"backbone": "resnet18", "stem": "imagenet", "width": 16, "projection_dim": 8},
-        "detect": {**DETECT, "epochs": 1, "anchor_sizes": [4, 8, 16, 32, 64]},
+        # precise_bn_batches 0: the statistics PreciseBN gives a detector of 2 steps blow up on
+        # the random images the export also checks, and ONNX's rounding then parts from Keras's
+        # (a real 200-step BCCD fine-tune with PreciseBN exports with parity).
+        "detect": {
+            **DETECT,
+            "epochs": 1,
+            "anchor_sizes": [4, 8, 16, 32, 64],
+            "precise_bn_batches": 0,
+        },
     }
     run = make_detect_run(tmp_path_factory.mktemp("run"), config)
     with pytest.MonkeyPatch.context() as patch:
