@@ -147,8 +147,14 @@ def test_a_budget_run_resumes_with_its_plan_and_both_schedules_end_on_it(tmp_pat
         signal.raise_signal(signal.SIGINT)  # stops the run at the next batch
 
     monkeypatch.setattr(BudgetPlan, "write", write_then_interrupt)
-    with pytest.raises(TrainingInterrupted):
-        train(config, run)
+    # As from a terminal: a suite started in the background inherits an ignored SIGINT, which
+    # the run keeps ignoring (test_run_safety's ctrl-c test starts its run the same way).
+    default = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(TrainingInterrupted):
+            train(config, run)
+    finally:
+        signal.signal(signal.SIGINT, default)
     assert BudgetPlan.read(run / "budget.json").planned_updates == planned
 
     # Measured again with a clock 3 times slower, the run would stop at once; it keeps its plan.
