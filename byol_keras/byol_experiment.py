@@ -110,7 +110,16 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
         history: dict[str, list] = {}
         plan = None
         with callbacks.stop_on_signal:
-            total_steps = config.train.epochs * steps_per_epoch
+
+            def fit_to(total_steps: int, keeper: keras.callbacks.Callback | None = None) -> None:
+                for knn in monitor:
+                    knn.final_epoch = math.ceil(total_steps / steps_per_epoch)
+                done = batches_done(model.optimizer)
+                calls = remaining_fit_calls(done, steps_per_epoch, total_steps)
+                if calls:
+                    run.set_aside_results(steps_done)  # results of a finished run, now retrained
+                _fit(model, batches, calls, callbacks, config, history, keeper)
+
             if config.train.time_budget is not None:
                 plan = budget.plan(
                     config,
@@ -123,14 +132,13 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
                     ),
                     monitor[0] if monitor else None,
                 )
-                total_steps = plan.planned_updates * config.train.accumulation_steps
                 budget.stretch_schedules(model, config, plan.planned_updates, updates_per_epoch)
-            for knn in monitor:
-                knn.final_epoch = math.ceil(total_steps / steps_per_epoch)
-            calls = remaining_fit_calls(batches_done(model.optimizer), steps_per_epoch, total_steps)
-            if calls:
-                run.set_aside_results(steps_done)  # results of a finished run, now retrained
-            _fit(model, batches, calls, callbacks, config, history)
+                if steps_done:  # a resumed run keeps its plan: the budget was counted before
+                    fit_to(plan.planned_updates * config.train.accumulation_steps)
+                else:
+                    plan = budget.keep(plan, model, config, run, started, fit_to)
+            else:
+                fit_to(config.train.epochs * steps_per_epoch)
             if callbacks.stop_on_signal.received is not None:  # arrived after the last batch
                 callbacks.stop_on_signal.stop()
 
@@ -306,6 +314,8 @@ def _fit(
         callbacks.metrics_csv.append = True  # the next call continues the same file
         for key, values in result.history.items():
             history.setdefault(key, []).extend(values)
+        if model.stop_training:  # a signal, or a time budget's plan revised
+            return
 
 
 def build_model(
