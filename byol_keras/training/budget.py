@@ -294,7 +294,9 @@ class Keeper(keras.callbacks.Callback):
             # The next call retraces; the final kNN measurement comes after the last update.
             fit_call_seconds=old.fit_call_seconds + old.monitor_seconds,
         )
-        revised = BudgetPlan.make(self.plan.budget_seconds, calibration, self.plan.updates_per_epoch)
+        revised = BudgetPlan.make(
+            self.plan.budget_seconds, calibration, self.plan.updates_per_epoch
+        )
         if revised.planned_updates != self.plan.planned_updates:
             self.revision = revised
             self.model.stop_training = True
