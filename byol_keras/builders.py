@@ -13,9 +13,9 @@ model = model_from_config(config, backbone_from_config(config), total_steps=1000
 
 import keras
 
-from byol_keras.backbones import build_backbone
 from byol_keras.config import Config
 from byol_keras.methods import get_method, method_class
+from byol_keras.nn.backbones import build_backbone
 
 
 def backbone_from_config(config: Config, weights: str | None = None) -> keras.Model:

@@ -17,14 +17,14 @@ import tensorflow as tf
 from byol_keras import onednn
 from byol_keras.augment.eval_transform import EvalTransform
 from byol_keras.augment.pipelines import image_batches, make_augmenter, pair_dataset
-from byol_keras.backbones import synchronize_batchnorm
 from byol_keras.builders import backbone_from_config, model_from_config
 from byol_keras.config import Config
 from byol_keras.data import ImageSource, source_from_config
 from byol_keras.errors import UsageError
 from byol_keras.evaluation.monitor import KnnMonitor
-from byol_keras.init_weights import IMAGENET, load_init_weights
 from byol_keras.methods.base import SelfSupervisedModel
+from byol_keras.nn.backbones import synchronize_batchnorm
+from byol_keras.nn.init_weights import IMAGENET, load_init_weights
 from byol_keras.runs import RunDirectory
 from byol_keras.training import budget
 from byol_keras.training.callbacks import Checkpoints, Throughput

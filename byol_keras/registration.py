@@ -31,7 +31,7 @@ SERIALIZABLE_MODULES = (
     "byol_keras.training.lars",
     "byol_keras.training.schedules",
     "byol_keras.augment.augmenter",
-    "byol_keras.batchnorm",  # the backbones' and heads' BatchNorm layers
+    "byol_keras.nn.batchnorm",  # the backbones' and heads' BatchNorm layers
     *(task.model_module for task in TASKS.values() if task.model_module),  # segmenters, ...
 )
 

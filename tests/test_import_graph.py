@@ -18,11 +18,11 @@ CORE = (
     "byol_keras.methods.simsiam",
     "byol_keras.methods.simclr",
     "byol_keras.model",
-    "byol_keras.backbones",
-    "byol_keras.batchnorm",
-    "byol_keras.heads",
-    "byol_keras.losses",
-    "byol_keras.target",
+    "byol_keras.nn.backbones",
+    "byol_keras.nn.batchnorm",
+    "byol_keras.nn.heads",
+    "byol_keras.nn.losses",
+    "byol_keras.nn.target",
 )
 
 

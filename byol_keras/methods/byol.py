@@ -8,10 +8,10 @@ import tensorflow as tf
 from keras import ops
 
 from byol_keras.errors import UsageError
-from byol_keras.losses import symmetric_byol_loss
 from byol_keras.methods import TAU_SCHEDULES, method_class
 from byol_keras.methods.base import SelfSupervisedModel, deserialized_arguments
-from byol_keras.target import frozen_copy, variable_pairs
+from byol_keras.nn.losses import symmetric_byol_loss
+from byol_keras.nn.target import frozen_copy, variable_pairs
 from byol_keras.training.schedules import cosine_tau
 from byol_keras.training.steps import accumulation_steps, completes_update
 

@@ -206,8 +206,8 @@ def test_make_strategy_rejects_unknown_names():
 
 
 def test_sync_batchnorm_survives_the_target_copy():
-    from byol_keras.backbones import build_backbone, synchronize_batchnorm
     from byol_keras.methods.byol import BYOL
+    from byol_keras.nn.backbones import build_backbone, synchronize_batchnorm
 
     model = BYOL(
         synchronize_batchnorm(build_backbone("tiny", 16, width=4)),
