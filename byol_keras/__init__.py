@@ -39,7 +39,7 @@ _LAZY = {
     "WarmupCosine": "byol_keras.training.schedules",
     "build_backbone": "byol_keras.nn.backbones",
     "collapse_indicator": "byol_keras.nn.losses",
-    "cosine_tau": "byol_keras.training.schedules",
+    "cosine_tau": "byol_keras.methods.byol",
     "evaluate_run": "byol_keras.evaluation.protocols",
     "export_run": "byol_keras.export.run",
     "feature_pyramid": "byol_keras.transfer.pyramid",

@@ -23,6 +23,7 @@ from byol_keras.data import ImageSource, source_from_config
 from byol_keras.errors import UsageError
 from byol_keras.evaluation.monitor import KnnMonitor
 from byol_keras.methods.base import SelfSupervisedModel
+from byol_keras.methods.steps import batches_done
 from byol_keras.nn.backbones import synchronize_batchnorm
 from byol_keras.nn.init_weights import IMAGENET, load_init_weights
 from byol_keras.runs import RunDirectory
@@ -34,7 +35,6 @@ from byol_keras.training.interrupt import StopOnSignal
 from byol_keras.training.optimizers import build_optimizer
 from byol_keras.training.resume import check_config_change, remaining_fit_calls
 from byol_keras.training.run_lock import run_lock
-from byol_keras.training.steps import batches_done
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from byol_keras import onednn
 from byol_keras.errors import UsageError
 from byol_keras.methods import get_method
 from byol_keras.methods.multi_worker import MultiWorkerWorkarounds
+from byol_keras.methods.steps import accumulation_steps
 from byol_keras.nn.backbones import feature_size, input_image_shape
 from byol_keras.nn.batchnorm import batchnorm_layers
 from byol_keras.nn.heads import mlp_head
 from byol_keras.nn.losses import collapse_indicator
-from byol_keras.training.steps import accumulation_steps
 
 
 class SelfSupervisedModel(MultiWorkerWorkarounds, keras.Model):

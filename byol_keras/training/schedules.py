@@ -1,33 +1,9 @@
-"""Schedules: BYOL's cosine EMA momentum and the warm-up + cosine learning rate."""
+"""The learning-rate schedules: the warm-up + cosine one, and its reading in optimizer updates."""
 
 import math
 
 import keras
 from keras import ops
-
-
-def cosine_tau(step, total_steps, tau_base: float = 0.996):
-    """The paper's target momentum, `1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2`.
-
-    It starts at `tau_base` at step 0 and reaches exactly 1.0 at step K.
-    Steps past K are clipped to K.
-
-    Args:
-        step: The update step `k`, a number or a tensor.
-        total_steps: `K`, the number of updates of the whole training.
-        tau_base: τ at step 0.
-
-    Returns:
-        τ at step `k`, a float32 scalar tensor.
-
-    ```python
-    tau = cosine_tau(step=0, total_steps=1000)  # 0.996
-    assert abs(float(tau) - 0.996) < 1e-6
-    ```
-    """
-    total = ops.maximum(ops.cast(total_steps, "float32"), 1.0)
-    progress = ops.minimum(ops.cast(step, "float32"), total) / total
-    return 1.0 - (1.0 - tau_base) * (ops.cos(math.pi * progress) + 1.0) / 2.0
 
 
 @keras.saving.register_keras_serializable(package="byol_keras")
