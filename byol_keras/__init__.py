@@ -35,7 +35,7 @@ _LAZY = {
     "SimSiam": "byol_keras.methods.simsiam",
     "LARS": "byol_keras.training.lars",
     "UsageError": "byol_keras.errors",
-    "ViewParams": "byol_keras.augment.views",
+    "ViewParams": "byol_keras.catalog",
     "WarmupCosine": "byol_keras.training.schedules",
     "build_backbone": "byol_keras.nn.backbones",
     "collapse_indicator": "byol_keras.nn.losses",
@@ -56,7 +56,7 @@ _LAZY = {
     "set_fused": "byol_keras.nn.batchnorm",
     "symmetric_byol_loss": "byol_keras.nn.losses",
     "tiny_cnn": "byol_keras.nn.backbones",
-    "train": "byol_keras.byol_experiment",
+    "train": "byol_keras.pretrain",
     "view_params": "byol_keras.augment.views",
     "visualize_run": "byol_keras.evaluation.pictures",
 }

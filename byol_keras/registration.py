@@ -22,7 +22,7 @@ import os
 
 import keras
 
-from byol_keras.methods import METHODS
+from byol_keras.catalog import METHODS
 from byol_keras.tasks import TASKS
 
 # The modules whose import registers what a run's files refer to.

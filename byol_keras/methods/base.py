@@ -20,8 +20,8 @@ import keras
 import tensorflow as tf
 
 from byol_keras import onednn
+from byol_keras.catalog import get_method
 from byol_keras.errors import UsageError
-from byol_keras.methods import get_method
 from byol_keras.methods.multi_worker import MultiWorkerWorkarounds
 from byol_keras.methods.steps import accumulation_steps
 from byol_keras.nn.backbones import feature_size, input_image_shape

@@ -8,8 +8,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from byol_keras.catalog import TAU_SCHEDULES, method_class
 from byol_keras.errors import UsageError
-from byol_keras.methods import TAU_SCHEDULES, method_class
 from byol_keras.methods.base import SelfSupervisedModel, deserialized_arguments
 from byol_keras.methods.steps import accumulation_steps, completes_update
 from byol_keras.nn.losses import symmetric_byol_loss

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from byol_keras.builders import model_from_config
+from byol_keras.catalog import METHODS, method_class
 from byol_keras.config import load_config
-from byol_keras.methods import METHODS, method_class
 from byol_keras.methods.base import SelfSupervisedModel
 from byol_keras.methods.byol import BYOL
 from byol_keras.methods.simclr import SimCLR

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from byol_keras.byol_experiment import build_model
+from byol_keras.builders import build_model
 from byol_keras.cli import main
 from byol_keras.config import from_dict
 from byol_keras.data import load_source

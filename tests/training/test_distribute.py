@@ -193,7 +193,7 @@ def test_killed_workers_restart_from_the_chiefs_checkpoint_and_end_identical(tmp
 def test_importing_byol_keras_leaves_tensorflow_unstarted():
     # A MultiWorkerMirroredStrategy made after any op cannot configure collectives.
     code = (
-        "import byol_keras.byol_experiment, byol_keras.cli\n"
+        "import byol_keras.pretrain, byol_keras.cli\n"
         "from tensorflow.python.eager import context\n"
         "assert context.context()._context_handle is None, 'an import ran a TF op'\n"
     )
