@@ -11,6 +11,10 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up to `peak_lr`, then cosine decay to `final_lr`.
 
     BYOL's schedule: `peak_lr` is usually `base_lr * batch_size / 256`.
+    After the warm-up it is Keras's `CosineDecay` with `alpha = final_lr / peak_lr`;
+    the warm-up is not: Keras's starts at 0 (`peak_lr * k / warmup_steps`), so its
+    first update does not move, while this one's is `peak_lr * (k + 1) / warmup_steps`:
+    kept, so that a resumed run goes on along the curve it started on.
 
     Args:
         peak_lr: The learning rate at the end of the warm-up.
