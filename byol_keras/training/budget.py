@@ -27,10 +27,10 @@ import keras
 
 from byol_keras.config import Config
 from byol_keras.errors import UsageError
+from byol_keras.methods.steps import batches_done
 from byol_keras.runs import RunDirectory, atomic_write_text
 from byol_keras.training.optimizers import build_schedule
 from byol_keras.training.resume import FitCall, remaining_fit_calls
-from byol_keras.training.steps import batches_done
 
 CALIBRATION_BATCHES = 20
 TRACING_BATCHES = 2

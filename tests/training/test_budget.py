@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_keras.byol_experiment import train
 from byol_keras.config import load_config
 from byol_keras.errors import TrainingInterrupted
+from byol_keras.methods.byol import cosine_tau
+from byol_keras.pretrain import train
 from byol_keras.training import budget
 from byol_keras.training.budget import BudgetPlan, Calibration, planned_updates
 from byol_keras.training.optimizers import build_optimizer
-from byol_keras.training.schedules import cosine_tau
 
 
 def test_the_plan_spends_what_is_left_at_the_measured_speed():
