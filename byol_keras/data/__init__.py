@@ -99,11 +99,11 @@ def load_source(
     # Imported here, not at the top: the transfer readers import data.folder,
     # which runs this file first, so importing them first would be circular.
     if prefix == "segfolder":
-        from byol_keras.transfer.segfolder import load_segfolder_source
+        from byol_keras.data.segfolder import load_segfolder_source
 
         return load_segfolder_source(rest, split, FileLimits(max_file_mb, max_image_pixels))
     if prefix in ("voc", "coco"):
-        from byol_keras.transfer.box_sources import load_box_source
+        from byol_keras.data.box_sources import load_box_source
 
         return load_box_source(prefix, rest, split, FileLimits(max_file_mb, max_image_pixels))
     return load_npz_source(rest, split, image_size)

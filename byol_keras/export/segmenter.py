@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from byol_keras.data.segfolder import segmentation_input
 from byol_keras.errors import ExportVerificationError
 from byol_keras.export import signature as serving
 from byol_keras.export.publish import ExportRequest, described_contract, publish
@@ -50,7 +51,6 @@ from byol_keras.export.verify import (
 from byol_keras.precision import compute_dtypes, float32_copy
 from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
-from byol_keras.transfer.segfolder import segmentation_input
 from byol_keras.transfer.segment import result_test_split
 
 log = logging.getLogger(__name__)

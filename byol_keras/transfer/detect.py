@@ -29,13 +29,13 @@ import keras
 import numpy as np
 
 from byol_keras.config import Config
+from byol_keras.data.box_sources import BOX_FORMATS, load_box_split
+from byol_keras.data.boxes import BoxSplit, match_classes
 from byol_keras.data.folder import FileLimits
 from byol_keras.data.labelled import check_classes
 from byol_keras.errors import UsageError
 from byol_keras.runs import RunDirectory, atomic_write_text
 from byol_keras.transfer import precise_bn
-from byol_keras.transfer.box_sources import BOX_FORMATS, load_box_split
-from byol_keras.transfer.boxes import BoxSplit, match_classes
 from byol_keras.transfer.detection_metrics import detection_scores
 from byol_keras.transfer.detector import (
     ANCHOR_ASPECT_RATIOS,
@@ -229,7 +229,7 @@ def image_subset(split: BoxSplit, indices) -> BoxSplit:
     """The images of `split` at `indices`; the skip counts stay those of the whole split.
 
     ```python
-    from byol_keras.transfer.voc import load_voc
+    from byol_keras.data.voc import load_voc
 
     train = load_voc("bccd", "train")
     half = image_subset(train, seeded_subset(len(train), 0.5, seed=0))

@@ -19,7 +19,7 @@ then padded at the bottom and right (`letterbox`), boxes scaled alike;
 predictions are scaled back and clipped to the original image.
 
 ```python
-from byol_keras.transfer.voc import load_voc
+from byol_keras.data.voc import load_voc
 
 backbone = build_backbone("resnet18", 64, stem="imagenet", width=16)  # strides 4 to 32
 detector = build_detector(backbone, num_classes=3, image_size=(64, 64))
@@ -38,8 +38,8 @@ import keras_cv
 import numpy as np
 import tensorflow as tf
 
+from byol_keras.data.boxes import BoxSplit
 from byol_keras.errors import UsageError
-from byol_keras.transfer.boxes import BoxSplit
 from byol_keras.transfer.detection_metrics import Detections, detection_scores
 from byol_keras.transfer.precise_bn import PreciseBN
 from byol_keras.transfer.pyramid import feature_pyramid
@@ -207,7 +207,7 @@ def prepare_split(split: BoxSplit, size: tuple, as_uint8: bool = False) -> Prepa
     memory), for training images that are augmented anyway.
 
     ```python
-    from byol_keras.transfer.box_sources import load_box_split
+    from byol_keras.data.box_sources import load_box_split
 
     prepared = prepare_split(load_box_split("voc:bccd", "val"), (64, 64))
     assert prepared.images.shape == (3, 64, 64, 3)  # bccd's 3 val images; boxes [3, most, 4]
@@ -256,7 +256,7 @@ def predict_detections(
     Boxes that lie wholly in the letterbox padding, empty once clipped, are dropped.
 
     ```python
-    from byol_keras.transfer.voc import load_voc
+    from byol_keras.data.voc import load_voc
 
     backbone = build_backbone("resnet18", 64, stem="imagenet", width=16)
     detector, size = build_detector(backbone, 3, (64, 64)), (64, 64)
@@ -392,7 +392,7 @@ def training_batches(
     """Endless shuffled, augmented batches `(images, {"boxes", "classes"})`, the same for a seed.
 
     ```python
-    from byol_keras.transfer.voc import load_voc
+    from byol_keras.data.voc import load_voc
 
     train = prepare_split(load_voc("bccd", "train"), (64, 64), as_uint8=True)
     images, targets = next(iter(training_batches(train, 4, (0.75, 1.25), seed=0)))

@@ -49,7 +49,7 @@ def check_disjoint(splits: dict) -> None:
 
     ```python
     # doctest: raises UsageError
-    from byol_keras.transfer.voc import load_voc
+    from byol_keras.data.voc import load_voc
 
     train, test = load_voc("bccd", "train"), load_voc("bccd", "test")
     check_disjoint({"train": train, "test": test})  # fine: no image in both
@@ -71,7 +71,7 @@ def refuse_pretraining_images(test_ids: np.ndarray, seen_ids: np.ndarray, pretra
     """Never report on images the backbone was pretrained on; `pretraining` names that data.
 
     ```python
-    from byol_keras.transfer.voc import load_voc
+    from byol_keras.data.voc import load_voc
 
     seen = load_voc("bccd", "train+val").example_ids  # what the run pretrained on
     test = load_voc("bccd", "test")

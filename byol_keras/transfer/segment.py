@@ -30,6 +30,11 @@ import keras
 
 from byol_keras.config import Config
 from byol_keras.data.folder import FileLimits
+from byol_keras.data.segfolder import (
+    SegmentationSplit,
+    load_segmentation_split,
+    split_image_ids,
+)
 from byol_keras.errors import UsageError
 from byol_keras.runs import RunDirectory, atomic_write_text
 from byol_keras.transfer import precise_bn
@@ -41,11 +46,6 @@ from byol_keras.transfer.protocol import (
     seeded_subset,
 )
 from byol_keras.transfer.protocol import result_name as protocol_result_name
-from byol_keras.transfer.segfolder import (
-    SegmentationSplit,
-    load_segmentation_split,
-    split_image_ids,
-)
 from byol_keras.transfer.segmentation_metrics import segmentation_scores
 from byol_keras.transfer.segmenter import build_segmenter, finetune_segmenter, predict_confusion
 

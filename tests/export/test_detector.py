@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from byol_keras.cli import main
+from byol_keras.data.box_sources import load_box_split
 from byol_keras.evaluation import evaluate_run
 from byol_keras.registration import load_model
 from byol_keras.transfer import detector
-from byol_keras.transfer.box_sources import load_box_split
 from byol_keras.transfer.detect import image_subset
 from tests.transfer.test_detect import DETECT, SIZE, make_detect_run
 

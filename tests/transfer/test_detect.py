@@ -20,12 +20,12 @@ from PIL import Image
 from byol_keras.builders import backbone_from_config
 from byol_keras.cli import main
 from byol_keras.config import from_dict, save_config
+from byol_keras.data.box_sources import load_box_split
 from byol_keras.evaluation import evaluate_run
 from byol_keras.methods.byol import BYOL
 from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
 from byol_keras.transfer import detect, detector
-from byol_keras.transfer.box_sources import load_box_split
 from byol_keras.transfer.detection_metrics import Detections, detection_scores
 from tests.helpers.boxes import Scene, random_scenes, write_coco, write_voc
 from tests.helpers.broken_jpegs import BROKEN_KINDS, write_broken_jpegs

@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 from byol_keras.backbones import all_layers, build_backbone
+from byol_keras.data.box_sources import load_box_split
 from byol_keras.transfer import detector as detector_module
-from byol_keras.transfer.box_sources import load_box_split
 from byol_keras.transfer.detector import (
     build_detector,
     finetune_detector,

@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 
 from byol_keras.data import load_source
+from byol_keras.data.segfolder import load_segmentation_split
 from byol_keras.errors import UsageError
 from byol_keras.transfer.joint_augment import PADDING, JointAugment
-from byol_keras.transfer.segfolder import load_segmentation_split
 from tests.helpers.exif import quadrants, save_turned_jpeg
 from tests.helpers.segfolder import VOID, make_segfolder, write_pair
 
