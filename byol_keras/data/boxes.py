@@ -30,8 +30,7 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from byol_keras.data.folder import file_keys_and_decode, read_encoded
-from byol_keras.data.image_files import FileLimits, check_files
+from byol_keras.data.image_files import FileLimits, check_files, file_keys_and_decode, read_encoded
 from byol_keras.data.source import ImageSource, example_ids, log
 from byol_keras.errors import UsageError
 

@@ -43,8 +43,7 @@ from byol_keras.data.boxes import (
     leaves_folder,
     split_parts,
 )
-from byol_keras.data.folder import IMAGE_EXTENSIONS
-from byol_keras.data.image_files import FileLimits
+from byol_keras.data.image_files import IMAGE_EXTENSIONS, FileLimits
 from byol_keras.errors import UsageError, first_line
 
 _CORNERS = ("xmin", "ymin", "xmax", "ymax")

@@ -146,7 +146,7 @@ def export_detector(
 
 def verification_inputs(result: dict, size: tuple, seed: int = 0) -> tuple[dict, dict]:
     """Real test images at their own size and at a second size; random ones at two sizes."""
-    from byol_keras.data.folder import pillow_decode
+    from byol_keras.data.image_files import pillow_decode
 
     inputs, sets = {}, {}
     try:

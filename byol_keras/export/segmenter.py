@@ -142,7 +142,7 @@ def verification_inputs(result: dict, size: tuple, seed: int = 0) -> tuple[dict,
     except Exception as error:  # the data may be gone since the evaluation: random images only
         names, reason = [], str(error)
     if names:
-        from byol_keras.data.folder import pillow_decode
+        from byol_keras.data.image_files import pillow_decode
 
         images = [pillow_decode(name) for name in names]
         same = [image for image in images if image.shape == images[0].shape]

@@ -31,7 +31,7 @@ import numpy as np
 from byol_keras.config import Config
 from byol_keras.data.box_sources import BOX_FORMATS, load_box_split
 from byol_keras.data.boxes import BoxSplit, match_classes
-from byol_keras.data.folder import FileLimits
+from byol_keras.data.image_files import FileLimits
 from byol_keras.data.labelled import check_classes
 from byol_keras.errors import UsageError
 from byol_keras.runs import RunDirectory, atomic_write_text

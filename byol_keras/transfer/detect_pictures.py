@@ -46,7 +46,7 @@ def detection_picture(run: RunDirectory, name: str | None, path: Path) -> Path:
     detection_picture(RunDirectory("runs/bccd"), None, Path("runs/bccd/pictures/detection.png"))
     ```
     """
-    from byol_keras.data.folder import pillow_decode
+    from byol_keras.data.image_files import pillow_decode
 
     run.require_finished()
     result, model_path = run.find_result("detect", name, "--detector")

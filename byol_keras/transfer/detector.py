@@ -213,7 +213,7 @@ def prepare_split(split: BoxSplit, size: tuple, as_uint8: bool = False) -> Prepa
     assert prepared.images.shape == (3, 64, 64, 3)  # bccd's 3 val images; boxes [3, most, 4]
     ```
     """
-    from byol_keras.data.folder import pillow_decode
+    from byol_keras.data.image_files import pillow_decode
 
     most = max(1, max(len(boxes) for boxes in split.boxes))
     images = np.zeros((len(split), *size, 3), np.uint8 if as_uint8 else np.float32)

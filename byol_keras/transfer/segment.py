@@ -29,7 +29,7 @@ from pathlib import Path
 import keras
 
 from byol_keras.config import Config
-from byol_keras.data.folder import FileLimits
+from byol_keras.data.image_files import FileLimits
 from byol_keras.data.segfolder import (
     SegmentationSplit,
     load_segmentation_split,
