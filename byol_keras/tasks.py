@@ -40,8 +40,8 @@ TASKS = {
         Task("knn", "eval"),
         Task("finetune", "eval", label_fraction=True),
         Task("retrieval", "eval"),
-        Task("segment", "segment", True, "byol_keras.transfer.segmenter"),
-        Task("detect", "detect", True, "byol_keras.transfer.detector"),
+        Task("segment", "segment", True, "byol_keras.transfer.segmentation.model"),
+        Task("detect", "detect", True, "byol_keras.transfer.detection.model"),
     )
 }
 PROTOCOLS = tuple(TASKS)

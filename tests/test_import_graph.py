@@ -109,7 +109,7 @@ def test_the_graph_sees_imports_inside_functions_and_relative_imports():
     # evaluation.pictures imports the segmentation pictures inside a function.
     graph = import_graph()
     assert "byol_keras.methods.base" in graph["byol_keras.byol_experiment"]
-    assert "byol_keras.transfer.segment_pictures" in graph["byol_keras.evaluation.pictures"]
+    assert "byol_keras.transfer.segmentation.pictures" in graph["byol_keras.evaluation.pictures"]
 
 
 def test_cycle_finder_finds_a_planted_cycle():

@@ -14,8 +14,8 @@ from byol_keras.backbones import build_backbone
 from byol_keras.methods.byol import BYOL
 from byol_keras.training.lars import LARS
 from byol_keras.training.schedules import WarmupCosine
-from byol_keras.transfer.detector import build_detector
-from byol_keras.transfer.segmenter import build_segmenter
+from byol_keras.transfer.detection.model import build_detector
+from byol_keras.transfer.segmentation.model import build_segmenter
 
 ROOT = Path(__file__).resolve().parents[1]
 # Libraries our users have beside us that import TensorFlow inside their own import.

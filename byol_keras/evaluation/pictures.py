@@ -82,7 +82,7 @@ def visualize_run(
         raise UsageError(f"--kind: expected one of {', '.join(KINDS)}, got {kind!r}")
     run = RunDirectory(run_dir)
     if kind == "segmentation":
-        from byol_keras.transfer.segment_pictures import segmentation_picture
+        from byol_keras.transfer.segmentation.pictures import segmentation_picture
 
         if data is not None:
             raise UsageError(
@@ -91,7 +91,7 @@ def visualize_run(
             )
         return [segmentation_picture(run, segmenter, _output_path(run, kind, output))]
     if kind == "detection":
-        from byol_keras.transfer.detect_pictures import detection_picture
+        from byol_keras.transfer.detection.pictures import detection_picture
 
         if data is not None:
             raise UsageError(

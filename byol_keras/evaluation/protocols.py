@@ -49,10 +49,10 @@ from byol_keras.evaluation.retrieval import retrieval_figures, retrieval_per_que
 from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory, atomic_write_text, check_writable
 from byol_keras.tasks import PROTOCOLS, TASKS
-from byol_keras.transfer.detect import default_detect_data, evaluate_detection
-from byol_keras.transfer.detect import result_name as detect_result_name
-from byol_keras.transfer.segment import default_segment_data, evaluate_segmentation
-from byol_keras.transfer.segment import result_name as segment_result_name
+from byol_keras.transfer.detection.protocol import default_detect_data, evaluate_detection
+from byol_keras.transfer.detection.protocol import result_name as detect_result_name
+from byol_keras.transfer.segmentation.protocol import default_segment_data, evaluate_segmentation
+from byol_keras.transfer.segmentation.protocol import result_name as segment_result_name
 
 _FRACTION_PROTOCOLS = tuple(name for name, task in TASKS.items() if task.label_fraction)
 

@@ -41,9 +41,9 @@ from byol_keras.export.publish import (
     existing_versions,
     publish,
 )
-from byol_keras.export.segmenter import export_segmenter
 from byol_keras.export.verify import RELATIVE_TOLERANCE, TOLERANCE_RULE
 from byol_keras.runs import RunDirectory, load_networks
+from byol_keras.transfer.segmentation.export import export_segmenter
 
 __all__ = [
     "ExportError",
@@ -137,7 +137,7 @@ def export_run(
 
 def _export_detector(*arguments) -> dict:
     # Imported when used: KerasCV takes seconds to import, and only the detector needs it.
-    from byol_keras.export.detector import export_detector
+    from byol_keras.transfer.detection.export import export_detector
 
     return export_detector(*arguments)
 

@@ -19,9 +19,9 @@
 The modules are imported one by one: this file imports none of them, because
 `segfolder.py`, `voc.py` and `coco.py` also serve pretraining (`data.source:
 segfolder:...`, `voc:...`) and must not pull in the fine-tuning code. The
-segmenter's and detector's exports are `byol_keras.export.segmenter` and `.detector`.
+segmenter's and detector's exports are `byol_keras.transfer.segmentation.export` and `.detector`.
 
 ```python
-from byol_keras.transfer.segment import evaluate_segmentation
+from byol_keras.transfer.segmentation.protocol import evaluate_segmentation
 ```
 """

@@ -9,7 +9,7 @@ import tensorflow as tf
 from byol_keras.data import load_source
 from byol_keras.data.segfolder import load_segmentation_split
 from byol_keras.errors import UsageError
-from byol_keras.transfer.joint_augment import PADDING, JointAugment
+from byol_keras.transfer.segmentation.augment import PADDING, JointAugment
 from tests.helpers.exif import quadrants, save_turned_jpeg
 from tests.helpers.segfolder import VOID, make_segfolder, write_pair
 
@@ -128,7 +128,7 @@ def test_a_mask_value_neither_class_nor_void_names_the_file_and_value(tmp_path):
 
 def test_crop_padding_is_never_trained_even_without_a_void_index():
     # Review defect 2: with ignore_index None the padding was trained as class 0.
-    from byol_keras.transfer.segmenter import _training_batches
+    from byol_keras.transfer.segmentation.model import _training_batches
 
     images = np.full((2, 8, 8, 3), 0.5, np.float32)
     masks = np.zeros((2, 8, 8), np.uint8)  # every real pixel is class 0

@@ -48,8 +48,8 @@ from byol_keras.export.verify import (
 )
 from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
-from byol_keras.transfer.detect import result_test_split
-from byol_keras.transfer.detector import detect, letterbox
+from byol_keras.transfer.detection.model import detect, letterbox
+from byol_keras.transfer.detection.protocol import result_test_split
 
 BOXES, SCORES, CLASSES, COUNT = "boxes", "scores", "classes", "num_detections"
 REAL_IMAGES = 2
@@ -102,7 +102,7 @@ def export_detector(
     Called by `run.export_run` with a checked request and the result found by
     `RunDirectory.find_result`.
     """
-    import byol_keras.transfer.detector  # noqa: F401  registers PyramidBackbone for loading
+    import byol_keras.transfer.detection.model  # noqa: F401  registers PyramidBackbone for loading
 
     parameters = result["parameters"]
     size = tuple(parameters["image_size"])

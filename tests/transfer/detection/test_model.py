@@ -9,8 +9,8 @@ import tensorflow as tf
 
 from byol_keras.backbones import all_layers, build_backbone
 from byol_keras.data.box_sources import load_box_split
-from byol_keras.transfer import detector as detector_module
-from byol_keras.transfer.detector import (
+from byol_keras.transfer.detection import model as detector_module
+from byol_keras.transfer.detection.model import (
     build_detector,
     finetune_detector,
     prepare_split,

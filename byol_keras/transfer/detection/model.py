@@ -40,10 +40,10 @@ import tensorflow as tf
 
 from byol_keras.data.boxes import BoxSplit
 from byol_keras.errors import UsageError
-from byol_keras.transfer.detection_metrics import Detections, detection_scores
+from byol_keras.transfer.detection.head import PredictionHead
+from byol_keras.transfer.detection.metrics import Detections, detection_scores
 from byol_keras.transfer.precise_bn import PreciseBN
 from byol_keras.transfer.pyramid import feature_pyramid
-from byol_keras.transfer.retinanet_head import PredictionHead
 
 LEVELS = {"P3": 8, "P4": 16, "P5": 32}
 LEVEL_STRIDES = (8, 16, 32, 64, 128)  # P3 to P7; P6 and P7 come from KerasCV's pyramid

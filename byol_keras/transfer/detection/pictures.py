@@ -26,9 +26,9 @@ from matplotlib.patches import Rectangle
 
 from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
-from byol_keras.transfer.detect import image_subset, result_test_split
-from byol_keras.transfer.detector import predict_detections, prepare_split
-from byol_keras.transfer.segment_pictures import class_colours
+from byol_keras.transfer.detection.model import predict_detections, prepare_split
+from byol_keras.transfer.detection.protocol import image_subset, result_test_split
+from byol_keras.transfer.segmentation.pictures import class_colours
 
 PICTURE_IMAGES = 4
 COLUMNS = 2

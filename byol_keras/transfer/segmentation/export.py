@@ -51,7 +51,7 @@ from byol_keras.export.verify import (
 from byol_keras.precision import compute_dtypes, float32_copy
 from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
-from byol_keras.transfer.segment import result_test_split
+from byol_keras.transfer.segmentation.protocol import result_test_split
 
 log = logging.getLogger(__name__)
 

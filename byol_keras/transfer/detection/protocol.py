@@ -36,8 +36,8 @@ from byol_keras.data.labelled import check_classes
 from byol_keras.errors import UsageError
 from byol_keras.runs import RunDirectory, atomic_write_text
 from byol_keras.transfer import precise_bn
-from byol_keras.transfer.detection_metrics import detection_scores
-from byol_keras.transfer.detector import (
+from byol_keras.transfer.detection.metrics import detection_scores
+from byol_keras.transfer.detection.model import (
     ANCHOR_ASPECT_RATIOS,
     ANCHOR_SCALES,
     LEVEL_STRIDES,

@@ -38,7 +38,6 @@ from byol_keras.data.segfolder import (
 from byol_keras.errors import UsageError
 from byol_keras.runs import RunDirectory, atomic_write_text
 from byol_keras.transfer import precise_bn
-from byol_keras.transfer.joint_augment import JointAugment
 from byol_keras.transfer.protocol import (
     check_disjoint,
     refuse_pretraining_images,
@@ -46,8 +45,13 @@ from byol_keras.transfer.protocol import (
     seeded_subset,
 )
 from byol_keras.transfer.protocol import result_name as protocol_result_name
-from byol_keras.transfer.segmentation_metrics import segmentation_scores
-from byol_keras.transfer.segmenter import build_segmenter, finetune_segmenter, predict_confusion
+from byol_keras.transfer.segmentation.augment import JointAugment
+from byol_keras.transfer.segmentation.metrics import segmentation_scores
+from byol_keras.transfer.segmentation.model import (
+    build_segmenter,
+    finetune_segmenter,
+    predict_confusion,
+)
 
 VAL_SPLIT = "val"
 PREFIX = "segfolder:"

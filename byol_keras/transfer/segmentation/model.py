@@ -28,10 +28,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from byol_keras.transfer.joint_augment import PADDING, JointAugment
 from byol_keras.transfer.precise_bn import PreciseBN
 from byol_keras.transfer.pyramid import feature_pyramid
-from byol_keras.transfer.segmentation_metrics import confusion_matrix, segmentation_scores
+from byol_keras.transfer.segmentation.augment import PADDING, JointAugment
+from byol_keras.transfer.segmentation.metrics import confusion_matrix, segmentation_scores
 
 MIN_STEPS_PER_EPOCH = 10
 

@@ -12,9 +12,9 @@ from byol_keras.cli import main
 from byol_keras.data.box_sources import load_box_split
 from byol_keras.evaluation import evaluate_run
 from byol_keras.registration import load_model
-from byol_keras.transfer import detector
-from byol_keras.transfer.detect import image_subset
-from tests.transfer.test_detect import DETECT, SIZE, make_detect_run
+from byol_keras.transfer.detection import model as detector
+from byol_keras.transfer.detection.protocol import image_subset
+from tests.transfer.detection.test_protocol import DETECT, SIZE, make_detect_run
 
 pytestmark = pytest.mark.slow  # real data, a fine-tune, two conversions and a verifying subprocess
 

@@ -26,8 +26,8 @@ from matplotlib.patches import Patch
 from byol_keras.config import load_config
 from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
-from byol_keras.transfer.segment import result_test_split
-from byol_keras.transfer.segmenter import predict_classes
+from byol_keras.transfer.segmentation.model import predict_classes
+from byol_keras.transfer.segmentation.protocol import result_test_split
 
 PICTURE_IMAGES = 4
 VOID_COLOUR = (0.0, 0.0, 0.0)

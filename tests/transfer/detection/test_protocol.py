@@ -25,8 +25,9 @@ from byol_keras.evaluation import evaluate_run
 from byol_keras.methods.byol import BYOL
 from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
-from byol_keras.transfer import detect, detector
-from byol_keras.transfer.detection_metrics import Detections, detection_scores
+from byol_keras.transfer.detection import model as detector
+from byol_keras.transfer.detection import protocol as detect
+from byol_keras.transfer.detection.metrics import Detections, detection_scores
 from tests.helpers.boxes import Scene, random_scenes, write_coco, write_voc
 from tests.helpers.broken_jpegs import BROKEN_KINDS, write_broken_jpegs
 from tests.helpers.runs import make_run
@@ -337,7 +338,7 @@ def test_detection_picture_draws_the_true_boxes_in_their_class_colours(detect_ru
     from PIL import Image
 
     from byol_keras.evaluation.pictures import visualize_run
-    from byol_keras.transfer.segment_pictures import class_colours
+    from byol_keras.transfer.segmentation.pictures import class_colours
 
     # After one epoch every score is near the 0.01 prior: at 0.5 no prediction is drawn, so
     # each class colour in the picture comes from a true box.
