@@ -8,6 +8,7 @@ import ast
 from pathlib import Path
 
 import byol_keras
+from byol_keras.tasks import dense_tasks
 
 PACKAGE_ROOT = Path(byol_keras.__file__).parent
 # The training core: the method classes and what they are made of. A user can
@@ -106,10 +107,12 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 
 def test_the_graph_sees_imports_inside_functions_and_relative_imports():
     # A hand-checked sample: byol_experiment imports the method base at the top,
-    # evaluation.pictures imports the segmentation pictures inside a function.
+    # export.parity imports byol_keras.data inside a function, and the
+    # detector's picture module imports the shared class colours from its parent folder.
     graph = import_graph()
     assert "byol_keras.methods.base" in graph["byol_keras.byol_experiment"]
-    assert "byol_keras.transfer.segmentation.pictures" in graph["byol_keras.evaluation.pictures"]
+    assert "byol_keras.data" in graph["byol_keras.export.parity"]
+    assert "byol_keras.transfer.colours" in graph["byol_keras.transfer.detection.pictures"]
 
 
 def test_cycle_finder_finds_a_planted_cycle():
@@ -137,3 +140,41 @@ def test_the_core_does_not_reach_the_config():
     graph = import_graph()
     reaching = {core: "byol_keras.config" in reachable(graph, core) for core in CORE}
     assert reaching == dict.fromkeys(CORE, False)
+
+
+def crossings(graph: dict[str, set[str]], source, target) -> list[str]:
+    """The imports from a module that `source` accepts of one that `target` accepts."""
+    return sorted(
+        f"{module} -> {imported}"
+        for module, imports in graph.items()
+        if source(module)
+        for imported in imports
+        if target(imported)
+    )
+
+
+def in_folder(folder: str):
+    return lambda module: module == folder or module.startswith(f"{folder}.")
+
+
+def test_data_never_imports_a_task():
+    # The readers serve pretraining too: a data source must not pull in fine-tuning code.
+    graph = import_graph()
+    assert crossings(graph, in_folder("byol_keras.data"), in_folder("byol_keras.transfer")) == []
+
+
+def test_a_task_folder_is_imported_from_inside_it_only():
+    # Everything else reaches a task through tasks.TASKS, so a new task is a folder and a
+    # row: no list elsewhere names its modules.
+    graph = import_graph()
+    for task in dense_tasks():
+        inside = in_folder(f"byol_keras.transfer.{task.package}")
+        assert task.module("protocol").__name__ in graph  # the folder is where the row says
+        outside = [module for module in graph if not inside(module)]
+        assert crossings(graph, outside.__contains__, inside) == []
+
+
+def test_crossings_finds_a_planted_import():
+    graph = {"byol_keras.data.x": {"byol_keras.transfer.y"}, "byol_keras.transfer.y": set()}
+    found = crossings(graph, in_folder("byol_keras.data"), in_folder("byol_keras.transfer"))
+    assert found == ["byol_keras.data.x -> byol_keras.transfer.y"]

@@ -48,7 +48,8 @@ from byol_keras.export.verify import (
 )
 from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
-from byol_keras.transfer.detection.model import detect, letterbox
+from byol_keras.transfer.detection.prediction import detect
+from byol_keras.transfer.detection.preprocessor import letterbox
 from byol_keras.transfer.detection.protocol import result_test_split
 
 BOXES, SCORES, CLASSES, COUNT = "boxes", "scores", "classes", "num_detections"
@@ -94,16 +95,12 @@ def contract(max_detections: int) -> dict:
     }
 
 
-def export_detector(
-    run: RunDirectory, request: ExportRequest, result: dict, model_path: Path
-) -> dict:
+def export_model(run: RunDirectory, request: ExportRequest, result: dict, model_path: Path) -> dict:
     """Publishes the detector kept at `model_path`, whose evaluation wrote `result`.
 
     Called by `run.export_run` with a checked request and the result found by
     `RunDirectory.find_result`.
     """
-    import byol_keras.transfer.detection.model  # noqa: F401  registers PyramidBackbone for loading
-
     parameters = result["parameters"]
     size = tuple(parameters["image_size"])
     detector = load_model(model_path, compile=False)

@@ -89,9 +89,7 @@ def contract(num_classes: int) -> dict:
     }
 
 
-def export_segmenter(
-    run: RunDirectory, request: ExportRequest, result: dict, model_path: Path
-) -> dict:
+def export_model(run: RunDirectory, request: ExportRequest, result: dict, model_path: Path) -> dict:
     """Publishes the segmenter kept at `model_path`, whose evaluation wrote `result`.
 
     Called by `run.export_run` with a checked request and the result found by

@@ -14,11 +14,8 @@ from byol_keras.registration import load_model
 from byol_keras.transfer.precise_bn import PreciseBN
 from byol_keras.transfer.segmentation.augment import JointAugment
 from byol_keras.transfer.segmentation.metrics import confusion_matrix, segmentation_scores
-from byol_keras.transfer.segmentation.model import (
-    _training_batches,
-    build_segmenter,
-    finetune_segmenter,
-)
+from byol_keras.transfer.segmentation.model import build_segmenter
+from byol_keras.transfer.segmentation.training import _training_batches, finetune_segmenter
 from tests.helpers.runs import make_run
 from tests.helpers.segfolder import VOID, make_segfolder, write_pair
 
@@ -184,7 +181,7 @@ def test_segmentation_picture_shows_the_class_colours_of_the_true_masks(segrun, 
     from PIL import Image
 
     from byol_keras.evaluation.pictures import visualize_run
-    from byol_keras.transfer.segmentation.pictures import class_colours
+    from byol_keras.transfer.colours import class_colours
 
     run, root = segrun
     evaluate_run(run.root, "segment", label_fraction=0.5)  # idempotent: same file, same model
