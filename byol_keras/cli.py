@@ -25,7 +25,7 @@ from byol_keras.errors import (
     UsageError,
     write_failure,
 )
-from byol_keras.tasks import PROTOCOLS, TASKS, dense_tasks, listed
+from byol_keras.tasks import TASKS, dense_tasks, listed
 from byol_keras.training.resume import RESUME_WITH_CHANGES
 
 QUICKSTART = Path(__file__).with_name("quickstart.yaml")
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--protocol",
         required=True,
-        choices=PROTOCOLS,
+        choices=tuple(TASKS),
     )
     evaluate.add_argument("--data", help="labelled source (default: the run's data.val_source)")
     evaluate.add_argument(
