@@ -45,6 +45,7 @@ class DenseProtocol:
         needs: What a run without such a default source is told to pass.
         val_metric: The result key of the val score that selects the weights.
         selection: The name of that score in words, e.g. "mean IoU".
+        input: How an image becomes the model's input, in words.
     """
 
     name: str
@@ -52,6 +53,7 @@ class DenseProtocol:
     needs: str
     val_metric: str
     selection: str
+    input: str
 
     def default_data(self, config: Config) -> str | None:
         """The source the protocol reads by default: the run's `data.source`, if it is one."""
@@ -95,7 +97,7 @@ class DenseProtocol:
         raise NotImplementedError
 
     def parameters(self, config: Config) -> dict:
-        """The result's parameters beyond the shared ones: model, loss, augmentation, input."""
+        """The result's parameters beyond the shared ones: model, loss, augmentation."""
         raise NotImplementedError
 
     def figures(self, result: dict) -> str:
@@ -173,6 +175,7 @@ class DenseProtocol:
                 "selection": f"weights of the best {self.selection} on the {VAL_SPLIT} split, "
                 "every epoch",
                 "batchnorm": precise_bn.describe(section.precise_bn_batches),
+                "input": self.input,
             },
             "model": str(model_path),
         }

@@ -60,6 +60,10 @@ class DetectProtocol(DenseProtocol):
     needs = "a voc: or coco: source; pass --data voc:<path> or coco:<path>"
     val_metric = "ap50"
     selection = "AP50"
+    input = (
+        "resized keeping the aspect ratio to fit image_size (bilinear, no antialiasing), "
+        "padded at the bottom and right, scaled to [0, 1]"
+    )
 
     def accepts(self, spec) -> bool:
         return is_box_source(spec)
@@ -145,8 +149,6 @@ class DetectProtocol(DenseProtocol):
             "loss": "focal loss (alpha 0.25, gamma 2) + smooth L1 on box offsets",
             "augmentation": "KerasCV RandomFlip (horizontal) and JitteredResize (scale_range), "
             "bounding_box_format xyxy",
-            "input": "resized keeping the aspect ratio to fit image_size (bilinear, no "
-            "antialiasing), padded at the bottom and right, scaled to [0, 1]",
         }
 
     def figures(self, result: dict) -> str:

@@ -62,6 +62,7 @@ class SegmentProtocol(DenseProtocol):
     needs = "a segfolder source; pass --data segfolder:<path>"
     val_metric = "mean_iou"
     selection = "mean IoU"
+    input = "bilinear resize (no antialiasing) to image_size, scaled to [0, 1]"
 
     def accepts(self, spec) -> bool:
         return isinstance(spec, str) and spec.startswith(PREFIX) and bool(spec[len(PREFIX) :])
@@ -139,7 +140,6 @@ class SegmentProtocol(DenseProtocol):
             "sum at the finest level, 3x3 conv, 1x1 classifier, bilinear upsample",
             "augmentation": "random scale in scale_range, crop to crop_size (padding void), "
             "horizontal flip; brightness/contrast/saturation jitter on the image only",
-            "input": "bilinear resize (no antialiasing) to image_size, scaled to [0, 1]",
         }
 
     def figures(self, result: dict) -> str:

@@ -80,6 +80,10 @@ def test_segment_protocol_writes_its_result_and_a_model_that_reproduces_it(segru
     assert result["n_train"] == 2 and result["n_train_available"] == 3 and result["n_test"] == 3
     assert set(result["per_class_iou"]) == {"sky", "road", "car"}
     assert result["parameters"]["epochs"] == 2 and result["wall_time_seconds"] > 0
+    # The order the result had before the shared skeleton: the task's own words, then these.
+    assert list(result["parameters"])[-5:] == [
+        "decoder", "augmentation", "selection", "batchnorm", "input"
+    ]  # fmt: skip
     assert len(result["val_curve"]) == 2 and 1 <= result["best_epoch"] <= 2
     # The kept model, reloaded, gives the recorded confusion matrix on the test masks.
     model = load_model(run.eval_dir / "segment-50pct" / "model.keras")
