@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_keras.backbones import all_layers, build_backbone
+from byol_keras.nn.backbones import all_layers, build_backbone
 from byol_keras.transfer.detection.model import build_detector
 
 SIZE = (128, 128)

@@ -5,8 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from byol_keras.backbones import build_backbone
 from byol_keras.data.box_sources import load_box_split
+from byol_keras.nn.backbones import build_backbone
 from byol_keras.transfer.detection import training
 from byol_keras.transfer.detection.model import build_detector
 from byol_keras.transfer.detection.preprocessor import prepare_split
