@@ -173,6 +173,7 @@ def image_subset(split: BoxSplit, indices) -> BoxSplit:
 
     ```python
     from byol_keras.data.voc import load_voc
+    from byol_keras.transfer.protocol import seeded_subset
 
     train = load_voc("bccd", "train")
     half = image_subset(train, seeded_subset(len(train), 0.5, seed=0))
