@@ -25,7 +25,7 @@ from byol_keras.errors import (
     UsageError,
     write_failure,
 )
-from byol_keras.tasks import PROTOCOLS
+from byol_keras.tasks import TASKS, dense_tasks, listed
 from byol_keras.training.resume import RESUME_WITH_CHANGES
 
 QUICKSTART = Path(__file__).with_name("quickstart.yaml")
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
+    dense = dense_tasks()  # each adds its --kind, its --model and the option naming its result
 
     train = commands.add_parser("train", help="pretrain a backbone with BYOL")
     train.add_argument("--config", help="YAML config (default: the digits quickstart)")
@@ -54,11 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--protocol",
         required=True,
-        choices=PROTOCOLS,
+        choices=tuple(TASKS),
     )
     evaluate.add_argument("--data", help="labelled source (default: the run's data.val_source)")
     evaluate.add_argument(
-        "--label-fraction", type=float, help="finetune, segment, detect: 0.01, 0.1 or 1.0"
+        "--label-fraction",
+        type=float,
+        help=f"{', '.join(t.protocol for t in TASKS.values() if t.label_fraction)}: "
+        "0.01, 0.1 or 1.0",
     )
     evaluate.add_argument("--baseline", choices=("random",), help="evaluate an untrained copy")
     add_overrides(evaluate)
@@ -68,17 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     visualize.add_argument(
         "--kind",
         required=True,
-        choices=("tsne", "retrieval", "occlusion", "curves", "segmentation", "detection"),
+        choices=("tsne", "retrieval", "occlusion", "curves", *(t.picture for t in dense)),
     )
     visualize.add_argument("--data", help="labelled source (default: the run's data.val_source)")
     visualize.add_argument("--output", help="PNG file or folder (default: <run>/pictures)")
-    visualize.add_argument(
-        "--segmenter",
-        help="segmentation: the result to draw, e.g. segment-10pct (default: segment)",
-    )
-    visualize.add_argument(
-        "--detector", help="detection: the result to draw, e.g. detect-10pct (default: detect)"
-    )
+    for task in dense:
+        visualize.add_argument(
+            f"--{task.model}",
+            help=f"{task.picture}: the result to draw, e.g. {task.protocol}-10pct "
+            f"(default: {task.protocol})",
+        )
 
     embed = commands.add_parser("embed", help="embeddings of every image of a source, to a file")
     embed.add_argument("--run", required=True, help="run directory of a finished training")
@@ -102,16 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--model",
         default="backbone",
-        choices=("backbone", "segmenter", "detector"),
-        help="the backbone, or the segmenter or detector kept by evaluate --protocol "
-        "segment or detect",
+        choices=("backbone", *(task.model for task in dense)),
+        help=f"the backbone, or the {listed(t.model for t in dense)} kept by evaluate "
+        f"--protocol {listed(t.protocol for t in dense)}",
     )
-    export.add_argument(
-        "--segmenter", help="segmenter: the result to export, e.g. segment-10pct (default: segment)"
-    )
-    export.add_argument(
-        "--detector", help="detector: the result to export, e.g. detect-10pct (default: detect)"
-    )
+    for task in dense:
+        export.add_argument(
+            f"--{task.model}",
+            help=f"{task.model}: the result to export, e.g. {task.protocol}-10pct "
+            f"(default: {task.protocol})",
+        )
     export.add_argument("--name", help="model name for TF Serving (default: byol_<model>)")
     export.add_argument("--version", type=int, help="version number (default: next free)")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
@@ -192,12 +195,16 @@ def run_visualize(args: argparse.Namespace) -> int:
         kind=args.kind,
         data=args.data,
         output=args.output,
-        segmenter=args.segmenter,
-        detector=args.detector,
+        **_chosen_results(args),
     )
     for path in paths:
         print(path)
     return 0
+
+
+def _chosen_results(args: argparse.Namespace) -> dict:
+    """`--segmenter`, `--detector`, ...: the result each dense task's option names."""
+    return {task.model: getattr(args, task.model) for task in dense_tasks()}
 
 
 def run_embed(args: argparse.Namespace) -> int:
@@ -230,8 +237,7 @@ def run_export(args: argparse.Namespace) -> int:
         version=args.version,
         opset=args.opset,
         model=args.model,
-        segmenter=args.segmenter,
-        detector=args.detector,
+        **_chosen_results(args),
     )
     print(json.dumps(manifest["verification"], indent=2))
     print(f"exported to {manifest['version_dir']}")

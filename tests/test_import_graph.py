@@ -8,6 +8,7 @@ import ast
 from pathlib import Path
 
 import byol_keras
+from byol_keras.tasks import dense_tasks
 
 PACKAGE_ROOT = Path(byol_keras.__file__).parent
 # The training core: the method classes and what they are made of. A user can
@@ -15,7 +16,13 @@ PACKAGE_ROOT = Path(byol_keras.__file__).parent
 CORE = ("byol_keras.methods", "byol_keras.nn")
 # What every layer reads, and which must load before TensorFlow: the config, the name
 # tables and the field checker. They reach no folder of the package.
-BOTTOM = ("byol_keras.config", "byol_keras.catalog", "byol_keras.schema", "byol_keras.errors")
+BOTTOM = (
+    "byol_keras.config",
+    "byol_keras.catalog",
+    "byol_keras.schema",
+    "byol_keras.errors",
+    "byol_keras.tasks",
+)
 FOLDERS = ("augment", "data", "evaluation", "export", "methods", "nn", "training", "transfer")
 
 
@@ -104,10 +111,12 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 
 def test_the_graph_sees_imports_inside_functions_and_relative_imports():
     # A hand-checked sample: pretrain imports the method base at the top,
-    # evaluation.pictures imports the segmentation pictures inside a function.
+    # export.parity imports byol_keras.data inside a function, and the
+    # detector's picture module imports the shared class colours from its parent folder.
     graph = import_graph()
     assert "byol_keras.methods.base" in graph["byol_keras.pretrain"]
-    assert "byol_keras.transfer.segment_pictures" in graph["byol_keras.evaluation.pictures"]
+    assert "byol_keras.data" in graph["byol_keras.export.parity"]
+    assert "byol_keras.transfer.colours" in graph["byol_keras.transfer.detection.pictures"]
 
 
 def test_cycle_finder_finds_a_planted_cycle():
@@ -141,16 +150,26 @@ def test_the_core_does_not_reach_the_config():
     assert reaching == []
 
 
+def crossings(graph: dict[str, set[str]], source, target) -> list[str]:
+    """The imports from a module that `source` accepts of one that `target` accepts."""
+    return sorted(
+        f"{module} -> {imported}"
+        for module, imports in graph.items()
+        if source(module)
+        for imported in imports
+        if target(imported)
+    )
+
+
+def in_folder(folder: str):
+    """A test of whether a module is `folder` or lies inside it."""
+    return lambda module: within(module, folder)
+
+
 def test_the_methods_never_import_training():
     graph = import_graph()
-    crossings = [
-        f"{module} -> {target}"
-        for module, targets in graph.items()
-        if within(module, "byol_keras.methods")
-        for target in targets
-        if within(target, "byol_keras.training")
-    ]
-    assert crossings == []
+    found = crossings(graph, in_folder("byol_keras.methods"), in_folder("byol_keras.training"))
+    assert found == []
 
 
 def test_the_bottom_reaches_no_folder_of_the_package():
@@ -162,3 +181,26 @@ def test_the_bottom_reaches_no_folder_of_the_package():
         if any(within(target, f"byol_keras.{folder}") for folder in FOLDERS)
     }
     assert reached == set()
+
+
+def test_data_never_imports_a_task():
+    # The readers serve pretraining too: a data source must not pull in fine-tuning code.
+    graph = import_graph()
+    assert crossings(graph, in_folder("byol_keras.data"), in_folder("byol_keras.transfer")) == []
+
+
+def test_a_task_folder_is_imported_from_inside_it_only():
+    # Everything else reaches a task through tasks.TASKS, so a new task is a folder and a
+    # row: no list elsewhere names its modules.
+    graph = import_graph()
+    for task in dense_tasks():
+        inside = in_folder(f"byol_keras.transfer.{task.package}")
+        assert task.module("protocol").__name__ in graph  # the folder is where the row says
+        outside = [module for module in graph if not inside(module)]
+        assert crossings(graph, outside.__contains__, inside) == []
+
+
+def test_crossings_finds_a_planted_import():
+    graph = {"byol_keras.data.x": {"byol_keras.transfer.y"}, "byol_keras.transfer.y": set()}
+    found = crossings(graph, in_folder("byol_keras.data"), in_folder("byol_keras.transfer"))
+    assert found == ["byol_keras.data.x -> byol_keras.transfer.y"]

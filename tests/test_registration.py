@@ -4,6 +4,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import keras
@@ -14,8 +15,8 @@ from byol_keras.methods.byol import BYOL
 from byol_keras.nn.backbones import build_backbone
 from byol_keras.training.lars import LARS
 from byol_keras.training.schedules import WarmupCosine
-from byol_keras.transfer.detector import build_detector
-from byol_keras.transfer.segmenter import build_segmenter
+from byol_keras.transfer.detection.model import build_detector
+from byol_keras.transfer.segmentation.model import build_segmenter
 
 ROOT = Path(__file__).resolve().parents[1]
 # Libraries our users have beside us that import TensorFlow inside their own import.
@@ -99,3 +100,47 @@ def test_load_model_loads_every_kind_after_any_import_order_in_fresh_processes(s
         assert process.returncode == 0, (order, err[-2000:])
         loaded = dict(line.split(" ", 1) for line in out.strip().splitlines())
         assert loaded == EXPECTED, order
+
+
+# Where the task models' classes lived before transfer/ had a folder per task (294f2b8 and on):
+# the `module` a `.keras` file saved then names beside each class's registered name.
+OLD_MODULES = {
+    "byol_keras.transfer.segmentation.model": "byol_keras.transfer.segmenter",
+    "byol_keras.transfer.detection.model": "byol_keras.transfer.detector",
+    "byol_keras.transfer.detection.head": "byol_keras.transfer.retinanet_head",
+}
+
+
+def with_old_modules(path: str, destination: Path) -> Path:
+    """A copy of the `.keras` file at `path` whose config names the classes' old modules."""
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = members["config.json"].decode()
+    for new, old in OLD_MODULES.items():
+        config = config.replace(f'"module": "{new}"', f'"module": "{old}"')
+    members["config.json"] = config.encode()
+    with zipfile.ZipFile(destination, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return destination
+
+
+def test_task_models_saved_before_the_task_folders_still_load(saved, tmp_path):
+    old = {
+        kind: str(with_old_modules(saved[kind], tmp_path / f"old_{kind}.keras"))
+        for kind in ("segmenter", "detector")
+    }
+    configs = [zipfile.ZipFile(path).read("config.json").decode() for path in old.values()]
+    named = {old for old in OLD_MODULES.values() if any(f'"{old}"' in c for c in configs)}
+    assert named == set(OLD_MODULES.values())  # the copies do name every old module
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+    process = subprocess.run(
+        [sys.executable, "-c", LOAD.format(paths=old)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert process.returncode == 0, process.stderr[-2000:]
+    loaded = dict(line.split(" ", 1) for line in process.stdout.strip().splitlines())
+    assert loaded == {kind: EXPECTED[kind] for kind in old}

@@ -39,7 +39,7 @@ fi
 for seed in $seeds; do
   for fraction in $fractions; do
     for baseline in "" random; do
-      name=$(python -c "from byol_keras.transfer.segment import result_name
+      name=$(python -c "from byol_keras.transfer.segmentation.protocol import result_name
 print(result_name(float('$fraction'), '$baseline' or None, $seed))")
       [[ -f $run/eval/$name.json ]] && continue
       "${byol[@]}" evaluate --run "$run" --protocol segment --data "$source_spec" \

@@ -18,17 +18,58 @@ print(source.description)  # folder:/home/me/photos (3 images, 1 classes, 0 skip
 | `coco:<path>` | `annotations/instances_<split>.json`, `<split>/`; images unlabelled; `a+b` joins |
 """
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from byol_keras.config import Config, DataConfig
 from byol_keras.data.arrays import load_digits_source, load_npz_source
-from byol_keras.data.folder import IMAGE_EXTENSIONS, load_folder_source
-from byol_keras.data.image_files import FileLimits
+from byol_keras.data.box_sources import load_box_source
+from byol_keras.data.folder import load_folder_source
+from byol_keras.data.image_files import IMAGE_EXTENSIONS, FileLimits
+from byol_keras.data.segfolder import load_segfolder_source
 from byol_keras.data.source import ImageSource
 from byol_keras.data.tfds_source import load_tfds_source
 from byol_keras.errors import UsageError
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageSource", "load_source", "source_from_config"]
 
-_PREFIXES = ("tfds", "folder", "npz", "segfolder", "voc", "coco")
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """What `load_source` hands every reader besides the path and split."""
+
+    image_size: int
+    data_dir: str | None
+    limits: FileLimits
+
+
+@dataclass(frozen=True)
+class SourceFormat:
+    """One `<prefix>:<argument>` format: what follows the colon, and its reader."""
+
+    argument: str
+    load: Callable[[str, str, SourceOptions], ImageSource]
+
+
+# A new format is a reader module and one row here.
+FORMATS = {
+    "tfds": SourceFormat(
+        "name", lambda name, split, o: load_tfds_source(name, split, o.image_size, o.data_dir)
+    ),
+    "folder": SourceFormat(
+        "path", lambda path, split, o: load_folder_source(path, split, o.image_size, o.limits)
+    ),
+    "npz": SourceFormat("path", lambda path, split, o: load_npz_source(path, split, o.image_size)),
+    "segfolder": SourceFormat(
+        "path", lambda path, split, o: load_segfolder_source(path, split, o.limits)
+    ),
+    "voc": SourceFormat(
+        "path", lambda path, split, o: load_box_source("voc", path, split, o.limits)
+    ),
+    "coco": SourceFormat(
+        "path", lambda path, split, o: load_box_source("coco", path, split, o.limits)
+    ),
+}
 
 
 def load_source(
@@ -82,31 +123,16 @@ def load_source(
     if spec == "digits":
         return load_digits_source(split, image_size)
     prefix, _, rest = spec.partition(":")
-    if prefix not in _PREFIXES or not rest:
-        if prefix in _PREFIXES:
+    if prefix not in FORMATS or not rest:
+        if prefix in FORMATS:
             raise UsageError(f"data.source: '{spec}' names no {prefix} after the colon")
+        named = [f"{name}:<{form.argument}>" for name, form in FORMATS.items()]
         raise UsageError(
             f"data.source: unknown source '{spec}' "
-            "(expected digits, tfds:<name>, folder:<path>, npz:<path>, segfolder:<path>, "
-            "voc:<path> or coco:<path>)"
+            f"(expected digits, {', '.join(named[:-1])} or {named[-1]})"
         )
-    if prefix == "tfds":
-        return load_tfds_source(rest, split, image_size, data_dir)
-    if prefix == "folder":
-        return load_folder_source(
-            rest, split, image_size, FileLimits(max_file_mb, max_image_pixels)
-        )
-    # Imported here, not at the top: the transfer readers import data.folder,
-    # which runs this file first, so importing them first would be circular.
-    if prefix == "segfolder":
-        from byol_keras.transfer.segfolder import load_segfolder_source
-
-        return load_segfolder_source(rest, split, FileLimits(max_file_mb, max_image_pixels))
-    if prefix in ("voc", "coco"):
-        from byol_keras.transfer.box_sources import load_box_source
-
-        return load_box_source(prefix, rest, split, FileLimits(max_file_mb, max_image_pixels))
-    return load_npz_source(rest, split, image_size)
+    options = SourceOptions(image_size, data_dir, FileLimits(max_file_mb, max_image_pixels))
+    return FORMATS[prefix].load(rest, split, options)
 
 
 def source_from_config(config: Config, spec: str, split: str) -> ImageSource:

@@ -7,15 +7,18 @@ orientation says, are decoded by Pillow.
 """
 
 import os
-from collections.abc import Callable
 
-import tensorflow as tf
-
-from byol_keras.data.image_files import FileLimits, check_files, pillow_decode
-from byol_keras.data.source import ImageSource, decode_rgb, example_ids, log, resize_uint8
+from byol_keras.data.image_files import (
+    IMAGE_EXTENSIONS,
+    FileLimits,
+    check_files,
+    file_keys_and_decode,
+    list_image_files,
+    read_encoded,
+)
+from byol_keras.data.source import ImageSource, example_ids, log
 from byol_keras.errors import UsageError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 # Sub-folder names that mark a folder as split into train/test/...; asking for
 # a split that is not among them is an error rather than a silent fall-back to
 # the whole tree, which would mix the splits.
@@ -130,45 +133,6 @@ def _class_names(base: str, root: str, files: list[str]) -> list[str] | None:
     return sorted(names) or None
 
 
-def list_image_files(root: str, tree: str | None = None) -> list[str]:
-    """Lists the image files under `root` as sorted '/'-joined relative paths.
-
-    Hidden files and folders are ignored. A link to a folder is followed only
-    when it resolves inside `tree` (default: `root`; a folder source passes
-    the folder it was given, so `train/cat` may link to `all/cat`), and each
-    folder is listed once, real folders before links, so a link to `/` or a
-    link loop cannot make the walk leave the data set or run forever. Names
-    are listed whatever they point to; the up-front check then keeps regular
-    files only (a link to a regular file may point anywhere).
-
-    ```python
-    assert list_image_files("photos/") == ['cat/1.jpg', 'cat/2.png', 'loose.webp']
-    ```
-    """
-    boundary = os.path.realpath(tree if tree is not None else root)
-    found = []
-    seen = set()
-    for folder, dirs, names in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:  # reached twice through links
-            dirs[:] = []
-            continue
-        seen.add(real)
-        paths = {d: os.path.join(folder, d) for d in dirs if not d.startswith(".")}
-        inside = [d for d, p in paths.items() if _inside(os.path.realpath(p), boundary)]
-        dirs[:] = sorted(inside, key=lambda d: (os.path.islink(paths[d]), d))
-        relative = os.path.relpath(folder, root)
-        prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
-        for name in names:
-            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(prefix + name)
-    return sorted(found)
-
-
-def _inside(path: str, root: str) -> bool:
-    return os.path.commonpath([path, root]) == root
-
-
 def _split_root(path: str, split: str) -> str:
     if not os.path.exists(path):
         raise UsageError(f"data.source: folder '{path}' does not exist")
@@ -182,61 +146,3 @@ def _split_root(path: str, split: str) -> str:
             f"data.split: folder '{path}' has no '{split}' sub-folder (found {', '.join(splits)})"
         )
     return path
-
-
-def _tf_decode(path: tf.Tensor) -> tf.Tensor:
-    return decode_rgb(tf.io.read_file(path))
-
-
-def file_keys_and_decode(
-    paths: list[str], labels: list[int], use_pillow: list[bool] | None, image_size: int | None
-) -> tuple[tf.data.Dataset, Callable]:
-    """Path keys and their decoder for image files, the `ImageSource` pieces of a folder.
-
-    `use_pillow[i]` sends file i to Pillow (formats TensorFlow cannot decode);
-    None decodes every file with TensorFlow. Images are resized to
-    `image_size`, or keep their own size when it is None. `read_encoded`
-    reads the same keys as encoded bytes.
-
-    ```python
-    keys, decode = file_keys_and_decode(["street.jpg", "photos/cat/2.png"], [0, 1], None, 32)
-    ```
-    """
-
-    def decode(path, label, pillow_flag=None):
-        if pillow_flag is None:
-            image = _tf_decode(path)
-        else:
-            image = tf.cond(pillow_flag, lambda: _pillow(path), lambda: _tf_decode(path))
-        return (image if image_size is None else resize_uint8(image, image_size)), label
-
-    columns = ([os.fsencode(p) for p in paths], tf.constant(labels, tf.int32))
-    if use_pillow is not None:
-        # Only then does the graph hold a Python call, which would otherwise
-        # stop the dataset from being serialised (tf.distribute, snapshots).
-        columns += (tf.constant(use_pillow, tf.bool),)
-    return tf.data.Dataset.from_tensor_slices(columns), decode
-
-
-def read_encoded(path: tf.Tensor, label: tf.Tensor, pillow_flag: tf.Tensor | None = None):
-    """A key of `file_keys_and_decode` as `(encoded bytes, label)`, bytes that `decode_rgb` reads.
-
-    A file only Pillow can read (flagged by the up-front check) is decoded by
-    Pillow and handed over as PNG bytes.
-
-    ```python
-    data, label = read_encoded(tf.constant("cat.jpg"), tf.constant(0))  # the file's bytes, 0
-    ```
-    """
-    if pillow_flag is None:
-        return tf.io.read_file(path), label
-    data = tf.cond(
-        pillow_flag, lambda: tf.io.encode_png(_pillow(path)), lambda: tf.io.read_file(path)
-    )
-    return data, label
-
-
-def _pillow(path: tf.Tensor) -> tf.Tensor:
-    image = tf.py_function(lambda p: pillow_decode(os.fsdecode(p.numpy())), [path], tf.uint8)
-    image.set_shape([None, None, 3])
-    return image

@@ -20,6 +20,7 @@ Pillow, which applies the orientation; every size reported is the displayed one.
 import os
 import stat
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -27,9 +28,10 @@ import numpy as np
 import tensorflow as tf
 from PIL import ExifTags, Image, ImageOps
 
-from byol_keras.data.source import decode_rgb
+from byol_keras.data.source import decode_rgb, resize_uint8
 from byol_keras.errors import first_line
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 _MEBIBYTE = 1 << 20
 
 
@@ -212,3 +214,100 @@ def pillow_decode(path: str) -> np.ndarray:
             grey = np.clip(pixels, 0, 255).astype(np.uint8)
             return np.repeat(grey[..., np.newaxis], 3, axis=-1)
         return np.asarray(image.convert("RGB"))
+
+
+def list_image_files(root: str, tree: str | None = None) -> list[str]:
+    """Lists the image files under `root` as sorted '/'-joined relative paths.
+
+    Hidden files and folders are ignored. A link to a folder is followed only
+    when it resolves inside `tree` (default: `root`; a folder source passes
+    the folder it was given, so `train/cat` may link to `all/cat`), and each
+    folder is listed once, real folders before links, so a link to `/` or a
+    link loop cannot make the walk leave the data set or run forever. Names
+    are listed whatever they point to; the up-front check then keeps regular
+    files only (a link to a regular file may point anywhere).
+
+    ```python
+    assert list_image_files("photos/") == ['cat/1.jpg', 'cat/2.png', 'loose.webp']
+    ```
+    """
+    boundary = os.path.realpath(tree if tree is not None else root)
+    found = []
+    seen = set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # reached twice through links
+            dirs[:] = []
+            continue
+        seen.add(real)
+        paths = {d: os.path.join(folder, d) for d in dirs if not d.startswith(".")}
+        inside = [d for d, p in paths.items() if _inside(os.path.realpath(p), boundary)]
+        dirs[:] = sorted(inside, key=lambda d: (os.path.islink(paths[d]), d))
+        relative = os.path.relpath(folder, root)
+        prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
+        for name in names:
+            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(prefix + name)
+    return sorted(found)
+
+
+def _inside(path: str, root: str) -> bool:
+    return os.path.commonpath([path, root]) == root
+
+
+def _tf_decode(path: tf.Tensor) -> tf.Tensor:
+    return decode_rgb(tf.io.read_file(path))
+
+
+def file_keys_and_decode(
+    paths: list[str], labels: list[int], use_pillow: list[bool] | None, image_size: int | None
+) -> tuple[tf.data.Dataset, Callable]:
+    """Path keys and their decoder for image files, the `ImageSource` pieces of a folder.
+
+    `use_pillow[i]` sends file i to Pillow (formats TensorFlow cannot decode);
+    None decodes every file with TensorFlow. Images are resized to
+    `image_size`, or keep their own size when it is None. `read_encoded`
+    reads the same keys as encoded bytes.
+
+    ```python
+    keys, decode = file_keys_and_decode(["street.jpg", "photos/cat/2.png"], [0, 1], None, 32)
+    ```
+    """
+
+    def decode(path, label, pillow_flag=None):
+        if pillow_flag is None:
+            image = _tf_decode(path)
+        else:
+            image = tf.cond(pillow_flag, lambda: _pillow(path), lambda: _tf_decode(path))
+        return (image if image_size is None else resize_uint8(image, image_size)), label
+
+    columns = ([os.fsencode(p) for p in paths], tf.constant(labels, tf.int32))
+    if use_pillow is not None:
+        # Only then does the graph hold a Python call, which would otherwise
+        # stop the dataset from being serialised (tf.distribute, snapshots).
+        columns += (tf.constant(use_pillow, tf.bool),)
+    return tf.data.Dataset.from_tensor_slices(columns), decode
+
+
+def read_encoded(path: tf.Tensor, label: tf.Tensor, pillow_flag: tf.Tensor | None = None):
+    """A key of `file_keys_and_decode` as `(encoded bytes, label)`, bytes that `decode_rgb` reads.
+
+    A file only Pillow can read (flagged by the up-front check) is decoded by
+    Pillow and handed over as PNG bytes.
+
+    ```python
+    data, label = read_encoded(tf.constant("cat.jpg"), tf.constant(0))  # the file's bytes, 0
+    ```
+    """
+    if pillow_flag is None:
+        return tf.io.read_file(path), label
+    data = tf.cond(
+        pillow_flag, lambda: tf.io.encode_png(_pillow(path)), lambda: tf.io.read_file(path)
+    )
+    return data, label
+
+
+def _pillow(path: tf.Tensor) -> tf.Tensor:
+    image = tf.py_function(lambda p: pillow_decode(os.fsdecode(p.numpy())), [path], tf.uint8)
+    image.set_shape([None, None, 3])
+    return image

@@ -7,13 +7,14 @@
 - `embed.py`: `embed_run`, every image of a source embedded into a `.npy` or `.parquet` file.
 - `embeddings.py`: `Embedder`, batched backbone features of a source.
 - `monitor.py`: `KnnMonitor`, the k-NN accuracy logged during training.
-- `pictures.py`: `visualize_run` (t-SNE, nearest neighbours, occlusion maps; the
-  segmentation pictures come from `byol_keras.transfer`).
+- `pictures.py`: `visualize_run` (t-SNE, nearest neighbours, occlusion maps; a
+  downstream task's pictures come from its folder in `byol_keras.transfer`).
 - `metrics.py`: top-k and per-class accuracy.
 
-Dense transfer (`--protocol segment`) lives in `byol_keras.transfer`; `protocols.py`
-dispatches to it. Evaluation never imports `byol_keras.export`: what both need, the
-run directory and its networks, is in `byol_keras.runs`.
+Dense transfer (`--protocol segment`, `detect`) lives in `byol_keras.transfer`, one
+folder per task; `protocols.py` reaches it through the table of `byol_keras.tasks`.
+Evaluation never imports `byol_keras.export`: what both need, the run directory and
+its networks, is in `byol_keras.runs`.
 
 ```python
 from byol_keras.evaluation import evaluate_run

@@ -37,10 +37,10 @@ from byol_keras.augment.eval_transform import EvalTransform
 from byol_keras.config import load_config
 from byol_keras.data import source_from_config
 from byol_keras.data.folder import SPLIT_NAMES
+from byol_keras.data.segfolder import split_folders
 from byol_keras.errors import UsageError
 from byol_keras.evaluation.embeddings import Embedder
 from byol_keras.runs import RunDirectory, load_networks
-from byol_keras.transfer.segfolder import split_folders
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@
   unoccluded image's) when each patch is hidden, overlaid on the image;
 - `curves`: loss, τ, the collapse indicator and kNN top-1 per epoch, from
   metrics.csv;
-- `segmentation`: test images with their true and predicted masks, from the
-  segmenter that `evaluate --protocol segment` kept (`segment_pictures.py`).
-- `detection`: test images with their true and predicted boxes, from the
-  detector that `evaluate --protocol detect` kept (`detect_pictures.py`).
+- each dense task's kind (`tasks.py`): `segmentation`, test images with their
+  true and predicted masks, from the segmenter that `evaluate --protocol
+  segment` kept, and `detection`, with their true and predicted boxes, from
+  the detector of `--protocol detect` (`transfer/<task>/pictures.py`).
 
 Images come from `--data` (default: the run's `data.val_source`): the test
 split is `data.val_split`, the retrieval bank `eval.train_split`. Each image
@@ -41,8 +41,11 @@ from byol_keras.evaluation.embeddings import Embedder, source_arrays
 from byol_keras.evaluation.knn import l2_normalize_rows, nearest_neighbours
 from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
+from byol_keras.tasks import dense_tasks
 
-KINDS = ("tsne", "retrieval", "occlusion", "curves", "segmentation", "detection")
+# A dense task's pictures are drawn by its own folder; its kind comes from the table.
+TASK_KINDS = {task.picture: task for task in dense_tasks() if task.picture}
+KINDS = ("tsne", "retrieval", "occlusion", "curves", *TASK_KINDS)
 TSNE_POINTS = 2000
 RETRIEVAL_QUERIES, RETRIEVAL_NEIGHBOURS, RETRIEVAL_BANK = 8, 8, 10_000
 OCCLUSION_IMAGES = 4
@@ -54,8 +57,7 @@ def visualize_run(
     kind: str,
     data: str | None = None,
     output=None,
-    segmenter: str | None = None,
-    detector: str | None = None,
+    **results: str | None,
 ) -> list[Path]:
     """Draws one kind of picture for a run and returns the PNG paths it wrote.
 
@@ -63,13 +65,13 @@ def visualize_run(
 
     Args:
         run_dir: A finished run directory.
-        kind: `"tsne"`, `"retrieval"`, `"occlusion"` or `"curves"`.
+        kind: `"tsne"`, `"retrieval"`, `"occlusion"`, `"curves"`, or a dense task's:
+            `"segmentation"` or `"detection"`.
         data: A labelled source spec; default: the run's `data.val_source`.
         output: A `.png` file or a folder.
-        segmenter: For `segmentation`, the result to draw, e.g. `"segment-10pct"`
-            (default: `segment`, or the only one there is).
-        detector: For `detection`, the result to draw, e.g. `"detect-10pct"`
-            (default: `detect`, or the only one there is).
+        **results: For a task's kind, the result to draw under the name of the task's
+            model: `segmenter="segment-10pct"`, `detector="detect-10pct"`
+            (default: `segment` or `detect`, or the only one there is).
 
     Returns:
         The paths of the PNG files written.
@@ -80,25 +82,19 @@ def visualize_run(
     """
     if kind not in KINDS:
         raise UsageError(f"--kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+    unknown = set(results) - {task.model for task in TASK_KINDS.values()}
+    if unknown:
+        raise TypeError(f"visualize_run() got an unexpected keyword argument {unknown.pop()!r}")
     run = RunDirectory(run_dir)
-    if kind == "segmentation":
-        from byol_keras.transfer.segment_pictures import segmentation_picture
-
+    if kind in TASK_KINDS:
+        task = TASK_KINDS[kind]
         if data is not None:
             raise UsageError(
-                "--data: --kind segmentation draws the test split its segmenter was scored on; "
-                "choose the segmenter with --segmenter"
+                f"--data: --kind {kind} draws the test split its {task.model} was scored on; "
+                f"choose the {task.model} with --{task.model}"
             )
-        return [segmentation_picture(run, segmenter, _output_path(run, kind, output))]
-    if kind == "detection":
-        from byol_keras.transfer.detect_pictures import detection_picture
-
-        if data is not None:
-            raise UsageError(
-                "--data: --kind detection draws the test split its detector was scored on; "
-                "choose the detector with --detector"
-            )
-        return [detection_picture(run, detector, _output_path(run, kind, output))]
+        draw = task.module("pictures").picture
+        return [draw(run, results.get(task.model), _output_path(run, kind, output))]
     if kind == "curves":
         if not run.metrics_path.is_file():
             raise UsageError(f"--run: '{run.root}' has no {run.metrics_path.name} to plot")

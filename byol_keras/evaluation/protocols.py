@@ -48,11 +48,7 @@ from byol_keras.evaluation.metrics import per_class_accuracy, top_k_accuracy
 from byol_keras.evaluation.retrieval import retrieval_figures, retrieval_per_query
 from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory, atomic_write_text, check_writable
-from byol_keras.tasks import PROTOCOLS, TASKS
-from byol_keras.transfer.detect import default_detect_data, evaluate_detection
-from byol_keras.transfer.detect import result_name as detect_result_name
-from byol_keras.transfer.segment import default_segment_data, evaluate_segmentation
-from byol_keras.transfer.segment import result_name as segment_result_name
+from byol_keras.tasks import PROTOCOLS, TASKS, listed
 
 _FRACTION_PROTOCOLS = tuple(name for name, task in TASKS.items() if task.label_fraction)
 
@@ -72,8 +68,8 @@ def evaluate_run(
 
     Args:
         run_dir: A finished run directory.
-        protocol: `"linear"`, `"knn"`, `"finetune"`, `"retrieval"`, `"segment"`
-            (transfer/segment.py) or `"detect"` (transfer/detect.py).
+        protocol: `"linear"`, `"knn"`, `"finetune"`, `"retrieval"`, or a task of
+            `transfer/`: `"segment"` (transfer/segmentation/) or `"detect"` (transfer/detection/).
         data: A labelled source spec; default: the run's `data.val_source`.
         label_fraction: For `finetune`, `segment` and `detect`, the fraction of labelled
             training examples to use, in (0, 1] (default 1).
@@ -96,7 +92,7 @@ def evaluate_run(
     run = RunDirectory(run_dir).require_finished()
     config = load_config(run.config_path, list(overrides))
     check_writable(run.eval_dir, "--run")  # before the work, not when writing its result
-    if protocol in _DENSE_PROTOCOLS:
+    if TASKS[protocol].package:
         return _dense(protocol, run, config, data, label_fraction, baseline, started)
     spec = data or config.data.val_source
     if not spec:
@@ -145,7 +141,7 @@ def _checked_request(protocol: str, label_fraction: float | None, baseline: str 
         raise UsageError(f"--baseline: the only baseline is 'random', got {baseline!r}")
     if label_fraction is not None and protocol not in _FRACTION_PROTOCOLS:
         raise UsageError(
-            "--label-fraction: applies to --protocol finetune, segment and detect only"
+            f"--label-fraction: applies to --protocol {listed(_FRACTION_PROTOCOLS, 'and')} only"
         )
     if protocol in _FRACTION_PROTOCOLS:
         label_fraction = 1.0 if label_fraction is None else label_fraction
@@ -154,41 +150,20 @@ def _checked_request(protocol: str, label_fraction: float | None, baseline: str 
     return label_fraction
 
 
-# protocol -> (its default data given a config, the source it needs, result name, runner)
-_DENSE_PROTOCOLS = {
-    "segment": (
-        default_segment_data,
-        "a segfolder source; pass --data segfolder:<path>",
-        lambda config, fraction, baseline: segment_result_name(
-            fraction, baseline, config.segment.seed
-        ),
-        evaluate_segmentation,
-    ),
-    "detect": (
-        default_detect_data,
-        "a voc: or coco: source; pass --data voc:<path> or coco:<path>",
-        lambda config, fraction, baseline: detect_result_name(
-            fraction, baseline, config.detect.seed
-        ),
-        evaluate_detection,
-    ),
-}
-
-
 def _dense(protocol, run, config, data, fraction, baseline, started) -> dict:
-    """`--protocol segment` and `detect` (transfer/): their own sources and file names."""
-    default_data, needs, name_of, evaluate = _DENSE_PROTOCOLS[protocol]
-    default = default_data(load_config(run.config_path))  # the run's own, not --set's
-    spec = data or default_data(config)
+    """A task of `transfer/` (`--protocol segment`, `detect`): its own sources and file names."""
+    dense = TASKS[protocol].module("protocol").PROTOCOL
+    default = dense.default_data(load_config(run.config_path))  # the run's own, not --set's
+    spec = data or dense.default_data(config)
     if not spec:
-        raise UsageError(f"--data: run '{run.root}' was not pretrained on {needs}")
-    name = name_of(config, fraction, baseline)
+        raise UsageError(f"--data: run '{run.root}' was not pretrained on {dense.needs}")
+    name = dense.result_name(fraction, baseline, getattr(config, TASKS[protocol].section).seed)
     if spec != default:
         name += f"@{_slug(spec)}"
     path = run.eval_dir / f"{name}.json"
     _refuse_other_data(path, spec)
     backbone = _backbone(run, config, random_init=baseline == "random")
-    return evaluate(run, config, spec, fraction, baseline, backbone, path, started)
+    return dense.evaluate(run, config, spec, fraction, baseline, backbone, path, started)
 
 
 def _accuracies(scores: np.ndarray, test_labels: np.ndarray):

@@ -1,11 +1,11 @@
 """The export code: a run's networks as verified TF Serving SavedModels and ONNX models.
 
-- `run.py`: `export_run`, the backbone export, and the dispatch to the other models.
+- `run.py`: `export_run`, the backbone export, and the dispatch to the models the
+  downstream tasks keep (`tasks.py`), each exported by its task's folder
+  (`transfer/segmentation/export.py`, `transfer/detection/export.py`).
 - `publish.py`: `publish`, stage → verify → commit → manifest, shared by every export.
 - `signature.py`: the serving function (uint8 images in, embeddings out).
 - `parity.py`: the inputs and Keras references the artifacts are checked against.
-- `segmenter.py`: the fine-tuned segmenter of `--protocol segment`, on the same contract.
-- `detector.py`: the fine-tuned detector of `--protocol detect`, NMS inside.
 - `verify.py`: the verification worker, run as `python -m byol_keras.export.verify`.
 
 Export never imports `byol_keras.evaluation`; it reads runs through `byol_keras.runs`.

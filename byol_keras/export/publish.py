@@ -1,6 +1,6 @@
 """One way to publish an export: stage, verify, commit, then write the manifest.
 
-Every exported model (the backbone, the segmenter) goes through `publish`:
+Every exported model (the backbone, a task's segmenter or detector) goes through `publish`:
 its artifacts are written into a hidden staging folder beside the
 destination, converted to ONNX, checked by the caller's `verify` (which
 reloads them in a fresh process), and only then renamed into place, so an

@@ -41,9 +41,9 @@ from byol_keras.export.publish import (
     existing_versions,
     publish,
 )
-from byol_keras.export.segmenter import export_segmenter
 from byol_keras.export.verify import RELATIVE_TOLERANCE, TOLERANCE_RULE
 from byol_keras.runs import RunDirectory, load_networks
+from byol_keras.tasks import dense_tasks, listed
 
 __all__ = [
     "ExportError",
@@ -64,8 +64,7 @@ def export_run(
     version: int | None = None,
     opset: int = MIN_OPSET,
     model: str = "backbone",
-    segmenter: str | None = None,
-    detector: str | None = None,
+    **results: str | None,
 ) -> dict:
     """Exports the run's online backbone, verifies every artifact, and returns the manifest.
 
@@ -82,12 +81,12 @@ def export_run(
             `byol_segmenter` or `byol_detector`.
         version: The version folder; default: one above the highest present.
         opset: The ONNX opset, from 17 to the newest the installed tf2onnx knows.
-        model: `"backbone"`, or `"segmenter"` for the segmenter that
-            `evaluate --protocol segment` kept (`segmenter.py`).
-        segmenter: Which segmentation result, e.g. `"segment-10pct"`
-            (default: `segment`, or the only one there is).
-        detector: For `model="detector"` (`detector.py`), which detection
-            result, e.g. `"detect-10pct"` (default: `detect`, or the only one).
+        model: `"backbone"`, or the network a dense task kept (`tasks.py`):
+            `"segmenter"` (`evaluate --protocol segment`) or `"detector"`
+            (`--protocol detect`), exported by `transfer/<task>/export.py`.
+        **results: Which of the task's results, under the name of its model:
+            `segmenter="segment-10pct"`, `detector="detect-10pct"` (default:
+            `segment` or `detect`, or the only one there is).
 
     Returns:
         The manifest written beside the artifacts: their paths, the measured
@@ -99,22 +98,23 @@ def export_run(
     assert manifest["artifacts"]["onnx"]["path"] == "onnx/byol_backbone-v3.onnx"
     ```
     """
+    kept = {task.model: task for task in dense_tasks()}
+    unknown = set(results) - set(kept)
+    if unknown:
+        raise TypeError(f"export_run() got an unexpected keyword argument {unknown.pop()!r}")
     run = RunDirectory(run_dir).require_finished()
-    kept = {
-        "segmenter": ("segment", segmenter, "--segmenter", export_segmenter),
-        "detector": ("detect", detector, "--detector", _export_detector),
-    }
     if model != "backbone" and model not in kept:
-        raise UsageError(f"--model: expected backbone, segmenter or detector, got {model!r}")
+        raise UsageError(f"--model: expected {listed(['backbone', *kept])}, got {model!r}")
     if model in kept:
-        protocol, result_name, option, export = kept[model]
+        task = kept[model]
         # Refuse a missing result before anything is written.
-        result = run.find_result(protocol, result_name, option)
+        result = run.find_result(task.protocol, results.get(model), f"--{model}")
     output = Path(output) if output is not None else run.root / "export"
     name = name or f"byol_{model}"
     request = check_request(formats, output, name, version, opset)
     if model in kept:
-        return export(run, request, *result)
+        # Imported when used: KerasCV takes seconds to import, and only the detector needs it.
+        return task.module("export").export_model(run, request, *result)
 
     config = load_config(run.config_path)
     transform = EvalTransform.from_config(config)
@@ -133,13 +133,6 @@ def export_run(
         "precision": {"trained": config.train.precision, "exported": "float32"},
     }
     return publish(request, run, write_saved_model, verify, description)
-
-
-def _export_detector(*arguments) -> dict:
-    # Imported when used: KerasCV takes seconds to import, and only the detector needs it.
-    from byol_keras.export.detector import export_detector
-
-    return export_detector(*arguments)
 
 
 def _contract_section(contract: dict, transform: EvalTransform) -> dict:

@@ -1,27 +1,31 @@
-"""Dense transfer: a pretrained backbone fine-tuned for per-pixel and box tasks, in one package.
+"""Dense transfer: a pretrained backbone fine-tuned for per-pixel and box tasks, one folder each.
 
+Shared by the tasks:
+
+- `protocol.py`: `DenseProtocol`, the protocol skeleton (read train/val/test, refuse
+  shared and pretraining images, fine-tune a seeded subset, keep the best val
+  weights, score test, write the result and the model), and its parts.
 - `pyramid.py`: `feature_pyramid`, the backbone's multi-scale features (stride 4 to 32).
-- `segfolder.py`: the `segfolder:` source of images with per-pixel class masks.
-- `joint_augment.py`: crops and flips applied alike to an image and its mask.
-- `segmenter.py`: the FPN semantic head, its fine-tuning and prediction.
-- `segmentation_metrics.py`: the confusion matrix, IoU per class and mean IoU.
-- `segment.py`: `evaluate_segmentation`, the `--protocol segment` fine-tune and test.
-- `segment_pictures.py`: test images with their true and predicted masks.
-- `boxes.py`: `BoxSplit`, images with object boxes in their own pixels, and what
-  the box readers share (image checks, clipping, counting what is skipped).
-- `voc.py`, `coco.py`: the `voc:` and `coco:` readers; `box_sources.py` picks one by spec.
-- `detection_metrics.py`: COCO AP figures from pycocotools.
-- `detector.py`: the KerasCV RetinaNet on the pyramid, letterboxing, fine-tuning, prediction.
-- `detect.py`: `evaluate_detection`, the `--protocol detect` fine-tune and test.
-- `detect_pictures.py`: test images with their true and predicted boxes.
-- `protocol.py`: what segment and detect share (result names, label subsets, refusals).
+- `precise_bn.py`: `PreciseBN`, BatchNorm statistics re-estimated for the kept weights.
+- `colours.py`: the fixed colour of each class in the pictures.
 
-The modules are imported one by one: this file imports none of them, because
-`segfolder.py`, `voc.py` and `coco.py` also serve pretraining (`data.source:
-segfolder:...`, `voc:...`) and must not pull in the fine-tuning code. The
-segmenter's and detector's exports are `byol_keras.export.segmenter` and `.detector`.
+One folder per task, each with the same modules (`tasks.py` lists the tasks):
+
+- `segmentation/`: `--protocol segment` on a `segfolder:` source. `model.py`, the FPN
+  semantic head and prediction; `augment.py`, crops and flips applied alike to an
+  image and its mask; `training.py`; `metrics.py`, the confusion matrix and IoU;
+  `protocol.py`; `pictures.py`; `export.py`, the SavedModel and ONNX export.
+- `detection/`: `--protocol detect` on a `voc:` or `coco:` source, split the keras-hub
+  way. `model.py`, the KerasCV RetinaNet on the pyramid (`head.py`, its class and box
+  heads); `preprocessor.py`, letterboxing; `prediction.py`, detections in each
+  image's own pixels; `training.py`; `metrics.py`, COCO AP from pycocotools;
+  `protocol.py`; `pictures.py`; `export.py`, NMS inside.
+
+The data they read are `byol_keras.data`'s (`segfolder.py`, `voc.py`, `coco.py`),
+since pretraining reads them too. This file imports none of the modules, so that
+importing one task never loads another.
 
 ```python
-from byol_keras.transfer.segment import evaluate_segmentation
+from byol_keras.transfer.segmentation.protocol import evaluate_segmentation
 ```
 """

@@ -19,8 +19,7 @@ from PIL import Image
 from byol_keras.cli import main
 from byol_keras.config import DataConfig
 from byol_keras.data import load_source
-from byol_keras.data.folder import list_image_files
-from byol_keras.data.image_files import pillow_decode
+from byol_keras.data.image_files import list_image_files, pillow_decode
 from byol_keras.data.source import MAX_CLASSES, decode_rgb
 from byol_keras.errors import UsageError
 from tests.helpers.broken_jpegs import jpeg_bytes, write_broken_jpegs

@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from sklearn.datasets import load_digits
 
+import byol_keras.data as data_package
 from byol_keras.augment import image_batches
 from byol_keras.data import ImageSource, load_source
 from byol_keras.data.source import array_to_uint8
@@ -410,3 +411,28 @@ def test_tfds_slices_resolve_to_the_examples_they_share(tmp_path):
     assert train.shared_examples(first_tenth) == 2
     assert train.shared_examples(test) == 0
     assert source("train[50%:]").shared_examples(first_tenth) == 0
+
+
+def test_an_unknown_source_names_every_format_of_the_table():
+    with pytest.raises(UsageError) as caught:
+        load_source("ftp:somewhere")
+    assert str(caught.value) == (
+        "data.source: unknown source 'ftp:somewhere' (expected digits, tfds:<name>, "
+        "folder:<path>, npz:<path>, segfolder:<path>, voc:<path> or coco:<path>)"
+    )
+
+
+def test_a_new_format_is_one_row_of_the_table(monkeypatch):
+    # A reader that records what load_source hands it, registered by one row.
+    calls = []
+    digits = load_source("digits", split="test", image_size=8)
+
+    def load(path, split, options):
+        calls.append((path, split, options.image_size, options.limits.max_file_mb))
+        return digits
+
+    monkeypatch.setitem(data_package.FORMATS, "mine", data_package.SourceFormat("path", load))
+    assert load_source("mine:some/where", split="val", image_size=8, max_file_mb=3.0) is digits
+    assert calls == [("some/where", "val", 8, 3.0)]
+    with pytest.raises(UsageError, match=r"or mine:<path>\)"):
+        load_source("ftp:somewhere")

@@ -8,16 +8,7 @@ import pytest
 import tensorflow as tf
 
 from byol_keras.nn.backbones import all_layers, build_backbone
-from byol_keras.transfer import detector as detector_module
-from byol_keras.transfer.box_sources import load_box_split
-from byol_keras.transfer.detector import (
-    build_detector,
-    finetune_detector,
-    prepare_split,
-    training_batches,
-)
-from byol_keras.transfer.precise_bn import PreciseBN
-from tests.helpers.boxes import random_scenes, write_voc
+from byol_keras.transfer.detection.model import build_detector
 
 SIZE = (128, 128)
 ALPHA, GAMMA, PRIOR = 0.25, 2.0, 0.01  # KerasCV's "focal" loss; the paper's prior
@@ -95,30 +86,3 @@ def test_head_kernels_follow_head_init_and_the_biases_the_prior():
     prior = np.asarray(detector.classification_head.prediction_layer.bias)
     np.testing.assert_allclose(prior, -math.log((1 - PRIOR) / PRIOR), rtol=1e-6)
     np.testing.assert_array_equal(np.asarray(detector.box_head.prediction_layer.bias), 0.0)
-
-
-@pytest.mark.slow  # a fine-tune: 20-50 s on the shared CPU
-def test_the_kept_detector_carries_batchnorm_statistics_re_estimated_for_its_weights(
-    tmp_path, monkeypatch
-):
-    monkeypatch.setattr(detector_module, "MIN_STEPS_PER_EPOCH", 2)
-    scenes = random_scenes(8, seed=0)
-    root = write_voc(tmp_path, {"train": scenes[:6], "val": scenes[6:]})
-    size = (64, 96)
-    train = prepare_split(load_box_split(f"voc:{root}", "train"), size, as_uint8=True)
-    val = prepare_split(load_box_split(f"voc:{root}", "val"), size)
-    keras.utils.set_random_seed(3)
-    backbone = build_backbone("resnet18", 64, stem="imagenet", width=16)
-    detector = build_detector(backbone, 3, size, (8.0, 16.0, 32.0, 64.0, 128.0), head_width=8)
-    finetune_detector(
-        detector, train, val, 1, 4, 1e-3, 0.0, (0.75, 1.25), seed=3, precise_bn_batches=2
-    )
-    norms = [w for w in detector.non_trainable_weights if "moving" in w.path]
-    kept = [np.asarray(w) for w in norms]
-    # The average over the first two batches of the augmented training stream, in which the
-    # one val score (epoch 1) drew them.
-    keras.utils.set_random_seed(3)
-    stream = training_batches(train, 4, (0.75, 1.25), seed=3).map(lambda images, _: images)
-    assert PreciseBN(detector, run=detector.feature_extractor)(list(stream.take(2)), 2) == 2
-    for weight, value in zip(norms, kept, strict=True):
-        np.testing.assert_allclose(weight, value, rtol=1e-5, atol=1e-6, err_msg=weight.path)

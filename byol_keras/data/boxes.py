@@ -15,7 +15,7 @@ their image and clips those that lie partly outside, and logs each kind of
 skip once.
 
 ```python
-from byol_keras.transfer.voc import load_voc
+from byol_keras.data.voc import load_voc
 
 split = load_voc("bccd", "train")
 split.class_names, len(split), split.skipped_boxes  # ['Platelets', 'RBC', 'WBC'], 205, 1 in BCCD
@@ -30,8 +30,7 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from byol_keras.data.folder import file_keys_and_decode, read_encoded
-from byol_keras.data.image_files import FileLimits, check_files
+from byol_keras.data.image_files import FileLimits, check_files, file_keys_and_decode, read_encoded
 from byol_keras.data.source import ImageSource, example_ids, log
 from byol_keras.errors import UsageError
 
@@ -87,7 +86,7 @@ class BoxSplit:
         description: One line for logs and results.
 
     ```python
-    from byol_keras.transfer.voc import load_voc
+    from byol_keras.data.voc import load_voc
 
     split = load_voc("bccd", "test")
     for path, boxes, classes in zip(split.paths, split.boxes, split.classes):
@@ -227,7 +226,7 @@ def match_classes(split: BoxSplit, class_names: list[str], where: str) -> BoxSpl
     lacks; `where` names `split` in the message.
 
     ```python
-    from byol_keras.transfer.coco import load_coco
+    from byol_keras.data.coco import load_coco
 
     train = load_coco("my-coco", "train")
     test = match_classes(load_coco("my-coco", "test"), train.class_names, "the test split")
@@ -258,7 +257,7 @@ def box_image_source(split: BoxSplit) -> ImageSource:
     """The images of a `BoxSplit` at their own size, as an unlabelled `ImageSource`, boxes unused.
 
     ```python
-    from byol_keras.transfer.voc import load_voc
+    from byol_keras.data.voc import load_voc
 
     source = box_image_source(load_voc("bccd", "train+val"))
     ```

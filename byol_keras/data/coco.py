@@ -38,9 +38,7 @@ import os
 
 import numpy as np
 
-from byol_keras.data.image_files import FileLimits
-from byol_keras.errors import UsageError, first_line
-from byol_keras.transfer.boxes import (
+from byol_keras.data.boxes import (
     DEFAULT_LIMITS,
     AnnotatedImage,
     BoxSplit,
@@ -48,6 +46,8 @@ from byol_keras.transfer.boxes import (
     leaves_folder,
     split_parts,
 )
+from byol_keras.data.image_files import FileLimits
+from byol_keras.errors import UsageError, first_line
 
 
 def load_coco(

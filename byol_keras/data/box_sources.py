@@ -6,12 +6,12 @@ source = load_box_source("coco", "my-coco", "train", DEFAULT_LIMITS)  # an Image
 ```
 """
 
+from byol_keras.data.boxes import DEFAULT_LIMITS, BoxSplit, box_image_source
+from byol_keras.data.coco import load_coco
 from byol_keras.data.image_files import FileLimits
 from byol_keras.data.source import ImageSource
+from byol_keras.data.voc import load_voc
 from byol_keras.errors import UsageError
-from byol_keras.transfer.boxes import DEFAULT_LIMITS, BoxSplit, box_image_source
-from byol_keras.transfer.coco import load_coco
-from byol_keras.transfer.voc import load_voc
 
 BOX_FORMATS = {"voc": load_voc, "coco": load_coco}
 

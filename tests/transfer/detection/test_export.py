@@ -9,12 +9,14 @@ import pytest
 from PIL import Image
 
 from byol_keras.cli import main
+from byol_keras.data.box_sources import load_box_split
 from byol_keras.evaluation import evaluate_run
 from byol_keras.registration import load_model
-from byol_keras.transfer import detector
-from byol_keras.transfer.box_sources import load_box_split
-from byol_keras.transfer.detect import image_subset
-from tests.transfer.test_detect import DETECT, SIZE, make_detect_run
+from byol_keras.transfer.detection import training
+from byol_keras.transfer.detection.prediction import predict_detections
+from byol_keras.transfer.detection.preprocessor import prepare_split
+from byol_keras.transfer.detection.protocol import image_subset
+from tests.transfer.detection.test_protocol import DETECT, SIZE, make_detect_run
 
 pytestmark = pytest.mark.slow  # real data, a fine-tune, two conversions and a verifying subprocess
 
@@ -44,7 +46,7 @@ def bccd_run(shared_data, tmp_path_factory):
     }
     run = make_detect_run(tmp_path_factory.mktemp("run"), config)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(detector, "MIN_STEPS_PER_EPOCH", 2)
+        patch.setattr(training, "MIN_STEPS_PER_EPOCH", 2)
         evaluate_run(run.root, "detect", label_fraction=0.05)
     return run, root / "bccd"
 
@@ -75,9 +77,7 @@ def test_exported_detector_matches_keras_on_bccd_photos_of_two_sizes(bccd_run, c
         ["boxes", "scores", "classes", "num_detections"], {"images": photo}
     )
     model = load_model(run.eval_dir / "detect-5pct" / "model.keras")
-    (expected,) = detector.predict_detections(
-        model, detector.prepare_split(image_subset(test, [0]), SIZE), 1
-    )
+    (expected,) = predict_detections(model, prepare_split(image_subset(test, [0]), SIZE), 1)
     count = int(count[0])
     assert count > 0 and classes.dtype == np.int32
     kept = (boxes[0, :count, 2] > boxes[0, :count, 0]) & (boxes[0, :count, 3] > boxes[0, :count, 1])

@@ -20,13 +20,16 @@ from PIL import Image
 from byol_keras.builders import backbone_from_config
 from byol_keras.cli import main
 from byol_keras.config import from_dict, save_config
+from byol_keras.data.box_sources import load_box_split
 from byol_keras.evaluation import evaluate_run
 from byol_keras.methods.byol import BYOL
 from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
-from byol_keras.transfer import detect, detector
-from byol_keras.transfer.box_sources import load_box_split
-from byol_keras.transfer.detection_metrics import Detections, detection_scores
+from byol_keras.transfer.detection import protocol as detect
+from byol_keras.transfer.detection import training
+from byol_keras.transfer.detection.metrics import Detections, detection_scores
+from byol_keras.transfer.detection.prediction import predict_detections
+from byol_keras.transfer.detection.preprocessor import prepare_split
 from tests.helpers.boxes import Scene, random_scenes, write_coco, write_voc
 from tests.helpers.broken_jpegs import BROKEN_KINDS, write_broken_jpegs
 from tests.helpers.runs import make_run
@@ -77,7 +80,7 @@ def make_detect_run(root, config) -> RunDirectory:
 def few_steps():
     """Two steps an epoch instead of ten: the tests check the protocol, not the detector."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(detector, "MIN_STEPS_PER_EPOCH", 2)
+        patch.setattr(training, "MIN_STEPS_PER_EPOCH", 2)
         yield
 
 
@@ -289,7 +292,7 @@ def test_broken_jpegs_in_a_voc_split_are_skipped_before_detect_decodes_them(tmp_
     write_broken_jpegs(root / "JPEGImages")
     split = load_box_split(f"voc:{root}", "train")
     assert (split.names, split.skipped_files) == ([s.name for s in scenes[:2]], 3)
-    prepared = detector.prepare_split(split, SIZE, as_uint8=True)  # the decode detect runs
+    prepared = prepare_split(split, SIZE, as_uint8=True)  # the decode detect runs
     assert prepared.images.shape == (2, *SIZE, 3)
 
 
@@ -326,7 +329,7 @@ def test_the_same_scenes_as_voc_and_as_coco_give_the_same_ap(detect_run, tmp_pat
     model = load_model(result["model"])
     for spec in (result["data"], f"coco:{coco}"):
         test = load_box_split(spec, "test")
-        predicted = detector.predict_detections(model, detector.prepare_split(test, SIZE), 4)
+        predicted = predict_detections(model, prepare_split(test, SIZE), 4)
         scores = detection_scores(test, predicted)
         for figure in ("ap", "ap50", "ap75", "per_class_ap50"):
             assert scores[figure] == result[figure], (spec, figure)
@@ -337,7 +340,7 @@ def test_detection_picture_draws_the_true_boxes_in_their_class_colours(detect_ru
     from PIL import Image
 
     from byol_keras.evaluation.pictures import visualize_run
-    from byol_keras.transfer.segment_pictures import class_colours
+    from byol_keras.transfer.colours import class_colours
 
     # After one epoch every score is near the 0.01 prior: at 0.5 no prediction is drawn, so
     # each class colour in the picture comes from a true box.
@@ -363,39 +366,6 @@ def test_detection_picture_without_a_result_names_what_to_run(tmp_path, voc_root
     argv = ["visualize", "--run", str(run.root), "--kind", "detection"]
     assert "--protocol detect` first" in _error_line(capsys, argv)
     assert "--detector" in _error_line(capsys, [*argv, "--data", f"voc:{voc_root}"])
-
-
-def test_letterbox_keeps_the_aspect_and_pads_bottom_and_right():
-    image = np.full((1, 480, 640, 3), 255, np.uint8)
-    pixels, scale = detector.letterbox(tf.constant(image), (256, 320))
-    pixels = np.asarray(pixels)
-    # By hand: min(256 / 480, 320 / 640) = 0.5, so 240 x 320 of image and 16 rows of padding.
-    assert pixels.shape == (1, 256, 320, 3) and np.asarray(scale).tolist() == [0.5, 0.5]
-    assert np.all(pixels[0, :240] == 1.0) and np.all(pixels[0, 240:] == 0.0)
-    tall = detector.letterbox(tf.zeros([1, 100, 50, 3], tf.uint8), (64, 96))[1]
-    np.testing.assert_allclose(tall, [0.64, 0.64], rtol=1e-6)  # 64 x 32 of 100 x 50
-
-
-def test_augmented_boxes_follow_the_objects_they_box(tmp_path):
-    # One bright object per scene: after flip and scale jitter, the box must still frame it.
-    scenes = [
-        Scene(f"s{index}", 64, 96, [[8 + 9 * index, 10 + 3 * index, 40 + 9 * index, 50, 0, False]])
-        for index in range(4)
-    ]
-    split = load_box_split(f"voc:{write_voc(tmp_path, {'train': scenes})}", "train")
-    prepared = detector.prepare_split(split, SIZE, as_uint8=True)
-    flips = []
-    for scale_range in ((1.0, 1.0), (0.6, 1.4)):
-        batches = detector.training_batches(prepared, 4, scale_range, seed=0)
-        for images, targets in batches.take(3):
-            boxes = np.asarray(targets["boxes"])[:, 0]
-            for image, box in zip(np.asarray(images), boxes, strict=True):
-                rows, columns = np.nonzero(image.mean(axis=-1) > 0.25)  # the object
-                found = [columns.min(), rows.min(), columns.max() + 1, rows.max() + 1]
-                np.testing.assert_allclose(box, found, atol=2.0)
-            if scale_range == (1.0, 1.0):  # unscaled: x0 is 8, 17, 26 or 35 unless flipped
-                flips += [x0 not in (8, 17, 26, 35) for x0 in np.round(boxes[:, 0])]
-    assert any(flips) and not all(flips)
 
 
 @pytest.mark.slow  # a fine-tune: 20-40 s on the shared CPU

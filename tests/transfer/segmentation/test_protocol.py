@@ -11,10 +11,11 @@ from byol_keras.cli import main
 from byol_keras.evaluation import evaluate_run
 from byol_keras.nn.backbones import build_backbone
 from byol_keras.registration import load_model
-from byol_keras.transfer.joint_augment import JointAugment
 from byol_keras.transfer.precise_bn import PreciseBN
-from byol_keras.transfer.segmentation_metrics import confusion_matrix, segmentation_scores
-from byol_keras.transfer.segmenter import _training_batches, build_segmenter, finetune_segmenter
+from byol_keras.transfer.segmentation.augment import JointAugment
+from byol_keras.transfer.segmentation.metrics import confusion_matrix, segmentation_scores
+from byol_keras.transfer.segmentation.model import build_segmenter
+from byol_keras.transfer.segmentation.training import _training_batches, finetune_segmenter
 from tests.helpers.runs import make_run
 from tests.helpers.segfolder import VOID, make_segfolder, write_pair
 
@@ -79,6 +80,10 @@ def test_segment_protocol_writes_its_result_and_a_model_that_reproduces_it(segru
     assert result["n_train"] == 2 and result["n_train_available"] == 3 and result["n_test"] == 3
     assert set(result["per_class_iou"]) == {"sky", "road", "car"}
     assert result["parameters"]["epochs"] == 2 and result["wall_time_seconds"] > 0
+    # The order the result had before the shared skeleton: the task's own words, then these.
+    assert list(result["parameters"])[-5:] == [
+        "decoder", "augmentation", "selection", "batchnorm", "input"
+    ]  # fmt: skip
     assert len(result["val_curve"]) == 2 and 1 <= result["best_epoch"] <= 2
     # The kept model, reloaded, gives the recorded confusion matrix on the test masks.
     model = load_model(run.eval_dir / "segment-50pct" / "model.keras")
@@ -180,7 +185,7 @@ def test_segmentation_picture_shows_the_class_colours_of_the_true_masks(segrun, 
     from PIL import Image
 
     from byol_keras.evaluation.pictures import visualize_run
-    from byol_keras.transfer.segment_pictures import class_colours
+    from byol_keras.transfer.colours import class_colours
 
     run, root = segrun
     evaluate_run(run.root, "segment", label_fraction=0.5)  # idempotent: same file, same model

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from byol_keras.data import load_source
+from byol_keras.data.box_sources import load_box_split
+from byol_keras.data.coco import load_coco
 from byol_keras.data.image_files import pillow_decode
+from byol_keras.data.voc import load_voc, voc_box
 from byol_keras.errors import UsageError
-from byol_keras.transfer.box_sources import load_box_split
-from byol_keras.transfer.coco import load_coco
-from byol_keras.transfer.voc import load_voc, voc_box
 from tests.helpers.boxes import CLASS_NAMES, Scene, draw, random_scenes, write_coco, write_voc
 from tests.helpers.exif import save_turned_jpeg
 

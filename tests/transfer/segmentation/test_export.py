@@ -16,10 +16,10 @@ from PIL import Image
 from byol_keras.cli import main
 from byol_keras.config import from_dict, save_config
 from byol_keras.evaluation import evaluate_run
-from byol_keras.export.segmenter import CLASSES as CLASSES_KEY
-from byol_keras.export.segmenter import PROBABILITIES, _classes_check
 from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
+from byol_keras.transfer.segmentation.export import CLASSES as CLASSES_KEY
+from byol_keras.transfer.segmentation.export import PROBABILITIES, _classes_check
 
 CLASSES = 11
 

@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from byol_keras.data.segfolder import segmentation_input
 from byol_keras.errors import ExportVerificationError
 from byol_keras.export import signature as serving
 from byol_keras.export.publish import ExportRequest, described_contract, publish
@@ -50,8 +51,7 @@ from byol_keras.export.verify import (
 from byol_keras.nn.precision import compute_dtypes, float32_copy
 from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
-from byol_keras.transfer.segfolder import segmentation_input
-from byol_keras.transfer.segment import result_test_split
+from byol_keras.transfer.segmentation.protocol import result_test_split
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +89,7 @@ def contract(num_classes: int) -> dict:
     }
 
 
-def export_segmenter(
-    run: RunDirectory, request: ExportRequest, result: dict, model_path: Path
-) -> dict:
+def export_model(run: RunDirectory, request: ExportRequest, result: dict, model_path: Path) -> dict:
     """Publishes the segmenter kept at `model_path`, whose evaluation wrote `result`.
 
     Called by `run.export_run` with a checked request and the result found by
@@ -142,7 +140,7 @@ def verification_inputs(result: dict, size: tuple, seed: int = 0) -> tuple[dict,
     except Exception as error:  # the data may be gone since the evaluation: random images only
         names, reason = [], str(error)
     if names:
-        from byol_keras.data.folder import pillow_decode
+        from byol_keras.data.image_files import pillow_decode
 
         images = [pillow_decode(name) for name in names]
         same = [image for image in images if image.shape == images[0].shape]

@@ -32,18 +32,16 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from byol_keras.data.folder import (
-    IMAGE_EXTENSIONS,
-    file_keys_and_decode,
-    list_image_files,
-    read_encoded,
-)
 from byol_keras.data.image_files import (
+    IMAGE_EXTENSIONS,
     FileLimits,
     check_files,
     displayed_size,
+    file_keys_and_decode,
     file_problem,
+    list_image_files,
     pillow_decode,
+    read_encoded,
 )
 from byol_keras.data.source import ImageSource, example_ids, log
 from byol_keras.errors import UsageError, first_line

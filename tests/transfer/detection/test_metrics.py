@@ -8,9 +8,9 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from byol_keras.transfer.coco import load_coco
-from byol_keras.transfer.detection_metrics import Detections, _ground_truth, detection_scores
-from byol_keras.transfer.voc import load_voc
+from byol_keras.data.coco import load_coco
+from byol_keras.data.voc import load_voc
+from byol_keras.transfer.detection.metrics import Detections, _ground_truth, detection_scores
 from tests.helpers.boxes import Scene, random_scenes, write_coco, write_voc
 
 

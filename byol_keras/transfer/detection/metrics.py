@@ -14,7 +14,7 @@ COCO's rule for crowds (overlap measured as the prediction's share inside the
 box), close to but not exactly VOC's rule for difficult boxes.
 
 ```python
-from byol_keras.transfer.voc import load_voc
+from byol_keras.data.voc import load_voc
 
 test_split = load_voc("bccd", "test")
 outputs = [(boxes, np.ones(len(boxes)), classes)  # a perfect detector
@@ -34,7 +34,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from byol_keras.transfer.boxes import BoxSplit
+from byol_keras.data.boxes import BoxSplit
 
 # COCOeval.stats: the figures of summarize(), in its order.
 _STATS = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")
@@ -66,7 +66,7 @@ def detection_scores(truth: BoxSplit, predictions: list[Detections]) -> dict:
     `maxDets` says).
 
     ```python
-    from byol_keras.transfer.voc import load_voc
+    from byol_keras.data.voc import load_voc
 
     split = load_voc("bccd", "test")
     nothing = Detections(np.zeros([0, 4]), np.zeros([0]), np.zeros([0], int))

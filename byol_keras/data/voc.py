@@ -35,10 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from byol_keras.data.folder import IMAGE_EXTENSIONS
-from byol_keras.data.image_files import FileLimits
-from byol_keras.errors import UsageError, first_line
-from byol_keras.transfer.boxes import (
+from byol_keras.data.boxes import (
     DEFAULT_LIMITS,
     AnnotatedImage,
     BoxSplit,
@@ -46,6 +43,8 @@ from byol_keras.transfer.boxes import (
     leaves_folder,
     split_parts,
 )
+from byol_keras.data.image_files import IMAGE_EXTENSIONS, FileLimits
+from byol_keras.errors import UsageError, first_line
 
 _CORNERS = ("xmin", "ymin", "xmax", "ymax")
 

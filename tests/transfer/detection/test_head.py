@@ -4,7 +4,7 @@ import keras
 import keras_cv
 import numpy as np
 
-from byol_keras.transfer.retinanet_head import PredictionHead
+from byol_keras.transfer.detection.head import PredictionHead
 
 FEATURES = np.random.default_rng(0).normal(size=(2, 4, 5, 32)).astype("float32")
 

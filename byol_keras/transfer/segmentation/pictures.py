@@ -2,8 +2,8 @@
 
 The segmenter is the one `evaluate --protocol segment` kept, `<run>/eval/<name>/model.keras`
 (`name` defaults to `segment`), on the data, splits and sizes its result records.
-Every class has a fixed colour (the same in every picture and run with as
-many classes), void is black, and a legend names them.
+Every class has a fixed colour (`colours.class_colours`: the same in every
+picture and run with as many classes), void is black, and a legend names them.
 
 ```python
 # doctest: slow
@@ -12,39 +12,25 @@ from byol_keras.evaluation import evaluate_run
 tiny = ["segment.epochs=1", "segment.image_size=[24, 32]", "segment.decoder_channels=8"]
 evaluate_run("runs/quickstart", "segment", "segfolder:camvid", 0.5, overrides=tiny)
 run = RunDirectory("runs/quickstart")
-path = segmentation_picture(run, "segment-50pct@segfolder_camvid", Path("seg.png"))
+path = picture(run, "segment-50pct@segfolder_camvid", Path("seg.png"))
 ```
 """
 
 from pathlib import Path
 
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from byol_keras.config import load_config
 from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
-from byol_keras.transfer.segment import result_test_split
-from byol_keras.transfer.segmenter import predict_classes
+from byol_keras.transfer.colours import class_colours
+from byol_keras.transfer.segmentation.model import predict_classes
+from byol_keras.transfer.segmentation.protocol import result_test_split
 
 PICTURE_IMAGES = 4
 VOID_COLOUR = (0.0, 0.0, 0.0)
-
-
-def class_colours(count: int) -> np.ndarray:
-    """A fixed RGB colour per class index, float [count, 3]: tab20's ten strong colours, then
-    its ten light ones (tab20 pairs them, so neighbours would look alike), then hsv for more.
-
-    ```python
-    class_colours(11)[3]  # the colour of class 3 in every picture
-    ```
-    """
-    if count <= 20:
-        order = list(range(0, 20, 2)) + list(range(1, 20, 2))
-        return np.array([colormaps["tab20"](index)[:3] for index in order[:count]])
-    return np.array([colormaps["hsv"](index / count)[:3] for index in range(count)])
 
 
 def colour_mask(mask: np.ndarray, colours: np.ndarray) -> np.ndarray:
@@ -55,7 +41,7 @@ def colour_mask(mask: np.ndarray, colours: np.ndarray) -> np.ndarray:
     return picture
 
 
-def segmentation_picture(run: RunDirectory, name: str | None, path: Path) -> Path:
+def picture(run: RunDirectory, name: str | None, path: Path) -> Path:
     """Draws test images, true masks and predicted masks in a grid with a legend; returns `path`."""
     run.require_finished()
     result, model_path = run.find_result("segment", name, "--segmenter")
@@ -82,8 +68,8 @@ def segmentation_picture(run: RunDirectory, name: str | None, path: Path) -> Pat
             (colour_mask(true, colours), "true mask"),
             (colour_mask(predicted[row], colours), f"predicted ({accuracy:.0%} of pixels right)"),
         )
-        for axes, (picture, title) in zip(grid[row], panels, strict=True):
-            axes.imshow(picture, interpolation="nearest")
+        for axes, (shown, title) in zip(grid[row], panels, strict=True):
+            axes.imshow(shown, interpolation="nearest")
             axes.set_title(title, fontsize=9)
             axes.set_axis_off()
     handles = [

@@ -13,7 +13,7 @@ from byol_keras.evaluation import evaluate_run
 
 tiny = ["detect.epochs=1", "detect.image_size=[64, 64]", "detect.batch_size=2"]
 evaluate_run("runs/bccd", "detect", label_fraction=0.5, overrides=tiny)
-path = detection_picture(RunDirectory("runs/bccd"), "detect-50pct", Path("boxes.png"))
+path = picture(RunDirectory("runs/bccd"), "detect-50pct", Path("boxes.png"))
 ```
 """
 
@@ -26,15 +26,16 @@ from matplotlib.patches import Rectangle
 
 from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
-from byol_keras.transfer.detect import image_subset, result_test_split
-from byol_keras.transfer.detector import predict_detections, prepare_split
-from byol_keras.transfer.segment_pictures import class_colours
+from byol_keras.transfer.colours import class_colours
+from byol_keras.transfer.detection.prediction import predict_detections
+from byol_keras.transfer.detection.preprocessor import prepare_split
+from byol_keras.transfer.detection.protocol import image_subset, result_test_split
 
 PICTURE_IMAGES = 4
 COLUMNS = 2
 
 
-def detection_picture(run: RunDirectory, name: str | None, path: Path) -> Path:
+def picture(run: RunDirectory, name: str | None, path: Path) -> Path:
     """Draws test images with true (dashed) and predicted (solid, scored) boxes; returns `path`.
 
     ```python
@@ -43,10 +44,10 @@ def detection_picture(run: RunDirectory, name: str | None, path: Path) -> Path:
 
     tiny = ["detect.epochs=1", "detect.image_size=[64, 64]", "detect.batch_size=2"]
     evaluate_run("runs/bccd", "detect", overrides=tiny)  # all train images: result "detect"
-    detection_picture(RunDirectory("runs/bccd"), None, Path("runs/bccd/pictures/detection.png"))
+    picture(RunDirectory("runs/bccd"), None, Path("runs/bccd/pictures/detection.png"))
     ```
     """
-    from byol_keras.data.folder import pillow_decode
+    from byol_keras.data.image_files import pillow_decode
 
     run.require_finished()
     result, model_path = run.find_result("detect", name, "--detector")

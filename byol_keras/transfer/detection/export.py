@@ -48,8 +48,9 @@ from byol_keras.export.verify import (
 )
 from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
-from byol_keras.transfer.detect import result_test_split
-from byol_keras.transfer.detector import detect, letterbox
+from byol_keras.transfer.detection.prediction import detect
+from byol_keras.transfer.detection.preprocessor import letterbox
+from byol_keras.transfer.detection.protocol import result_test_split
 
 BOXES, SCORES, CLASSES, COUNT = "boxes", "scores", "classes", "num_detections"
 REAL_IMAGES = 2
@@ -94,16 +95,12 @@ def contract(max_detections: int) -> dict:
     }
 
 
-def export_detector(
-    run: RunDirectory, request: ExportRequest, result: dict, model_path: Path
-) -> dict:
+def export_model(run: RunDirectory, request: ExportRequest, result: dict, model_path: Path) -> dict:
     """Publishes the detector kept at `model_path`, whose evaluation wrote `result`.
 
     Called by `run.export_run` with a checked request and the result found by
     `RunDirectory.find_result`.
     """
-    import byol_keras.transfer.detector  # noqa: F401  registers PyramidBackbone for loading
-
     parameters = result["parameters"]
     size = tuple(parameters["image_size"])
     detector = load_model(model_path, compile=False)
@@ -146,7 +143,7 @@ def export_detector(
 
 def verification_inputs(result: dict, size: tuple, seed: int = 0) -> tuple[dict, dict]:
     """Real test images at their own size and at a second size; random ones at two sizes."""
-    from byol_keras.data.folder import pillow_decode
+    from byol_keras.data.image_files import pillow_decode
 
     inputs, sets = {}, {}
     try:

@@ -1,0 +1,1 @@
+"""The detection task: its model, training, metrics, protocol, pictures and export."""

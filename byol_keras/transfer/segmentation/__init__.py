@@ -1,0 +1,1 @@
+"""The segmentation task: its model, training, metrics, protocol, pictures and export."""
