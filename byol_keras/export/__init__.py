@@ -7,6 +7,8 @@
 - `segmenter.py`: the fine-tuned segmenter of `--protocol segment`, on the same contract.
 - `detector.py`: the fine-tuned detector of `--protocol detect`, NMS inside.
 - `verify.py`: the verification worker, run as `python -m byol_keras.export.verify`.
+- `hub.py`: the backbone as a KerasHub preset (`--format keras-hub`), checked by
+  `hub_verify.py`, a worker that imports keras_hub but never byol_keras.
 
 Export never imports `byol_keras.evaluation`; it reads runs through `byol_keras.runs`.
 
