@@ -5,6 +5,7 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from byol_keras import cli
 from byol_keras.backbones import build_backbone
@@ -193,3 +194,48 @@ def test_export_keras_hub_round_trips_a_resnet50_with_parity(tmp_path):
     at_33.set_weights(load_model(run.backbone_path, compile=False).get_weights())
     images = np.random.default_rng(3).random((2, 33, 33, 3)).astype("float32")
     assert_close(hub_features(preset, images * 255), at_33(images, training=False).numpy())
+
+
+@pytest.fixture(scope="module")
+def resnet18_preset(resnet18_run, tmp_path_factory):
+    """The resnet18 run exported as a KerasHub preset, for KerasHub's own task models."""
+    output = tmp_path_factory.mktemp("presets")
+    return export_run(resnet18_run.root, formats=("keras_hub",), output=output)["version_dir"]
+
+
+def test_keras_hub_image_classifier_fine_tunes_on_the_exported_preset(resnet18_preset, mnist_npz):
+    keras.utils.set_random_seed(0)
+    with np.load(mnist_npz) as mnist:
+        digits, labels = mnist["x_train"][:256], mnist["y_train"][:256]
+    images = np.repeat(digits[..., None], 3, axis=-1).astype("float32")  # 0..255 RGB, 28x28
+    classifier = keras_hub.models.ImageClassifier.from_preset(resnet18_preset, num_classes=10)
+    classifier.compile(optimizer=keras.optimizers.Adam(1e-3))
+    before = classifier.evaluate(images, labels, batch_size=64, verbose=0, return_dict=True)
+    classifier.fit(images, labels, batch_size=32, epochs=2, shuffle=False, verbose=0)
+    after = classifier.evaluate(images, labels, batch_size=64, verbose=0, return_dict=True)
+    assert after["loss"] < 0.8 * before["loss"]
+
+
+@pytest.mark.slow
+def test_keras_hub_retinanet_trains_a_step_on_the_exported_preset(resnet18_preset):
+    keras.utils.set_random_seed(0)
+    encoder = keras_hub.models.Backbone.from_preset(resnet18_preset)
+    backbone = keras_hub.models.RetinaNetBackbone(
+        image_encoder=encoder, min_level=3, max_level=7, use_p5=False
+    )
+    detector = keras_hub.models.RetinaNetObjectDetector(
+        backbone=backbone, num_classes=3, bounding_box_format="yxyx"
+    )
+    detector.compile(optimizer=keras.optimizers.SGD(0.01))
+    images = np.random.default_rng(0).uniform(0, 255, (2, 128, 128, 3)).astype("float32")
+    boxes = np.array([[[10, 10, 60, 70], [64, 32, 120, 100]]] * 2, "float32")
+    labels = np.array([[0, 2], [1, 2]], "int32")
+    encoder_weights = [w.numpy() for w in encoder.trainable_weights]
+    batch = tf.data.Dataset.from_tensors((images, {"boxes": boxes, "labels": labels}))
+    history = detector.fit(batch, epochs=1, shuffle=False, verbose=0).history
+    assert np.isfinite(history["loss"][0])
+    moved = [
+        not np.array_equal(w.numpy(), before)
+        for w, before in zip(encoder.trainable_weights, encoder_weights, strict=True)
+    ]
+    assert all(moved)  # the step reached the BYOL weights, not just the heads
