@@ -1,6 +1,7 @@
 """KerasHub presets in: `model.backbone: keras_hub:<folder>` starts BYOL from a local preset."""
 
 import json
+import sys
 
 import keras
 import numpy as np
@@ -127,3 +128,10 @@ def test_train_from_a_preset_then_export_it_as_a_preset(preset, tmp_path, capsys
     np.testing.assert_allclose(
         preset_features(exported, images), trained(images, training=False), rtol=1e-4, atol=1e-4
     )
+
+
+def test_a_missing_hub_extra_is_named_in_one_line(preset, monkeypatch):
+    monkeypatch.setitem(sys.modules, "keras_hub", None)  # import keras_hub now fails
+    with pytest.raises(UsageError, match=r"pip install 'byol-keras\[hub\]'") as error:
+        backbone_from_config(config_for(f"keras_hub:{preset}"))
+    assert len(str(error.value).splitlines()) == 1

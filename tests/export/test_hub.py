@@ -1,6 +1,7 @@
 """KerasHub presets out: native ResNets mapped exactly, checked without byol_keras; refusals."""
 
 import json
+import sys
 
 import keras
 import numpy as np
@@ -239,3 +240,13 @@ def test_keras_hub_retinanet_trains_a_step_on_the_exported_preset(resnet18_prese
         for w, before in zip(encoder.trainable_weights, encoder_weights, strict=True)
     ]
     assert all(moved)  # the step reached the BYOL weights, not just the heads
+
+
+def test_export_without_the_hub_extra_names_it_in_one_line(tiny_run, capsys, monkeypatch):
+    model = {"backbone": "resnet18", "stem": "imagenet", "width": 64}
+    save_config(from_dict(run_config(16, **model)), tiny_run.config_path)
+    monkeypatch.setitem(sys.modules, "keras_hub", None)  # import keras_hub now fails
+    assert cli.main(["export", "--run", str(tiny_run.root), "--format", "keras-hub"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.endswith("pip install 'byol-keras[hub]' (Python 3.11+)")
+    assert len(error.splitlines()) == 1
