@@ -159,7 +159,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     config_path = Path(args.config) if args.config else QUICKSTART
     config = load_config(config_path, args.overrides)
-    from byol_keras.byol_experiment import train
+    from byol_keras.pretrain import train
 
     output = Path(args.output or Path("runs") / config_path.stem)
     args.output = str(output)  # named if the disk refuses a write

@@ -5,46 +5,21 @@ types and out-of-range values raise `UsageError` naming the key.
 """
 
 import dataclasses
-import math
 import re
-import reprlib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from byol_keras.catalog import METHODS, PRESETS, TAU_SCHEDULES, ViewParams
 from byol_keras.errors import UsageError
-from byol_keras.methods import METHODS, TAU_SCHEDULES
-
-# A number as users write it, e.g. 1e-4, which YAML 1.1 leaves a string; not nan or inf.
-_DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-_QUOTE_CHARS = 80
-# reprlib stops at a few items per level and a few levels, so the repr of a
-# value that shares sub-lists a billion times is built in bounded time.
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxtuple = 3, 4, 4, 4
-_REPR.maxstring = _REPR.maxother = _QUOTE_CHARS
+from byol_keras.schema import check_section, quote, shorten, spec
 
 # The tf.distribute strategies `train.distribution` may name; training/distribute.py makes them.
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker", "tpu")
 # A duration as `train.time_budget` takes it: hours, minutes, seconds, in that order, e.g. 1h30m.
 _DURATION = re.compile(r"(?:(\d+\.?\d*)h)?\s*(?:(\d+\.?\d*)m)?\s*(?:(\d+\.?\d*)s)?")
-
-
-def _spec(default, *, low=None, high=None, choices=None, open_low=False, ordered=False, length=2):
-    metadata = {
-        "low": low,
-        "high": high,
-        "choices": choices,
-        "open_low": open_low,
-        "ordered": ordered,  # a [low, high] range rather than a [view1, view2] pair
-        "length": length,  # how many items a list holds
-    }
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -54,58 +29,64 @@ class DataConfig:
     val_source: str | None = None
     val_split: str = "test"
     data_dir: str | None = None
-    image_size: int = _spec(32, low=8, high=1024)
-    shuffle_buffer: int = _spec(10_000, low=1)
+    image_size: int = spec(32, low=8, high=1024)
+    shuffle_buffer: int = spec(10_000, low=1)
     cache: bool = True
     # folder sources: larger files, and images whose header states more pixels, are skipped.
-    max_file_mb: float = _spec(64.0, low=0.0, open_low=True)
-    max_image_pixels: int = _spec(89_478_485, low=1)  # Pillow's Image.MAX_IMAGE_PIXELS
+    max_file_mb: float = spec(64.0, low=0.0, open_low=True)
+    max_image_pixels: int = spec(89_478_485, low=1)  # Pillow's Image.MAX_IMAGE_PIXELS
 
 
-@dataclass
-class AugmentConfig:
-    """Null values take the preset's; blur_prob and solarize_prob are [view1, view2]."""
+def _overrides(self) -> dict:
+    """The view parameters that the config sets, for `make_augmenter(**overrides)`."""
+    skip = {"preset", "on_device"}
+    return {
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in dataclasses.asdict(self).items()
+        if key not in skip and value is not None
+    }
 
-    preset: str = _spec("byol", choices=("byol", "cifar", "digits"))
-    on_device: bool = False
-    crop_area: list[float] | None = _spec(None, low=0.0, high=1.0, open_low=True, ordered=True)
-    crop_aspect: list[float] | None = _spec(None, low=0.0, open_low=True, ordered=True)
-    flip_prob: float | None = _spec(None, low=0.0, high=1.0)
-    jitter_prob: float | None = _spec(None, low=0.0, high=1.0)
-    brightness: float | None = _spec(None, low=0.0)
-    contrast: float | None = _spec(None, low=0.0)
-    saturation: float | None = _spec(None, low=0.0)
-    hue: float | None = _spec(None, low=0.0, high=0.5)
-    grayscale_prob: float | None = _spec(None, low=0.0, high=1.0)
-    blur_prob: list[float] | None = _spec(None, low=0.0, high=1.0)
-    blur_sigma: list[float] | None = _spec(None, low=0.0, open_low=True, ordered=True)
-    solarize_prob: list[float] | None = _spec(None, low=0.0, high=1.0)
-    color: str | None = _spec(None, choices=("byol", "torchvision"))
 
-    def overrides(self) -> dict:
-        """The view parameters that the config sets, for `make_augmenter(**overrides)`."""
-        skip = {"preset", "on_device"}
-        return {
-            key: tuple(value) if isinstance(value, list) else value
-            for key, value in dataclasses.asdict(self).items()
-            if key not in skip and value is not None
-        }
+def _view_field(view_field: dataclasses.Field, hint) -> tuple:
+    """`augment.<key>` for one `ViewParams` field: null takes the preset's, within its range."""
+    if view_field.metadata["paired"] or typing.get_origin(hint) is tuple:
+        hint = list[float]  # a range [low, high], or a paired number [view1, view2]
+    return view_field.name, hint | None, spec(None, **view_field.metadata)
+
+
+# The fields, ranges and order of `ViewParams` (byol_keras/catalog.py), each null by default.
+AugmentConfig = dataclasses.make_dataclass(
+    "AugmentConfig",
+    [
+        ("preset", str, spec("byol", choices=tuple(PRESETS))),
+        ("on_device", bool, field(default=False)),
+        *(
+            _view_field(f, typing.get_type_hints(ViewParams)[f.name])
+            for f in dataclasses.fields(ViewParams)
+        ),
+    ],
+    namespace={
+        "__doc__": "Null values take the preset's; blur_prob and solarize_prob are [view1, view2].",
+        "overrides": _overrides,
+        "__module__": __name__,
+    },
+)
 
 
 @dataclass
 class ModelConfig:
     backbone: str = "resnet18"
-    stem: str = _spec("auto", choices=("auto", "cifar", "imagenet"))
-    width: int = _spec(64, low=1)
-    projection_dim: int = _spec(256, low=1)
-    projector_hidden_dim: int = _spec(4096, low=1)
-    predictor_hidden_dim: int = _spec(4096, low=1)
-    tau_base: float = _spec(0.996, low=0.0, high=1.0)
+    stem: str = spec("auto", choices=("auto", "cifar", "imagenet"))
+    width: int = spec(64, low=1)
+    projection_dim: int = spec(256, low=1)
+    projector_hidden_dim: int = spec(4096, low=1)
+    predictor_hidden_dim: int = spec(4096, low=1)
+    tau_base: float = spec(0.996, low=0.0, high=1.0)
     # byol_keras/methods/: one class per method; the registry there lists the names.
-    method: str = _spec("byol", choices=tuple(METHODS))
+    method: str = spec("byol", choices=tuple(METHODS))
     predictor: bool | None = None  # null: the method's own (byol, simsiam yes; simclr no)
-    tau_schedule: str = _spec("cosine", choices=TAU_SCHEDULES)  # constant: τ = tau_base
-    temperature: float = _spec(0.2, low=0.0, open_low=True)  # NT-Xent's, simclr only
+    tau_schedule: str = spec("cosine", choices=TAU_SCHEDULES)  # constant: τ = tau_base
+    temperature: float = spec(0.2, low=0.0, open_low=True)  # NT-Xent's, simclr only
     # The heads' BatchNorm is always synchronised across replicas; this adds the backbone's.
     sync_batchnorm_backbone: bool = False
     # Backbone weights to start from: a .keras or .weights.h5 file, or imagenet (init_weights.py).
@@ -116,33 +97,33 @@ class ModelConfig:
 class OptimizerConfig:
     """The learning rate is base_lr × batch_size / 256 (lr_scaling: linear)."""
 
-    name: str = _spec("lars", choices=("lars", "sgd", "adam", "adamw"))
-    base_lr: float = _spec(0.2, low=0.0, open_low=True)
-    lr_scaling: str = _spec("linear", choices=("linear", "none"))
-    warmup_epochs: float = _spec(10.0, low=0.0)
-    weight_decay: float = _spec(1.5e-6, low=0.0)
-    momentum: float = _spec(0.9, low=0.0, high=1.0)
-    trust_coefficient: float = _spec(1e-3, low=0.0, open_low=True)
+    name: str = spec("lars", choices=("lars", "sgd", "adam", "adamw"))
+    base_lr: float = spec(0.2, low=0.0, open_low=True)
+    lr_scaling: str = spec("linear", choices=("linear", "none"))
+    warmup_epochs: float = spec(10.0, low=0.0)
+    weight_decay: float = spec(1.5e-6, low=0.0)
+    momentum: float = spec(0.9, low=0.0, high=1.0)
+    trust_coefficient: float = spec(1e-3, low=0.0, open_low=True)
 
 
 @dataclass
 class TrainConfig:
     """batch_size is the global batch: tf.distribute splits it evenly across replicas."""
 
-    epochs: int = _spec(100, low=1)
-    batch_size: int = _spec(256, low=2)
-    steps_per_epoch: int | None = _spec(None, low=1)
-    seed: int = _spec(0, low=0)
-    accumulation_steps: int = _spec(1, low=1)
-    precision: str = _spec("float32", choices=("float32", "mixed_bfloat16", "mixed_float16"))
+    epochs: int = spec(100, low=1)
+    batch_size: int = spec(256, low=2)
+    steps_per_epoch: int | None = spec(None, low=1)
+    seed: int = spec(0, low=0)
+    accumulation_steps: int = spec(1, low=1)
+    precision: str = spec("float32", choices=("float32", "mixed_bfloat16", "mixed_float16"))
     jit_compile: bool = False
-    distribution: str = _spec("none", choices=DISTRIBUTIONS)
-    checkpoint_every_steps: int | None = _spec(None, low=1)
-    keep_checkpoints: int = _spec(2, low=1)
-    collapse_threshold: float = _spec(0.05, low=0.0)
-    collapse_patience: int = _spec(3, low=1)
+    distribution: str = spec("none", choices=DISTRIBUTIONS)
+    checkpoint_every_steps: int | None = spec(None, low=1)
+    keep_checkpoints: int = spec(2, low=1)
+    collapse_threshold: float = spec(0.05, low=0.0)
+    collapse_patience: int = spec(3, low=1)
     deterministic: bool = False
-    verbose: int = _spec(1, low=0, high=2)
+    verbose: int = spec(1, low=0, high=2)
     # A wall-clock limit (15m, 90s, 1h30m): the run sets its own length (training/budget.py).
     time_budget: str | None = None
 
@@ -154,7 +135,7 @@ class TrainConfig:
         except ValueError:
             raise UsageError(
                 f"train.time_budget: expected a duration such as 15m, 90s or 1h30m, "
-                f"got {_quote(self.time_budget)}"
+                f"got {quote(self.time_budget)}"
             ) from None
         if self.distribution == "multi_worker":
             # Each worker would measure its own speed and plan its own number of steps.
@@ -169,24 +150,24 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    knn_every_epochs: int = _spec(0, low=0)
-    knn_k: int = _spec(200, low=1)
-    knn_temperature: float = _spec(0.1, low=0.0, open_low=True)
-    knn_max_train: int | None = _spec(None, low=1)
+    knn_every_epochs: int = spec(0, low=0)
+    knn_k: int = spec(200, low=1)
+    knn_temperature: float = spec(0.1, low=0.0, open_low=True)
+    knn_max_train: int | None = spec(None, low=1)
     final_linear_probe: bool = False
     # `byol-keras evaluate`: fitted on train_split of the labelled source, tested on data.val_split.
     train_split: str = "train"
-    max_train: int | None = _spec(None, low=1)  # seeded random subset of train_split
-    batch_size: int = _spec(256, low=1)
-    linear_l2: float | None = _spec(None, low=0.0)  # null: chosen on a held-out 10%
-    linear_max_iter: int = _spec(500, low=1)
-    finetune_epochs: int = _spec(20, low=1)
-    finetune_lr: float = _spec(0.05, low=0.0, open_low=True)
+    max_train: int | None = spec(None, low=1)  # seeded random subset of train_split
+    batch_size: int = spec(256, low=1)
+    linear_l2: float | None = spec(None, low=0.0)  # null: chosen on a held-out 10%
+    linear_max_iter: int = spec(500, low=1)
+    finetune_epochs: int = spec(20, low=1)
+    finetune_lr: float = spec(0.05, low=0.0, open_low=True)
     # The evaluation transform (augment/eval_transform.py) of every protocol but segment,
     # of `embed` and of the exported models: resize the short side, then a central square
     # of crop_ratio × the short side; or squash the whole image (aspect lost).
-    resize: str = _spec("center_crop", choices=("center_crop", "squash"))
-    crop_ratio: float = _spec(1.0, low=0.0, high=1.0, open_low=True)
+    resize: str = spec("center_crop", choices=("center_crop", "squash"))
+    crop_ratio: float = spec(1.0, low=0.0, high=1.0, open_low=True)
 
 
 @dataclass
@@ -204,21 +185,21 @@ class SegmentConfig:
     and the fine-tuning; a set seed gets its own result file (`-seed<N>`).
     """
 
-    num_classes: int = _spec(11, low=1, high=255)
-    ignore_index: int | None = _spec(11, low=0, high=255)
+    num_classes: int = spec(11, low=1, high=255)
+    ignore_index: int | None = spec(11, low=0, high=255)
     class_names: str | None = None
-    image_size: list[int] = _spec([120, 160], low=8, high=4096)
-    crop_size: list[int] | None = _spec(None, low=8, high=4096)
-    scale_range: list[float] = _spec([0.75, 1.5], low=0.0, open_low=True, ordered=True)
-    jitter: float = _spec(0.2, low=0.0, high=1.0)
-    epochs: int = _spec(30, low=1)
-    batch_size: int = _spec(8, low=1)
-    lr: float = _spec(1e-3, low=0.0, open_low=True)
-    weight_decay: float = _spec(1e-4, low=0.0)
-    decoder_channels: int = _spec(64, low=1)
+    image_size: list[int] = spec([120, 160], low=8, high=4096)
+    crop_size: list[int] | None = spec(None, low=8, high=4096)
+    scale_range: list[float] = spec([0.75, 1.5], low=0.0, open_low=True, ordered=True)
+    jitter: float = spec(0.2, low=0.0, high=1.0)
+    epochs: int = spec(30, low=1)
+    batch_size: int = spec(8, low=1)
+    lr: float = spec(1e-3, low=0.0, open_low=True)
+    weight_decay: float = spec(1e-4, low=0.0)
+    decoder_channels: int = spec(64, low=1)
     freeze_backbone: bool = False
-    precise_bn_batches: int = _spec(10, low=0)
-    seed: int | None = _spec(None, low=0)
+    precise_bn_batches: int = spec(10, low=0)
+    seed: int | None = spec(None, low=0)
 
     def __post_init__(self):
         # A void index among the classes would be scored as a class and trained as void.
@@ -252,20 +233,20 @@ class DetectConfig:
     and the augmentation; a set seed gets its own result file (`-seed<N>`).
     """
 
-    image_size: list[int] = _spec([256, 320], low=32, high=4096)
-    epochs: int = _spec(20, low=1)
-    batch_size: int = _spec(8, low=1)
-    lr: float = _spec(3e-4, low=0.0, open_low=True)
-    weight_decay: float = _spec(1e-4, low=0.0)
-    anchor_sizes: list[float] = _spec([16.0, 32.0, 64.0, 128.0, 256.0], low=1.0, length=5)
-    scale_range: list[float] = _spec([0.75, 1.25], low=0.0, open_low=True, ordered=True)
+    image_size: list[int] = spec([256, 320], low=32, high=4096)
+    epochs: int = spec(20, low=1)
+    batch_size: int = spec(8, low=1)
+    lr: float = spec(3e-4, low=0.0, open_low=True)
+    weight_decay: float = spec(1e-4, low=0.0)
+    anchor_sizes: list[float] = spec([16.0, 32.0, 64.0, 128.0, 256.0], low=1.0, length=5)
+    scale_range: list[float] = spec([0.75, 1.25], low=0.0, open_low=True, ordered=True)
     freeze_backbone: bool = False
-    score_threshold: float = _spec(0.05, low=0.0, high=1.0)
-    max_detections: int = _spec(100, low=1)
-    head_width: int = _spec(64, low=1)
-    head_init: str = _spec("orthogonal", choices=("orthogonal", "normal"))
-    precise_bn_batches: int = _spec(20, low=0)
-    seed: int | None = _spec(None, low=0)
+    score_threshold: float = spec(0.05, low=0.0, high=1.0)
+    max_detections: int = spec(100, low=1)
+    head_width: int = spec(64, low=1)
+    head_init: str = spec("orthogonal", choices=("orthogonal", "normal"))
+    precise_bn_batches: int = spec(20, low=0)
+    seed: int | None = spec(None, low=0)
 
     def __post_init__(self):
         if any(side % 32 for side in self.image_size):
@@ -336,7 +317,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as error:
-            first_line = _shorten(str(error).splitlines()[0])
+            first_line = shorten(str(error).splitlines()[0])
             raise UsageError(f"config file {str(path)!r} is not valid YAML: {first_line}") from None
         except RecursionError:
             raise UsageError(f"config file {str(path)!r} is nested too deeply") from None
@@ -353,106 +334,21 @@ def from_dict(raw: dict) -> Config:
     for section in dataclasses.fields(Config):
         values = raw.get(section.name) or {}
         if not isinstance(values, dict):
-            raise UsageError(f"{section.name}: expected a mapping of keys, got {_quote(values)}")
-        sections[section.name] = _build_section(section.name, section.default_factory, values)
+            raise UsageError(f"{section.name}: expected a mapping of keys, got {quote(values)}")
+        sections[section.name] = check_section(section.name, section.default_factory, values)
     unknown = sorted(set(raw) - set(sections), key=str)
     if unknown:
         raise UsageError(
-            f"{_shorten(str(unknown[0]))}: unknown config section (known: {', '.join(sections)})"
+            f"{shorten(str(unknown[0]))}: unknown config section (known: {', '.join(sections)})"
         )
     return Config(**sections)
-
-
-def _build_section(name: str, section_type: type, values: dict):
-    hints = typing.get_type_hints(section_type)
-    known = {f.name: f for f in dataclasses.fields(section_type)}
-    for key in values:
-        if key not in known:
-            raise UsageError(
-                f"{_shorten(f'{name}.{key}')}: unknown key (known: {', '.join(known)})"
-            )
-    checked = {}
-    for key, value in values.items():
-        checked[key] = _check_value(f"{name}.{key}", value, hints[key], known[key].metadata)
-    return section_type(**checked)
-
-
-def _check_value(key: str, value, hint, metadata):
-    allowed = typing.get_args(hint) if _is_union(hint) else (hint,)
-    if value is None:
-        if type(None) in allowed:
-            return None
-        raise UsageError(f"{key}: must be set (got null)")
-    target = next(t for t in allowed if t is not type(None))
-    value = _coerce(key, value, target)
-    if isinstance(value, list):
-        for item in value:
-            _check_range(key, item, metadata)
-        length = metadata.get("length", 2)
-        if len(value) != length:
-            expected = "a pair [a, b]" if length == 2 else f"a list of {length}"
-            raise UsageError(f"{key}: expected {expected}, got {_quote(value)}")
-        if metadata.get("ordered") and value[0] > value[1]:
-            raise UsageError(f"{key}: expected [low, high] with low <= high, got {_quote(value)}")
-    else:
-        _check_range(key, value, metadata)
-    return value
-
-
-def _coerce(key: str, value, target):
-    origin = typing.get_origin(target)
-    if origin is list:
-        (item_type,) = typing.get_args(target)
-        if not isinstance(value, (list, tuple)):
-            raise UsageError(f"{key}: expected a list, got {_quote(value)}")
-        return [_coerce(key, item, item_type) for item in value]
-    if target is bool:
-        if isinstance(value, bool):
-            return value
-    elif target is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif target is float:
-        if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
-            value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise UsageError(f"{key}: must be a finite number, got {_quote(value)}")
-            return float(value)
-    elif target is str and isinstance(value, str):
-        return value
-    raise UsageError(f"{key}: expected {target.__name__}, got {_quote(value)}")
-
-
-def _quote(value) -> str:
-    """A short repr for error messages: a nested YAML alias bomb expands to megabytes."""
-    return _shorten(_REPR.repr(value))
-
-
-def _shorten(text: str) -> str:
-    return text if len(text) <= _QUOTE_CHARS else text[: _QUOTE_CHARS - 3] + "..."
-
-
-def _check_range(key: str, value, metadata) -> None:
-    low, high, choices = metadata.get("low"), metadata.get("high"), metadata.get("choices")
-    if choices is not None and value not in choices:
-        raise UsageError(f"{key}: must be one of {', '.join(choices)}; got {_quote(value)}")
-    if low is not None and (value < low or (metadata.get("open_low") and value == low)):
-        bound = f"> {low}" if metadata.get("open_low") else f">= {low}"
-        raise UsageError(f"{key}: must be {bound}, got {_quote(value)}")
-    if high is not None and value > high:
-        raise UsageError(f"{key}: must be <= {high}, got {_quote(value)}")
-
-
-def _is_union(hint) -> bool:
-    return typing.get_origin(hint) in (typing.Union, types.UnionType)
 
 
 def _apply_override(raw: dict, override: str) -> None:
     key, separator, text = override.partition("=")
     if not separator or "." not in key:
         raise UsageError(
-            f"--set {_quote(override)}: expected SECTION.KEY=VALUE, e.g. train.epochs=3"
+            f"--set {quote(override)}: expected SECTION.KEY=VALUE, e.g. train.epochs=3"
         )
     section, name = key.strip().split(".", 1)
     try:
@@ -461,7 +357,7 @@ def _apply_override(raw: dict, override: str) -> None:
         value = text
     target = raw.setdefault(section, {})
     if not isinstance(target, dict):
-        raise UsageError(f"{section}: expected a mapping of keys, got {_quote(target)}")
+        raise UsageError(f"{section}: expected a mapping of keys, got {quote(target)}")
     target[name] = value
 
 

@@ -22,7 +22,7 @@ import os
 
 import keras
 
-from byol_keras.methods import METHODS
+from byol_keras.catalog import METHODS
 from byol_keras.tasks import TASKS
 
 # The modules whose import registers what a run's files refer to.
@@ -31,7 +31,7 @@ SERIALIZABLE_MODULES = (
     "byol_keras.training.lars",
     "byol_keras.training.schedules",
     "byol_keras.augment.augmenter",
-    "byol_keras.batchnorm",  # the backbones' and heads' BatchNorm layers
+    "byol_keras.nn.batchnorm",  # the backbones' and heads' BatchNorm layers
     *(task.model_module for task in TASKS.values() if task.model_module),  # segmenters, ...
 )
 

@@ -188,7 +188,7 @@ def load_networks(run: RunDirectory) -> tuple["keras.Model", "keras.Model"]:
     backbone, projector = load_networks(RunDirectory("runs/quickstart").require_finished())
     ```
     """
-    from byol_keras.precision import compute_dtypes, float32_copy
+    from byol_keras.nn.precision import compute_dtypes, float32_copy
     from byol_keras.registration import load_model
 
     backbone = load_model(run.backbone_path, compile=False)

@@ -85,8 +85,8 @@ def tiny_byol():
     """
     import keras
 
-    from byol_keras.backbones import build_backbone
-    from byol_keras.methods import method_class
+    from byol_keras.catalog import method_class
+    from byol_keras.nn.backbones import build_backbone
 
     def build(image_size: int = 16, width: int = 4, seed: int = 0, method: str = "byol", **kwargs):
         keras.utils.set_random_seed(seed)

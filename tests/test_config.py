@@ -1,4 +1,6 @@
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -194,3 +196,13 @@ def test_a_malformed_time_budget_exits_2_with_one_line_naming_the_key(tmp_path, 
 def test_a_time_budget_is_refused_across_workers():
     with pytest.raises(UsageError, match="train.time_budget: not supported with .* multi_worker"):
         load_config(None, ["train.time_budget=15m", "train.distribution=multi_worker"])
+
+
+def test_the_config_the_catalog_and_the_resume_check_load_without_keras():
+    # The command line validates a config before TensorFlow's start-up logging is quieted.
+    code = (
+        "import sys, byol_keras.config, byol_keras.catalog, byol_keras.training.resume; "
+        "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert loaded.stdout.strip() == "[]", loaded.stderr

@@ -10,8 +10,8 @@ import keras
 import pytest
 
 from byol_keras.augment.pipelines import make_augmenter
-from byol_keras.backbones import build_backbone
 from byol_keras.methods.byol import BYOL
+from byol_keras.nn.backbones import build_backbone
 from byol_keras.training.lars import LARS
 from byol_keras.training.schedules import WarmupCosine
 from byol_keras.transfer.detector import build_detector

@@ -1,7 +1,7 @@
 """Checks that `model.init_weights` starts a run from another run's backbone, on real images.
 
 Builds the model a `train` of `--config` with `model.init_weights=RUN/backbone.keras`
-would build (`byol_experiment.build_model`), before any step, and compares its online
+would build (`builders.build_model`), before any step, and compares its online
 and target backbones' features on the run's validation images with the features of
 `RUN/backbone.keras` itself. Equal features give an equal linear probe.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from byol_keras.byol_experiment import build_model
+from byol_keras.builders import build_model
 from byol_keras.config import load_config
 from byol_keras.data import source_from_config
 from byol_keras.data.source import to_unit_range

@@ -45,9 +45,9 @@ def losses(args: argparse.Namespace, lever: str | None) -> dict[int, float]:
     import numpy as np
     import tensorflow as tf
 
-    from byol_keras.backbones import build_backbone
-    from byol_keras.batchnorm import set_fused
     from byol_keras.methods.byol import BYOL
+    from byol_keras.nn.backbones import build_backbone
+    from byol_keras.nn.batchnorm import set_fused
 
     name, _, value = (lever or "").partition("=")
     if name == "intra-threads":

@@ -28,10 +28,10 @@ import numpy as np  # noqa: E402
 import onnxruntime  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from byol_keras.backbones import build_backbone  # noqa: E402
 from byol_keras.config import from_dict, save_config  # noqa: E402
 from byol_keras.export import export_run  # noqa: E402
 from byol_keras.methods.byol import BYOL  # noqa: E402
+from byol_keras.nn.backbones import build_backbone  # noqa: E402
 from byol_keras.runs import RunDirectory  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for harness.py

@@ -28,8 +28,8 @@ import tensorflow as tf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for harness.py
 from harness import Record, add_record_option  # noqa: E402
 
-from byol_keras.backbones import build_backbone  # noqa: E402
 from byol_keras.methods.byol import BYOL  # noqa: E402
+from byol_keras.nn.backbones import build_backbone  # noqa: E402
 
 NETWORKS = {"tiny": ("tiny", 16, 4), "resnet18": ("resnet18", 32, 64)}  # name, px, width
 BATCH = 32

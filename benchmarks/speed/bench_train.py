@@ -34,11 +34,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from byol_keras.backbones import build_backbone  # noqa: E402
-from byol_keras.batchnorm import set_fused  # noqa: E402
-from byol_keras.losses import symmetric_byol_loss  # noqa: E402
-from byol_keras.methods.byol import BYOL  # noqa: E402
-from byol_keras.training.schedules import cosine_tau  # noqa: E402
+from byol_keras.methods.byol import BYOL, cosine_tau  # noqa: E402
+from byol_keras.nn.backbones import build_backbone  # noqa: E402
+from byol_keras.nn.batchnorm import set_fused  # noqa: E402
+from byol_keras.nn.losses import symmetric_byol_loss  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for harness.py
 from harness import Record, add_record_option  # noqa: E402

@@ -38,7 +38,7 @@ from lightly.models.modules.heads import ProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from torch import nn
 
-CIFAR_STEM_MAX_SIZE = 95  # byol_keras.backbones: the ImageNet stem from 96 px up
+CIFAR_STEM_MAX_SIZE = 95  # byol_keras.nn.backbones: the ImageNet stem from 96 px up
 FEATURES = {"resnet18": 512, "resnet50": 2048}
 
 

@@ -68,7 +68,8 @@ from byol_keras.augment.layers import (
     draw_seed,
     fold_seed,
 )
-from byol_keras.augment.views import ViewParams, as_view_params
+from byol_keras.augment.views import as_view_params
+from byol_keras.catalog import ViewParams
 from byol_keras.data.source import to_unit_range
 from byol_keras.errors import UsageError
 

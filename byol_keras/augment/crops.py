@@ -34,7 +34,7 @@ import math
 import tensorflow as tf
 
 from byol_keras.augment.layers import fold_seed
-from byol_keras.augment.views import ViewParams
+from byol_keras.catalog import ViewParams
 from byol_keras.data.source import decode_rgb
 
 ATTEMPTS = 10  # torchvision's

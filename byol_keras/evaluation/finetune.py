@@ -30,8 +30,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from byol_keras.backbones import all_layers
 from byol_keras.data.source import to_unit_range
+from byol_keras.nn.backbones import all_layers
 
 MIN_STEPS_PER_EPOCH = 10
 MIN_BATCH = 8

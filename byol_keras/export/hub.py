@@ -48,7 +48,6 @@ import keras
 import numpy as np
 
 from byol_keras.augment.eval_transform import EvalTransform
-from byol_keras.backbones import CIFAR_STEM_MAX_SIZE, RESNET_LAYOUTS, all_layers
 from byol_keras.config import Config
 from byol_keras.errors import ExportError, ExportVerificationError, UsageError
 from byol_keras.export.parity import verification_inputs
@@ -60,7 +59,8 @@ from byol_keras.export.verify import (
     failures,
     run_in_fresh_process,
 )
-from byol_keras.hub import PRESET_PREFIX, converter_config, import_keras_hub
+from byol_keras.nn.backbones import CIFAR_STEM_MAX_SIZE, RESNET_LAYOUTS, all_layers
+from byol_keras.nn.hub import PRESET_PREFIX, converter_config, import_keras_hub
 from byol_keras.runs import RunDirectory, load_networks
 
 log = logging.getLogger(__name__)

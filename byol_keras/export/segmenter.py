@@ -47,7 +47,7 @@ from byol_keras.export.verify import (
     run_in_fresh_process,
     tolerance,
 )
-from byol_keras.precision import compute_dtypes, float32_copy
+from byol_keras.nn.precision import compute_dtypes, float32_copy
 from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
 from byol_keras.transfer.segfolder import segmentation_input

@@ -20,14 +20,14 @@ import keras
 import tensorflow as tf
 
 from byol_keras import onednn
-from byol_keras.backbones import feature_size, input_image_shape
-from byol_keras.batchnorm import batchnorm_layers
+from byol_keras.catalog import get_method
 from byol_keras.errors import UsageError
-from byol_keras.heads import mlp_head
-from byol_keras.losses import collapse_indicator
-from byol_keras.methods import get_method
 from byol_keras.methods.multi_worker import MultiWorkerWorkarounds
-from byol_keras.training.steps import accumulation_steps
+from byol_keras.methods.steps import accumulation_steps
+from byol_keras.nn.backbones import feature_size, input_image_shape
+from byol_keras.nn.batchnorm import batchnorm_layers
+from byol_keras.nn.heads import mlp_head
+from byol_keras.nn.losses import collapse_indicator
 
 
 class SelfSupervisedModel(MultiWorkerWorkarounds, keras.Model):

@@ -1,22 +1,46 @@
 """BYOL (Grill et al. 2020): the online network predicts an EMA target network's projection."""
 
 import inspect
+import math
 from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
 from keras import ops
 
+from byol_keras.catalog import TAU_SCHEDULES, method_class
 from byol_keras.errors import UsageError
-from byol_keras.losses import symmetric_byol_loss
-from byol_keras.methods import TAU_SCHEDULES, method_class
 from byol_keras.methods.base import SelfSupervisedModel, deserialized_arguments
-from byol_keras.target import frozen_copy, variable_pairs
-from byol_keras.training.schedules import cosine_tau
-from byol_keras.training.steps import accumulation_steps, completes_update
+from byol_keras.methods.steps import accumulation_steps, completes_update
+from byol_keras.nn.losses import symmetric_byol_loss
+from byol_keras.nn.target import frozen_copy, variable_pairs
 
 # What the one-class BYOL of earlier versions saved for every method; see `BYOL.from_config`.
 _ONE_CLASS_KEYS = ("method", "tau_base", "tau_schedule", "temperature")
+
+
+def cosine_tau(step, total_steps, tau_base: float = 0.996):
+    """The paper's target momentum, `1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2`.
+
+    It starts at `tau_base` at step 0 and reaches exactly 1.0 at step K.
+    Steps past K are clipped to K.
+
+    Args:
+        step: The update step `k`, a number or a tensor.
+        total_steps: `K`, the number of updates of the whole training.
+        tau_base: τ at step 0.
+
+    Returns:
+        τ at step `k`, a float32 scalar tensor.
+
+    ```python
+    tau = cosine_tau(step=0, total_steps=1000)  # 0.996
+    assert abs(float(tau) - 0.996) < 1e-6
+    ```
+    """
+    total = ops.maximum(ops.cast(total_steps, "float32"), 1.0)
+    progress = ops.minimum(ops.cast(step, "float32"), total) / total
+    return 1.0 - (1.0 - tau_base) * (ops.cos(math.pi * progress) + 1.0) / 2.0
 
 
 @keras.saving.register_keras_serializable(package="byol_keras")

@@ -5,8 +5,8 @@ from collections.abc import Sequence
 import keras
 
 from byol_keras.errors import UsageError
-from byol_keras.losses import nt_xent_loss
 from byol_keras.methods.base import SelfSupervisedModel
+from byol_keras.nn.losses import nt_xent_loss
 
 
 @keras.saving.register_keras_serializable(package="byol_keras")

@@ -3,8 +3,8 @@
 import keras
 from keras import ops
 
-from byol_keras.losses import symmetric_byol_loss
 from byol_keras.methods.base import SelfSupervisedModel
+from byol_keras.nn.losses import symmetric_byol_loss
 
 
 @keras.saving.register_keras_serializable(package="byol_keras")

@@ -7,6 +7,12 @@ updates whose training ends within the budget counted from the start of
 `train()`. The learning-rate and τ schedules are then stretched over exactly
 that many updates. The plan is written to the run directory, so that a resumed
 run keeps it instead of measuring again.
+
+The calibration times batches only. Keras's work at each epoch's end
+(checkpoints, logs, the kNN monitor) and a machine that slows down are seen
+by `Keeper` while the plan trains: when the speed it measures, all of that
+included, would end the run more than `REPLAN_TOLERANCE` of the budget early
+or late, it stops at that epoch's end and `keep` plans what is left again.
 """
 
 import json
@@ -21,13 +27,17 @@ import keras
 
 from byol_keras.config import Config
 from byol_keras.errors import UsageError
+from byol_keras.methods.steps import batches_done
 from byol_keras.runs import RunDirectory, atomic_write_text
 from byol_keras.training.optimizers import build_schedule
 from byol_keras.training.resume import FitCall, remaining_fit_calls
-from byol_keras.training.steps import batches_done
 
 CALIBRATION_BATCHES = 20
 TRACING_BATCHES = 2
+# A plan is revised only when it would miss the budget by more than this share of it, and at
+# most MAX_REVISIONS times: each revision retraces the step, and one epoch's speed is noisy.
+REPLAN_TOLERANCE = 0.03
+MAX_REVISIONS = 3
 
 # The clock the budget is counted with; tests replace it with a deterministic one.
 clock = time.perf_counter
@@ -193,6 +203,106 @@ def plan(
         planned.epochs,
     )
     return planned
+
+
+def keep(
+    plan: BudgetPlan,
+    model: keras.Model,
+    config: Config,
+    run: RunDirectory,
+    started: float,
+    fit: Callable[[int, keras.callbacks.Callback | None], None],
+) -> BudgetPlan:
+    """Trains to `plan` with `fit(total_batches, keeper)`, planning again when it would miss.
+
+    `fit` trains up to `total_batches` batches and passes `keeper` to `model.fit`
+    as the last callback. When the keeper stops training, the revised plan is
+    written to `run`, the schedules are stretched over it, and `fit` is called
+    again, at most `MAX_REVISIONS` times.
+
+    Returns:
+        The plan the run trained to.
+    """
+    for revision in range(MAX_REVISIONS + 1):
+        keeper = Keeper(plan, started) if revision < MAX_REVISIONS else None
+        fit(plan.planned_updates * config.train.accumulation_steps, keeper)
+        if keeper is None or keeper.revision is None:
+            return plan
+        log.info(
+            "time budget: %.3g updates/s with each epoch's end, not %.3g: %d updates planned, "
+            "not %d",
+            keeper.revision.calibration.updates_per_second,
+            plan.calibration.updates_per_second,
+            keeper.revision.planned_updates,
+            plan.planned_updates,
+        )
+        plan = keeper.revision
+        plan.write(run.budget_path)
+        stretch_schedules(model, config, plan.planned_updates, plan.updates_per_epoch)
+    return plan
+
+
+class Keeper(keras.callbacks.Callback):
+    """Stops `fit` at an epoch's end when the plan, at the speed seen, would miss its budget.
+
+    The speed counts the updates and the seconds from the end of the call's
+    tracing batches to this epoch's end, whatever ran in between: a keeper
+    placed last sees every other callback's epoch-end work. When the plan
+    would end more than `REPLAN_TOLERANCE` of the budget early or late, the
+    keeper sets `revision`, the plan for the updates left at that speed, and
+    stops training.
+
+    Args:
+        plan: The plan being trained.
+        started: The `clock()` reading the budget counts from.
+    """
+
+    def __init__(self, plan: BudgetPlan, started: float):
+        super().__init__()
+        self.plan = plan
+        self.started = started
+        self.revision: BudgetPlan | None = None
+        self._batches = 0
+        self._since: tuple[float, int] | None = None
+
+    def on_train_begin(self, logs=None) -> None:
+        self._batches = 0
+        self._since = None
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        self._batches += 1
+        if self._batches == TRACING_BATCHES:
+            self._since = (clock(), self._updates())
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        if self._since is None or self.revision is not None:
+            return
+        now, updates = clock(), self._updates()
+        seconds, trained = now - self._since[0], updates - self._since[1]
+        left = self.plan.planned_updates - updates
+        if seconds <= 0 or trained <= 0 or left <= 0:
+            return
+        speed = trained / seconds
+        miss = now - self.started + left / speed - self.plan.budget_seconds
+        if abs(miss) <= REPLAN_TOLERANCE * self.plan.budget_seconds:
+            return
+        old = self.plan.calibration
+        calibration = Calibration(
+            elapsed_seconds=now - self.started,
+            updates_done=updates,
+            updates_per_second=speed,  # the kNN monitor's epoch-end work included
+            # The next call retraces; the final kNN measurement comes after the last update.
+            fit_call_seconds=old.fit_call_seconds + old.monitor_seconds,
+        )
+        revised = BudgetPlan.make(
+            self.plan.budget_seconds, calibration, self.plan.updates_per_epoch
+        )
+        if revised.planned_updates != self.plan.planned_updates:
+            self.revision = revised
+            self.model.stop_training = True
+
+    def _updates(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
 
 
 def stretch_schedules(

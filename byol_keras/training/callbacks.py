@@ -7,7 +7,7 @@ import keras
 import tensorflow as tf
 
 from byol_keras.errors import TrainingDiverged, UsageError
-from byol_keras.training.steps import accumulation_steps, batches_done
+from byol_keras.methods.steps import accumulation_steps, batches_done
 
 
 class Throughput(keras.callbacks.Callback):

@@ -6,7 +6,7 @@ import math
 import keras
 
 from byol_keras.errors import TrainingDiverged
-from byol_keras.training.steps import batches_done
+from byol_keras.methods.steps import batches_done
 
 log = logging.getLogger(__name__)
 

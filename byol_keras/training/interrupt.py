@@ -6,8 +6,8 @@ import threading
 import keras
 
 from byol_keras.errors import TrainingInterrupted
+from byol_keras.methods.steps import accumulation_steps, batches_done
 from byol_keras.training.callbacks import Checkpoints
-from byol_keras.training.steps import accumulation_steps, batches_done
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

@@ -2,9 +2,9 @@
 
 from dataclasses import dataclass
 
+from byol_keras.catalog import METHODS
 from byol_keras.config import Config, from_dict
 from byol_keras.errors import UsageError
-from byol_keras.methods import METHODS
 from byol_keras.tasks import task_sections
 
 RESUME_WITH_CHANGES = "--resume-with-changes"

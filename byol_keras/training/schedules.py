@@ -1,4 +1,4 @@
-"""Schedules: BYOL's cosine EMA momentum and the warm-up + cosine learning rate."""
+"""The learning-rate schedules: the warm-up + cosine one, and its reading in optimizer updates."""
 
 import math
 
@@ -6,35 +6,15 @@ import keras
 from keras import ops
 
 
-def cosine_tau(step, total_steps, tau_base: float = 0.996):
-    """The paper's target momentum, `1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2`.
-
-    It starts at `tau_base` at step 0 and reaches exactly 1.0 at step K.
-    Steps past K are clipped to K.
-
-    Args:
-        step: The update step `k`, a number or a tensor.
-        total_steps: `K`, the number of updates of the whole training.
-        tau_base: τ at step 0.
-
-    Returns:
-        τ at step `k`, a float32 scalar tensor.
-
-    ```python
-    tau = cosine_tau(step=0, total_steps=1000)  # 0.996
-    assert abs(float(tau) - 0.996) < 1e-6
-    ```
-    """
-    total = ops.maximum(ops.cast(total_steps, "float32"), 1.0)
-    progress = ops.minimum(ops.cast(step, "float32"), total) / total
-    return 1.0 - (1.0 - tau_base) * (ops.cos(math.pi * progress) + 1.0) / 2.0
-
-
 @keras.saving.register_keras_serializable(package="byol_keras")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up to `peak_lr`, then cosine decay to `final_lr`.
 
     BYOL's schedule: `peak_lr` is usually `base_lr * batch_size / 256`.
+    After the warm-up it is Keras's `CosineDecay` with `alpha = final_lr / peak_lr`;
+    the warm-up is not: Keras's starts at 0 (`peak_lr * k / warmup_steps`), so its
+    first update does not move, while this one's is `peak_lr * (k + 1) / warmup_steps`:
+    kept, so that a resumed run goes on along the curve it started on.
 
     Args:
         peak_lr: The learning rate at the end of the warm-up.

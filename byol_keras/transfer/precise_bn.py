@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from byol_keras.backbones import all_layers
+from byol_keras.nn.backbones import all_layers
 
 
 class PreciseBN:

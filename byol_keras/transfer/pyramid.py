@@ -17,8 +17,8 @@ assert maps["stride_4"].shape[:3] == (2, 24, 24) and maps["stride_32"].shape[:3]
 
 import keras
 
-from byol_keras.backbones import input_image_shape
 from byol_keras.errors import UsageError
+from byol_keras.nn.backbones import input_image_shape
 
 
 def feature_pyramid(

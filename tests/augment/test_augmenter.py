@@ -10,7 +10,8 @@ import tensorflow as tf
 from byol_keras.augment import BYOLAugmenter, image_batches, make_augmenter, pair_dataset
 from byol_keras.augment.augmenter import _shift_hue
 from byol_keras.augment.layers import RandomGaussianBlur, default_blur_kernel_size
-from byol_keras.augment.views import PRESETS, ViewParams, view_params
+from byol_keras.augment.views import view_params
+from byol_keras.catalog import PRESETS, ViewParams
 from byol_keras.errors import UsageError
 
 SEED = tf.constant([7, 11], tf.int64)

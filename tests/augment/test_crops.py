@@ -15,7 +15,7 @@ from PIL import Image
 from byol_keras.augment import image_batches, make_augmenter, pair_dataset
 from byol_keras.augment.crops import crop_pair, crop_window, decode_jpeg_for_crops, scaled_crop
 from byol_keras.augment.eval_transform import EvalTransform
-from byol_keras.augment.views import ViewParams
+from byol_keras.catalog import ViewParams
 from byol_keras.data import load_source
 from byol_keras.data.source import resize_uint8
 from byol_keras.errors import UsageError

@@ -10,7 +10,6 @@ import tensorflow as tf
 from PIL import Image
 
 from byol_keras.augment.eval_transform import RESIZE_MODES, EvalTransform
-from byol_keras.backbones import build_backbone
 from byol_keras.config import EvalConfig, load_config
 from byol_keras.data import ImageSource, load_source
 from byol_keras.data.source import to_unit_range
@@ -20,6 +19,7 @@ from byol_keras.evaluation.embeddings import Embedder, source_arrays
 from byol_keras.export import export_run
 from byol_keras.export.run import load_networks
 from byol_keras.export.verify import tolerance
+from byol_keras.nn.backbones import build_backbone
 from tests.helpers.eval_transform import pil_eval_transform
 from tests.helpers.export import make_finished_run
 

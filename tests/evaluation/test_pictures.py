@@ -69,7 +69,7 @@ def test_default_output_is_the_run_pictures_folder(trained_run, capsys):
 
 def test_occlusion_map_is_zero_where_hiding_changes_nothing():
     keras.utils.set_random_seed(0)
-    from byol_keras.backbones import build_backbone
+    from byol_keras.nn.backbones import build_backbone
 
     embedder = Embedder(build_backbone("tiny", 8, width=4))
     image = np.full([8, 8, 3], 77, np.uint8)  # already its own mean colour everywhere

@@ -11,7 +11,6 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
-from byol_keras.backbones import build_backbone
 from byol_keras.cli import main
 from byol_keras.data import load_source
 from byol_keras.evaluation import compare_with_random_init, evaluate_run
@@ -22,6 +21,7 @@ from byol_keras.evaluation.finetune import (
     finetune_classifier,
 )
 from byol_keras.evaluation.linear import fit_linear_probe
+from byol_keras.nn.backbones import build_backbone
 from byol_keras.registration import load_model
 from tests.helpers.runs import RUN_CONFIG, make_run
 

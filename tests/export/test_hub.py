@@ -9,11 +9,11 @@ import pytest
 import tensorflow as tf
 
 from byol_keras import cli
-from byol_keras.backbones import build_backbone
 from byol_keras.config import from_dict, save_config
 from byol_keras.export import export_run
 from byol_keras.export.hub import parity_size, resnet_as_keras_hub
 from byol_keras.methods.byol import BYOL
+from byol_keras.nn.backbones import build_backbone
 from byol_keras.registration import load_model
 from tests.helpers.export import make_finished_run, save_as_run
 

@@ -71,8 +71,8 @@ def mirrored(out_path: str) -> None:
 def _tiny_byol(sync: bool, method: str = "byol"):
     import keras
 
-    from byol_keras.backbones import build_backbone, synchronize_batchnorm
-    from byol_keras.methods import method_class
+    from byol_keras.catalog import method_class
+    from byol_keras.nn.backbones import build_backbone, synchronize_batchnorm
 
     keras.utils.set_random_seed(0)
     backbone = build_backbone("tiny", SIZE, width=4)
@@ -151,8 +151,8 @@ def _flat(variables) -> np.ndarray:
 
 
 def worker(run_dir: str, out_path: str, steps: str = "3", every_steps: str = "null") -> None:
-    from byol_keras.byol_experiment import train
     from byol_keras.config import load_config
+    from byol_keras.pretrain import train
 
     config = load_config(
         None,

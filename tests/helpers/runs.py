@@ -2,9 +2,9 @@
 
 import keras
 
-from byol_keras.backbones import build_backbone
 from byol_keras.config import from_dict, save_config
 from byol_keras.methods.byol import BYOL
+from byol_keras.nn.backbones import build_backbone
 from byol_keras.runs import RunDirectory
 
 RUN_CONFIG = {

@@ -17,8 +17,8 @@ import tensorflow as tf
 from byol_keras.cli import main
 from byol_keras.config import load_config
 from byol_keras.errors import UsageError
-from byol_keras.losses import nt_xent_loss
 from byol_keras.methods.base import SelfSupervisedModel
+from byol_keras.nn.losses import nt_xent_loss
 from byol_keras.registration import load_model
 from tests.helpers.kill import kill_after_first_checkpoint
 

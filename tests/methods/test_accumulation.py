@@ -6,8 +6,9 @@ import pytest
 
 from byol_keras.config import OptimizerConfig
 from byol_keras.methods.base import _TotalStepsFromFit
+from byol_keras.methods.byol import cosine_tau
 from byol_keras.training.optimizers import build_optimizer
-from byol_keras.training.schedules import WarmupCosine, cosine_tau
+from byol_keras.training.schedules import WarmupCosine
 from tests.helpers.views import ema_pairs, view_pair
 
 

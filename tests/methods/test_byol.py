@@ -1,11 +1,12 @@
+import math
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_keras.methods.byol import BYOL
+from byol_keras.methods.byol import BYOL, cosine_tau
 from byol_keras.registration import load_model
-from byol_keras.training.schedules import cosine_tau
 from tests.helpers.views import ema_pairs, view_pair
 
 
@@ -140,3 +141,14 @@ def test_fit_without_pairs_or_augmenter_explains_itself(tiny_byol):
     images = view_pair()[0]
     with pytest.raises(ValueError, match="view1, view2"):
         model.fit(tf.data.Dataset.from_tensor_slices(images).batch(4), epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("tau_base", [0.996, 0.99, 0.9])
+def test_cosine_tau_goes_from_base_to_one(tau_base):
+    total = 1000
+    assert float(cosine_tau(0, total, tau_base)) == pytest.approx(tau_base, abs=1e-7)
+    assert float(cosine_tau(total, total, tau_base)) == pytest.approx(1.0, abs=1e-7)
+    for step in (1, 250, 500, 999):
+        expected = 1 - (1 - tau_base) * (math.cos(math.pi * step / total) + 1) / 2
+        assert float(cosine_tau(step, total, tau_base)) == pytest.approx(expected, abs=1e-6)
+    assert float(cosine_tau(total + 50, total, tau_base)) == pytest.approx(1.0, abs=1e-7)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from byol_keras.builders import model_from_config
+from byol_keras.catalog import METHODS, method_class
 from byol_keras.config import load_config
-from byol_keras.methods import METHODS, method_class
 from byol_keras.methods.base import SelfSupervisedModel
 from byol_keras.methods.byol import BYOL
 from byol_keras.methods.simclr import SimCLR
@@ -104,12 +104,10 @@ def test_the_constructor_arguments_belong_to_their_method():
         SimSiam(backbone, tau_schedule="constant")
 
 
-def test_the_classes_keep_their_former_and_public_addresses():
+def test_the_classes_keep_their_public_addresses():
     import byol_keras
-    import byol_keras.model
 
     assert (byol_keras.BYOL, byol_keras.SimSiam, byol_keras.SimCLR) == (BYOL, SimSiam, SimCLR)
-    assert (byol_keras.model.BYOL, byol_keras.model.SimCLR) == (BYOL, SimCLR)
 
 
 @pytest.mark.parametrize("cls", [SelfSupervisedModel, BYOL, SimCLR])

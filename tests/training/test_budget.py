@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_keras.byol_experiment import train
 from byol_keras.config import load_config
 from byol_keras.errors import TrainingInterrupted
+from byol_keras.methods.byol import cosine_tau
+from byol_keras.pretrain import train
 from byol_keras.training import budget
 from byol_keras.training.budget import BudgetPlan, Calibration, planned_updates
 from byol_keras.training.optimizers import build_optimizer
-from byol_keras.training.schedules import cosine_tau
 
 
 def test_the_plan_spends_what_is_left_at_the_measured_speed():
@@ -102,6 +102,59 @@ def test_stretched_schedules_reach_the_traced_step(tiny_byol):
     assert max(float(np.abs(a - b).max()) for a, b in zip(after, before, strict=True)) < 1e-6
     assert int(model.total_steps.numpy()) == 2
     assert float(model.current_tau()) == pytest.approx(1.0)
+
+
+class _Training:
+    """What a keeper reads of the model: the update counter, and where it says stop."""
+
+    def __init__(self):
+        self.optimizer = type("Optimizer", (), {"iterations": tf.Variable(0, dtype="int64")})()
+        self.stop_training = False
+
+
+def _keeper_after(batch_ends: list[tuple[float, int]], epoch_end: tuple[float, int]):
+    """A keeper of a 200-update plan on a 100 s budget that saw these (clock, updates)."""
+    calibration = Calibration(10.0, 20, 2.0, fit_call_seconds=5.0, monitor_seconds=3.0)
+    plan = BudgetPlan(100.0, 200, 50, calibration)
+    keeper = budget.Keeper(plan, started=0.0)
+    model = _Training()
+    keeper.set_model(model)
+    keeper.on_train_begin()
+    for seconds, updates in [*batch_ends, epoch_end]:
+        budget.clock = lambda seconds=seconds: seconds
+        model.optimizer.iterations.assign(updates)
+        if (seconds, updates) == epoch_end:
+            keeper.on_epoch_end(0)
+        else:
+            keeper.on_train_batch_end(0)
+    return keeper, model
+
+
+def test_a_keeper_plans_again_at_the_speed_seen_with_each_epochs_end(monkeypatch):
+    monkeypatch.setattr(budget, "clock", budget.clock)  # restored after the test
+    # After the 2 tracing batches (22 updates at 20 s), 30 more updates took 20 s, the
+    # epoch's end included: 1.5 updates/s, so the 148 left would end at 40 + 98.7 s.
+    keeper, model = _keeper_after([(15.0, 21), (20.0, 22)], (40.0, 52))
+    assert model.stop_training
+    revised = keeper.revision
+    # 100 s - 40 spent - (5 s to retrace + 3 s for the final kNN) = 52 s at 1.5/s: 78 more.
+    assert revised.planned_updates == 52 + 78
+    assert revised.calibration.updates_per_second == pytest.approx(1.5)
+    assert (revised.budget_seconds, revised.updates_per_epoch) == (100.0, 50)
+
+
+def test_a_keeper_revises_a_plan_only_past_the_tolerance_and_both_ways(monkeypatch):
+    monkeypatch.setattr(budget, "clock", budget.clock)
+    tracing = [(5.0, 21), (10.0, 22)]
+    # 60 updates in 30 s: 2/s; the 118 left end at 40 + 59 = 99 s, 1% early: kept.
+    kept, model = _keeper_after(tracing, (40.0, 82))
+    assert kept.revision is None and not model.stop_training
+    # 30 updates in 30 s: the 148 left would end at 188 s: (100 - 40 - 8) s at 1/s.
+    late, _ = _keeper_after(tracing, (40.0, 52))
+    assert late.revision.planned_updates == 52 + 52
+    # 90 updates in 30 s: the 88 left would end at 69 s, 31% early: (100 - 40 - 8) s at 3/s.
+    early, model = _keeper_after(tracing, (40.0, 112))
+    assert early.revision.planned_updates == 112 + 156 and model.stop_training
 
 
 # The CLI's tiny run: digits at 8 px, 15 batches an epoch.

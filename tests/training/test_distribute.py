@@ -193,7 +193,7 @@ def test_killed_workers_restart_from_the_chiefs_checkpoint_and_end_identical(tmp
 def test_importing_byol_keras_leaves_tensorflow_unstarted():
     # A MultiWorkerMirroredStrategy made after any op cannot configure collectives.
     code = (
-        "import byol_keras.byol_experiment, byol_keras.cli\n"
+        "import byol_keras.pretrain, byol_keras.cli\n"
         "from tensorflow.python.eager import context\n"
         "assert context.context()._context_handle is None, 'an import ran a TF op'\n"
     )
@@ -206,8 +206,8 @@ def test_make_strategy_rejects_unknown_names():
 
 
 def test_sync_batchnorm_survives_the_target_copy():
-    from byol_keras.backbones import build_backbone, synchronize_batchnorm
     from byol_keras.methods.byol import BYOL
+    from byol_keras.nn.backbones import build_backbone, synchronize_batchnorm
 
     model = BYOL(
         synchronize_batchnorm(build_backbone("tiny", 16, width=4)),

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_keras.batchnorm import batchnorm_layers, set_fused
 from byol_keras.cli import main
 from byol_keras.errors import TrainingDiverged
+from byol_keras.nn.batchnorm import batchnorm_layers, set_fused
 from byol_keras.training.callbacks import Checkpoints
 from byol_keras.training.guards import CollapseWarning, StopOnNonFiniteLoss
 from tests.helpers.views import view_pair

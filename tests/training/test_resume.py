@@ -15,10 +15,10 @@ from tensorflow.python.checkpoint import checkpoint_management
 
 from byol_keras.config import load_config
 from byol_keras.errors import UsageError
+from byol_keras.methods.byol import cosine_tau
 from byol_keras.registration import load_model
 from byol_keras.training.callbacks import Checkpoints
 from byol_keras.training.resume import FitCall, check_config_change, remaining_fit_calls
-from byol_keras.training.schedules import cosine_tau
 from tests.helpers.kill import kill_after_first_checkpoint
 
 STEPS_PER_EPOCH, EPOCHS, EVERY, TAU_BASE = 10, 4, 3, 0.99

@@ -18,11 +18,11 @@ import tensorflow as tf
 
 from byol_keras.cli import main
 from byol_keras.errors import UsageError
+from byol_keras.methods.byol import cosine_tau
 from byol_keras.registration import load_model
 from byol_keras.runs import atomic_write_text
 from byol_keras.training.interrupt import StopOnSignal
 from byol_keras.training.run_lock import run_lock
-from byol_keras.training.schedules import cosine_tau
 from tests.helpers.runs import make_run
 
 TAU_BASE = 0.99

@@ -1,21 +1,9 @@
-"""The cosine τ schedule and the warm-up cosine learning rate against hand values."""
+"""The warm-up cosine learning rate against hand values."""
 
-import math
-
+import keras
 import pytest
 
-from byol_keras.training.schedules import WarmupCosine, cosine_tau
-
-
-@pytest.mark.parametrize("tau_base", [0.996, 0.99, 0.9])
-def test_cosine_tau_goes_from_base_to_one(tau_base):
-    total = 1000
-    assert float(cosine_tau(0, total, tau_base)) == pytest.approx(tau_base, abs=1e-7)
-    assert float(cosine_tau(total, total, tau_base)) == pytest.approx(1.0, abs=1e-7)
-    for step in (1, 250, 500, 999):
-        expected = 1 - (1 - tau_base) * (math.cos(math.pi * step / total) + 1) / 2
-        assert float(cosine_tau(step, total, tau_base)) == pytest.approx(expected, abs=1e-6)
-    assert float(cosine_tau(total + 50, total, tau_base)) == pytest.approx(1.0, abs=1e-7)
+from byol_keras.training.schedules import WarmupCosine
 
 
 def test_warmup_cosine_matches_hand_values():
@@ -26,3 +14,19 @@ def test_warmup_cosine_matches_hand_values():
     assert float(schedule(60)) == pytest.approx(1.0, abs=1e-6)
     assert float(schedule(110)) == pytest.approx(0.0, abs=1e-6)
     assert WarmupCosine(**schedule.get_config()).get_config() == schedule.get_config()
+
+
+@pytest.mark.parametrize(
+    ("total", "warmup", "final"), [(110, 10, 0.0), (1000, 100, 0.04), (50, 0, 0.0)]
+)
+def test_the_curve_is_keras_cosine_decay_one_step_ahead_in_the_warm_up(total, warmup, final):
+    peak = 0.4
+    ours = WarmupCosine(peak, total_steps=total, warmup_steps=warmup, final_lr=final)
+    keras_options = {"warmup_target": peak, "warmup_steps": warmup} if warmup else {}
+    theirs = keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else peak, decay_steps=total - warmup, alpha=final / peak, **keras_options
+    )
+    for step in range(total + 10):
+        # Keras's warm-up reaches peak·k/w at step k; ours one step earlier.
+        keras_step = step + 1 if step < warmup else step
+        assert float(ours(step)) == pytest.approx(float(theirs(keras_step)), abs=1e-6), step

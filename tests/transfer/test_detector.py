@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_keras.backbones import all_layers, build_backbone
+from byol_keras.nn.backbones import all_layers, build_backbone
 from byol_keras.transfer import detector as detector_module
 from byol_keras.transfer.box_sources import load_box_split
 from byol_keras.transfer.detector import (

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from byol_keras.batchnorm import BatchNormalization
+from byol_keras.nn.batchnorm import BatchNormalization
 from byol_keras.transfer.precise_bn import PreciseBN
 
 RNG = np.random.default_rng(0)

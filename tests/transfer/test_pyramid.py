@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from byol_keras import feature_pyramid
-from byol_keras.backbones import build_backbone
 from byol_keras.errors import UsageError
+from byol_keras.nn.backbones import build_backbone
 from byol_keras.registration import load_model
 
 # (name, image size, width, expected strides, channels per stride)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_keras.backbones import build_backbone
 from byol_keras.cli import main
 from byol_keras.evaluation import evaluate_run
+from byol_keras.nn.backbones import build_backbone
 from byol_keras.registration import load_model
 from byol_keras.transfer.joint_augment import JointAugment
 from byol_keras.transfer.precise_bn import PreciseBN

@@ -17,10 +17,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from byol_keras.backbones import all_layers
-from byol_keras.byol_experiment import _views
 from byol_keras.config import load_config
 from byol_keras.data import source_from_config
+from byol_keras.nn.backbones import all_layers
+from byol_keras.pretrain import _views
 
 
 def main(run: str) -> None:

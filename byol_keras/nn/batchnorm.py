@@ -108,7 +108,7 @@ def set_fused(model: keras.Model, fused: bool) -> keras.Model:
     when the model was already trained.
 
     ```python
-    from byol_keras.backbones import build_backbone
+    from byol_keras.nn.backbones import build_backbone
 
     backbone = set_fused(build_backbone("tiny", image_size=16, width=4), fused=False)
     ```
@@ -123,7 +123,7 @@ def batchnorm_layers(model: keras.Model) -> Iterator[keras.layers.BatchNormaliza
     """Every Keras `BatchNormalization` in `model` (ours included), nested models included.
 
     ```python
-    from byol_keras.backbones import build_backbone
+    from byol_keras.nn.backbones import build_backbone
 
     assert len(list(batchnorm_layers(build_backbone("tiny", image_size=16, width=4)))) > 0
     ```

@@ -1,10 +1,10 @@
-"""The training story, top to bottom: config → data → views → BYOL → callbacks → run directory.
+"""The pretraining story, top to bottom: config → data → views → method → callbacks → run dir.
 
-Read this file to know what `byol-keras train` does. Each step calls one
-small module: `data` for sources, `augment` for the views, `backbones` and
-`methods` for the networks, `optimizers` and `schedules` for the update rule,
-`callbacks` for what happens around each step, and `run_dir` for where
-everything is written.
+Read this file to know what `byol-keras train` does, for BYOL, SimSiam or
+SimCLR alike. Each step calls one small module: `data` for sources, `augment`
+for the views, `builders` for the network (`nn/` and `methods/`), `optimizers`
+and `schedules` for the update rule, `callbacks` for what happens around each
+step, and `runs` for where everything is written.
 """
 
 import logging
@@ -17,14 +17,14 @@ import tensorflow as tf
 from byol_keras import onednn
 from byol_keras.augment.eval_transform import EvalTransform
 from byol_keras.augment.pipelines import image_batches, make_augmenter, pair_dataset
-from byol_keras.backbones import synchronize_batchnorm
-from byol_keras.builders import backbone_from_config, model_from_config
+from byol_keras.builders import build_model
 from byol_keras.config import Config
 from byol_keras.data import ImageSource, source_from_config
 from byol_keras.errors import UsageError
 from byol_keras.evaluation.monitor import KnnMonitor
-from byol_keras.init_weights import IMAGENET, load_init_weights
 from byol_keras.methods.base import SelfSupervisedModel
+from byol_keras.methods.steps import batches_done
+from byol_keras.nn.init_weights import IMAGENET
 from byol_keras.runs import RunDirectory
 from byol_keras.training import budget
 from byol_keras.training.callbacks import Checkpoints, Throughput
@@ -34,7 +34,6 @@ from byol_keras.training.interrupt import StopOnSignal
 from byol_keras.training.optimizers import build_optimizer
 from byol_keras.training.resume import check_config_change, remaining_fit_calls
 from byol_keras.training.run_lock import run_lock
-from byol_keras.training.steps import batches_done
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +109,16 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
         history: dict[str, list] = {}
         plan = None
         with callbacks.stop_on_signal:
-            total_steps = config.train.epochs * steps_per_epoch
+
+            def fit_to(total_steps: int, keeper: keras.callbacks.Callback | None = None) -> None:
+                for knn in monitor:
+                    knn.final_epoch = math.ceil(total_steps / steps_per_epoch)
+                done = batches_done(model.optimizer)
+                calls = remaining_fit_calls(done, steps_per_epoch, total_steps)
+                if calls:
+                    run.set_aside_results(steps_done)  # results of a finished run, now retrained
+                _fit(model, batches, calls, callbacks, config, history, keeper)
+
             if config.train.time_budget is not None:
                 plan = budget.plan(
                     config,
@@ -123,14 +131,13 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
                     ),
                     monitor[0] if monitor else None,
                 )
-                total_steps = plan.planned_updates * config.train.accumulation_steps
                 budget.stretch_schedules(model, config, plan.planned_updates, updates_per_epoch)
-            for knn in monitor:
-                knn.final_epoch = math.ceil(total_steps / steps_per_epoch)
-            calls = remaining_fit_calls(batches_done(model.optimizer), steps_per_epoch, total_steps)
-            if calls:
-                run.set_aside_results(steps_done)  # results of a finished run, now retrained
-            _fit(model, batches, calls, callbacks, config, history)
+                if steps_done:  # a resumed run keeps its plan: the budget was counted before
+                    fit_to(plan.planned_updates * config.train.accumulation_steps)
+                else:
+                    plan = budget.keep(plan, model, config, run, started, fit_to)
+            else:
+                fit_to(config.train.epochs * steps_per_epoch)
             if callbacks.stop_on_signal.received is not None:  # arrived after the last batch
                 callbacks.stop_on_signal.stop()
 
@@ -306,25 +313,8 @@ def _fit(
         callbacks.metrics_csv.append = True  # the next call continues the same file
         for key, values in result.history.items():
             history.setdefault(key, []).extend(values)
-
-
-def build_model(
-    config: Config, total_steps: int, augmenter=None, init_weights: bool = True
-) -> SelfSupervisedModel:
-    """The model the config describes (the `model.method` class), τ scheduled over `total_steps`.
-
-    Build it inside `strategy.scope()`: with more than one replica BYOL synchronises
-    the heads' BatchNorm, and the backbone's is synchronised too when
-    `model.sync_batchnorm_backbone` is set. With `init_weights`, the backbone
-    starts from `model.init_weights` (when set), and BYOL's target copies it.
-    """
-    start_from = config.model.init_weights if init_weights else None
-    backbone = backbone_from_config(config, weights=IMAGENET if start_from == IMAGENET else None)
-    if start_from not in (None, IMAGENET):
-        load_init_weights(backbone, start_from)
-    if config.model.sync_batchnorm_backbone:
-        backbone = synchronize_batchnorm(backbone)
-    return model_from_config(config, backbone, total_steps, augmenter)
+        if model.stop_training:  # a signal, or a time budget's plan revised
+            return
 
 
 def _init_weights_record(spec: str | None) -> str | None:

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from byol_keras import cli
-from byol_keras.builders import backbone_from_config
-from byol_keras.byol_experiment import build_model
+from byol_keras.builders import backbone_from_config, build_model
 from byol_keras.config import from_dict
 from byol_keras.errors import UsageError
 from byol_keras.registration import load_model

@@ -7,13 +7,13 @@ import keras
 import numpy as np
 import pytest
 
-from byol_keras.backbones import build_backbone
-from byol_keras.byol_experiment import build_model
+from byol_keras.builders import build_model
 from byol_keras.cli import main
 from byol_keras.config import from_dict
 from byol_keras.data import load_source
 from byol_keras.errors import UsageError
 from byol_keras.evaluation.embeddings import Embedder, source_arrays
+from byol_keras.nn.backbones import build_backbone
 from byol_keras.registration import load_model
 from tests.helpers.export import make_finished_run
 
@@ -48,7 +48,7 @@ def assert_same_weights(model, reference):
 def test_a_runs_backbone_gives_that_runs_features_at_step_0(source_run, caplog):
     reference = load_model(source_run.backbone_path, compile=False)
     keras.utils.set_random_seed(5)  # another seed than the source run's: no accidental match
-    with caplog.at_level(logging.INFO, logger="byol_keras.init_weights"):
+    with caplog.at_level(logging.INFO, logger="byol_keras.nn.init_weights"):
         model = build_model(config_starting_from(source_run.backbone_path), total_steps=10)
 
     count = len(reference.weights)

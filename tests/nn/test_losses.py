@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from byol_keras.losses import collapse_indicator, normalized_mse, symmetric_byol_loss
+from byol_keras.nn.losses import collapse_indicator, normalized_mse, symmetric_byol_loss
 
 
 def _hand_cosine(a, b):

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import keras
 
-from byol_keras.backbones import IMAGENET_MEAN, IMAGENET_STD
 from byol_keras.errors import UsageError, first_line
+from byol_keras.nn.backbones import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 

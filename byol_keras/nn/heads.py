@@ -2,7 +2,7 @@
 
 import keras
 
-from byol_keras import batchnorm
+from byol_keras.nn import batchnorm
 
 
 def mlp_head(

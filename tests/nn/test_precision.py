@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_keras.backbones import build_backbone
 from byol_keras.methods.byol import BYOL
+from byol_keras.nn.backbones import build_backbone
 
 SIZE = 16
 

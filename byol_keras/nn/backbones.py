@@ -11,8 +11,8 @@ any Keras backbone, including ones built elsewhere.
 
 import keras
 
-from byol_keras import batchnorm
 from byol_keras.errors import UsageError, first_line
+from byol_keras.nn import batchnorm
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_keras.backbones import build_backbone
 from byol_keras.errors import UsageError
 from byol_keras.export import export_run
 from byol_keras.methods.byol import BYOL
+from byol_keras.nn.backbones import build_backbone
+from byol_keras.nn.target import SharedCodeCopy
 from byol_keras.registration import load_model
-from byol_keras.target import SharedCodeCopy
 from tests.helpers.export import save_as_run
 
 HEADS = {"projection_dim": 8, "projector_hidden_dim": 16, "predictor_hidden_dim": 16}

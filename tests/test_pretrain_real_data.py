@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from byol_keras.byol_experiment import train
 from byol_keras.cli import main
 from byol_keras.config import load_config
+from byol_keras.pretrain import train
 
 TINY = [
     "model.backbone=tiny",

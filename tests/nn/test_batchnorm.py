@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_keras.batchnorm import BatchNormalization
+from byol_keras.nn.batchnorm import BatchNormalization
 
 
 def _pair(shape, **kwargs):
