@@ -17,8 +17,10 @@ import keras
 
 from byol_keras.catalog import get_method, method_class
 from byol_keras.config import Config
+from byol_keras.errors import UsageError
 from byol_keras.methods.base import SelfSupervisedModel
 from byol_keras.nn.backbones import build_backbone, synchronize_batchnorm
+from byol_keras.nn.hub import PRESET_PREFIX, preset_backbone
 from byol_keras.nn.init_weights import IMAGENET, load_init_weights
 
 
@@ -27,7 +29,8 @@ def backbone_from_config(config: Config, weights: str | None = None) -> keras.Mo
 
     Args:
         config: a `Config`; `model.backbone`, `model.stem` and `model.width` choose
-            the network, `data.image_size` its input size.
+            the network, `data.image_size` its input size. `keras_hub:<folder>`
+            names a local KerasHub preset, whose weights it keeps (`nn/hub.py`).
         weights: `None` (random), or `"imagenet"` for a `keras.applications` model.
 
     Returns:
@@ -37,8 +40,13 @@ def backbone_from_config(config: Config, weights: str | None = None) -> keras.Mo
     backbone = backbone_from_config(load_config("configs/quickstart.yaml"))
     ```
     """
+    name = config.model.backbone
+    if name.startswith(PRESET_PREFIX):
+        if weights is not None:
+            raise UsageError(f"model.init_weights: {weights} does not apply to {name}")
+        return preset_backbone(name.removeprefix(PRESET_PREFIX), config.data.image_size)
     return build_backbone(
-        config.model.backbone,
+        name,
         image_size=config.data.image_size,
         stem=config.model.stem,
         width=config.model.width,

@@ -98,9 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="split to embed (repeatable; default: all of the source's splits)",
     )
 
-    export = commands.add_parser("export", help="SavedModel (TF Serving) and ONNX export")
+    export = commands.add_parser(
+        "export", help="SavedModel (TF Serving) and ONNX export, or a KerasHub preset"
+    )
     export.add_argument("--run", required=True, help="run directory of a finished training")
-    export.add_argument("--format", default="all", choices=("saved_model", "onnx", "all"))
+    export.add_argument(
+        "--format", default="all", choices=("saved_model", "onnx", "all", "keras-hub")
+    )
     export.add_argument("--output", help="export directory (default: <run>/export)")
     export.add_argument(
         "--model",
@@ -231,7 +235,9 @@ def run_export(args: argparse.Namespace) -> int:
 
     manifest = export_run(
         args.run,
-        formats=("saved_model", "onnx") if args.format == "all" else (args.format,),
+        formats=("saved_model", "onnx")
+        if args.format == "all"
+        else (args.format.replace("-", "_"),),
         output=args.output,
         name=args.name,
         version=args.version,

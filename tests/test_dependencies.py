@@ -22,3 +22,16 @@ def test_the_keras_floor_excludes_releases_with_safe_mode_bypasses():
     keras = _requirement("keras")
     assert not [v for v in VULNERABLE_KERAS if keras.specifier.contains(v)]
     assert keras.specifier.contains(version("keras")), "the installed Keras is outside the pin"
+
+
+def test_keras_hub_is_the_hub_extra_on_the_pythons_it_supports_and_stays_out_of_the_core():
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    assert "keras-hub" not in {Requirement(r).name for r in project["dependencies"]}
+    for extra in ("hub", "test"):
+        (hub,) = [
+            r
+            for r in map(Requirement, project["optional-dependencies"][extra])
+            if r.name == "keras-hub"
+        ]
+        assert hub.marker.evaluate({"python_version": "3.11"})
+        assert not hub.marker.evaluate({"python_version": "3.10"})

@@ -7,6 +7,8 @@
 - `signature.py`: the serving function (uint8 images in, embeddings out).
 - `parity.py`: the inputs and Keras references the artifacts are checked against.
 - `verify.py`: the verification worker, run as `python -m byol_keras.export.verify`.
+- `hub.py`: the backbone as a KerasHub preset (`--format keras-hub`), checked by
+  `hub_verify.py`, a worker that imports keras_hub but never byol_keras.
 
 Export never imports `byol_keras.evaluation`; it reads runs through `byol_keras.runs`.
 

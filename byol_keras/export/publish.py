@@ -50,6 +50,8 @@ from byol_keras.training.run_lock import holder_gone, read_holder, this_process
 log = logging.getLogger(__name__)
 
 FORMATS = ("saved_model", "onnx")
+# A KerasHub preset folder (`hub.py`): written alone, into the version folder.
+KERAS_HUB = "keras_hub"
 MIN_OPSET = 17
 # At most 200 characters: ".staging-<name>-v<version>-XXXXXXXX" must fit in a 255-byte file name.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
@@ -81,7 +83,13 @@ class ExportRequest:
         return {
             "saved_model": self.output / self.name / str(self.version),
             "onnx": self.output / "onnx" / f"{self.name}-v{self.version}.onnx",
+            KERAS_HUB: self.output / self.name / str(self.version),
         }
+
+    @property
+    def written(self) -> str:
+        """The format the writer makes, which every other one is converted from."""
+        return KERAS_HUB if KERAS_HUB in self.formats else "saved_model"
 
 
 def check_request(
@@ -95,9 +103,14 @@ def check_request(
     ```
     """
     formats = tuple(dict.fromkeys(formats))
-    unknown = [f for f in formats if f not in FORMATS]
+    unknown = [f for f in formats if f not in (*FORMATS, KERAS_HUB)]
     if not formats or unknown:
-        raise UsageError(f"--format: expected saved_model, onnx or all, got {unknown or 'none'}")
+        raise UsageError(
+            f"--format: expected saved_model, onnx, keras-hub or all, got {unknown or 'none'}"
+        )
+    if KERAS_HUB in formats and len(formats) > 1:
+        # The preset takes the version folder where the SavedModel would go.
+        raise UsageError("--format: keras-hub is exported alone, not with saved_model or onnx")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise UsageError(
             f"--name: {name!r} is not a model name (up to 200 letters, digits, '_', '.', '-'; "
@@ -121,6 +134,7 @@ def check_request(
         if path.exists() and path.is_dir() != (kind == "folder"):
             other = "file" if kind == "folder" else "folder"
             raise UsageError(f"--output: '{path}' is a {other}, not a {kind}; move it away")
+    _check_one_kind(output / name, formats)
     return ExportRequest(formats, output, name, _choose_version(output, name, version), opset)
 
 
@@ -134,8 +148,9 @@ def publish(
     """Stages, verifies and commits the artifacts, then writes and returns the manifest.
 
     `write_saved_model(path)` writes the SavedModel that every artifact is
-    made from; `verify(staged, workdir)` checks the staged artifacts (a dict
-    format → path) and returns the verification record, or raises.
+    made from (for `keras_hub`, the preset folder instead);
+    `verify(staged, workdir)` checks the staged artifacts (a dict format →
+    path) and returns the verification record, or raises.
     `description` is the caller's part of the manifest: the model, its
     contract and preprocessing.
     """
@@ -146,8 +161,12 @@ def publish(
     )
     try:
         (staging / _OWNER).write_text(json.dumps(this_process()))
-        staged = {"saved_model": staging / "saved_model", "onnx": staging / "model.onnx"}
-        write_saved_model(staged["saved_model"])
+        staged = {
+            "saved_model": staging / "saved_model",
+            "onnx": staging / "model.onnx",
+            KERAS_HUB: staging / "preset",
+        }
+        write_saved_model(staged[request.written])
         if "onnx" in request.formats:
             log.info("converting to ONNX (opset %d)", request.opset)
             convert_to_onnx(staged["saved_model"], staged["onnx"], request.opset)
@@ -161,7 +180,7 @@ def publish(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
-    main_format = "saved_model" if "saved_model" in request.formats else "onnx"
+    main_format = next(f for f in ("saved_model", KERAS_HUB, "onnx") if f in request.formats)
     manifest = {
         "name": request.name,
         "version": request.version,
@@ -290,6 +309,24 @@ def _check_opset(opset: int) -> None:
         )
 
 
+def _check_one_kind(folder: Path, formats: tuple[str, ...]) -> None:
+    """Refuses to put a preset among SavedModel versions, or the other way round.
+
+    TF Serving loads the highest integer-named folder under its base path, so
+    a preset there would stop it serving.
+    """
+    marks = {
+        "saved_model": ("saved_model.pb", "SavedModel"),
+        KERAS_HUB: ("metadata.json", "preset"),
+    }
+    writing = next((f for f in marks if f in formats), None)
+    versions = [p for p in folder.glob("*") if re.fullmatch(_VERSION, p.name) and p.is_dir()]
+    for kind, (mark, what) in marks.items():
+        if writing not in (None, kind) and any((p / mark).exists() for p in versions):
+            theirs = marks[writing][1]
+            raise UsageError(f"--name: '{folder}' holds {what} versions; give the {theirs} another")
+
+
 def _choose_version(output: Path, name: str, version: int | None) -> int:
     taken = existing_versions(output, name)
     if version is None:
@@ -307,12 +344,10 @@ def _describe(kind: str, staged: Path, destination: Path, output: Path, opset: i
     if kind == "onnx":
         return {"path": relative, "sha256": _sha256(staged), "opset": opset}
     files = sorted(p for p in staged.rglob("*") if p.is_file())
-    return {
-        "path": relative,
-        "signature": SIGNATURE_NAME,
-        "tag_set": "serve",
-        "sha256": {p.relative_to(staged).as_posix(): _sha256(p) for p in files},
-    }
+    digests = {p.relative_to(staged).as_posix(): _sha256(p) for p in files}
+    if kind == KERAS_HUB:
+        return {"path": relative, "sha256": digests}
+    return {"path": relative, "signature": SIGNATURE_NAME, "tag_set": "serve", "sha256": digests}
 
 
 def _sha256(path: Path) -> str:

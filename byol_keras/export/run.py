@@ -34,6 +34,7 @@ from byol_keras.export import signature as serving
 from byol_keras.export.parity import verify_artifacts
 from byol_keras.export.publish import (
     FORMATS,
+    KERAS_HUB,
     MIN_OPSET,
     check_request,
     convert_to_onnx,
@@ -75,10 +76,11 @@ def export_run(
 
     Args:
         run_dir: A finished run directory.
-        formats: Any of `"saved_model"` and `"onnx"`.
+        formats: Any of `"saved_model"` and `"onnx"`; or `"keras_hub"` alone,
+            a KerasHub preset of the backbone (`hub.py`).
         output: The export root; default: `<run>/export`.
         name: The model name in the TF Serving layout; default `byol_backbone`,
-            `byol_segmenter` or `byol_detector`.
+            `byol_segmenter` or `byol_detector` (`byol_backbone_keras_hub` for a preset).
         version: The version folder; default: one above the highest present.
         opset: The ONNX opset, from 17 to the newest the installed tf2onnx knows.
         model: `"backbone"`, or the network a dense task kept (`tasks.py`):
@@ -105,18 +107,23 @@ def export_run(
     run = RunDirectory(run_dir).require_finished()
     if model != "backbone" and model not in kept:
         raise UsageError(f"--model: expected {listed(['backbone', *kept])}, got {model!r}")
+    if KERAS_HUB in formats and model != "backbone":
+        raise UsageError(f"--format keras-hub: exports the backbone only, not --model {model}")
     if model in kept:
         task = kept[model]
         # Refuse a missing result before anything is written.
         result = run.find_result(task.protocol, results.get(model), f"--{model}")
     output = Path(output) if output is not None else run.root / "export"
-    name = name or f"byol_{model}"
+    # Its own default name: TF Serving would try to serve a preset among SavedModel versions.
+    name = name or (f"byol_{model}_keras_hub" if KERAS_HUB in formats else f"byol_{model}")
     request = check_request(formats, output, name, version, opset)
     if model in kept:
         # Imported when used: KerasCV takes seconds to import, and only the detector needs it.
         return task.module("export").export_model(run, request, *result)
 
     config = load_config(run.config_path)
+    if KERAS_HUB in formats:
+        return _export_keras_hub(run, request, config)
     transform = EvalTransform.from_config(config)
     backbone, projector = load_networks(run)
 
@@ -133,6 +140,13 @@ def export_run(
         "precision": {"trained": config.train.precision, "exported": "float32"},
     }
     return publish(request, run, write_saved_model, verify, description)
+
+
+def _export_keras_hub(*arguments) -> dict:
+    # Imported when used: keras-hub is an optional extra.
+    from byol_keras.export.hub import export_preset
+
+    return export_preset(*arguments)
 
 
 def _contract_section(contract: dict, transform: EvalTransform) -> dict:

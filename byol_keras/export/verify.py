@@ -90,12 +90,16 @@ def failures(checks_by_artifact: dict) -> list[str]:
 
 
 def run_in_fresh_process(
-    inputs: dict[str, np.ndarray], artifacts: dict[str, str | Path], workdir: str | Path
+    inputs: dict[str, np.ndarray],
+    artifacts: dict[str, str | Path],
+    workdir: str | Path,
+    worker: str = "byol_keras.export.verify",
 ) -> tuple[dict, dict]:
     """Runs every artifact on every input set in a new Python process.
 
     Returns (outputs: artifact → set → output → array, report: the process's
     pid, library versions and the artifacts' input/output contracts).
+    `worker` is the module (or script path) run with `--<artifact> PATH`.
     """
     workdir = Path(workdir)
     inputs_path, outputs_path = workdir / "verify_inputs.npz", workdir / "verify_outputs.npz"
@@ -105,7 +109,7 @@ def run_in_fresh_process(
     arguments += ["--report", str(report_path)]
     for kind, path in artifacts.items():
         arguments += [f"--{kind.replace('_', '-')}", str(path)]
-    command = isolated_python("byol_keras.export.verify", arguments)
+    command = isolated_python(worker, arguments)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(
         command, capture_output=True, text=True, env=env, timeout=VERIFY_TIMEOUT_SECONDS
@@ -131,7 +135,8 @@ def isolated_python(module: str, arguments: list[str]) -> list[str]:
     variables) out; the parent's own import path, less relative entries and
     the working directory, and this package's root are put back explicitly,
     so the child imports the same packages as the parent. (`-P` would do
-    this more simply but needs Python 3.11.)
+    this more simply but needs Python 3.11.) A `module` ending in `.py` is
+    a script's path, run without importing this package (`hub_verify.py`).
 
     ```python
     command = isolated_python("byol_keras.export.verify", ["--inputs", "in.npz", ...])
@@ -144,10 +149,12 @@ def isolated_python(module: str, arguments: list[str]) -> list[str]:
         for entry in sys.path
         if os.path.isabs(entry) and os.path.realpath(entry) != working_dir
     ]
-    bootstrap = (
-        f"import runpy, sys; sys.path[:0] = {list(dict.fromkeys(paths))!r}; "
-        f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    run = (
+        f"runpy.run_path({module!r}, run_name='__main__')"
+        if module.endswith(".py")
+        else f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
     )
+    bootstrap = f"import runpy, sys; sys.path[:0] = {list(dict.fromkeys(paths))!r}; {run}"
     return [sys.executable, "-I", "-c", bootstrap, *arguments]
 
 

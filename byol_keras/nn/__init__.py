@@ -6,6 +6,7 @@
 - `target.py`: the EMA target network's frozen copy of the online one.
 - `batchnorm.py`: the BatchNorm layer the backbones and heads use.
 - `init_weights.py`: a backbone's starting weights (a file or ImageNet).
+- `hub.py`: a backbone from a local KerasHub preset, with its weights (the hub extra).
 - `precision.py`: compute dtypes and float32 copies under mixed precision.
 
 The modules are imported one by one (`from byol_keras.nn.backbones import build_backbone`);
