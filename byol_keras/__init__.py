@@ -40,7 +40,7 @@ _LAZY = {
     "build_backbone": "byol_keras.nn.backbones",
     "collapse_indicator": "byol_keras.nn.losses",
     "cosine_tau": "byol_keras.methods.byol",
-    "evaluate_run": "byol_keras.evaluation.protocols",
+    "evaluate_run": "byol_keras.evaluation.evaluate",
     "export_run": "byol_keras.export.run",
     "feature_pyramid": "byol_keras.transfer.pyramid",
     "image_batches": "byol_keras.augment.pipelines",

@@ -168,7 +168,7 @@ def run_train(args: argparse.Namespace) -> int:
     args.output = str(output)  # named if the disk refuses a write
     summary = train(config, output, resume_with_changes=args.resume_with_changes)
     if config.eval.final_linear_probe:
-        from byol_keras.evaluation.protocols import compare_with_random_init
+        from byol_keras.evaluation.evaluate import compare_with_random_init
 
         summary = compare_with_random_init(output)
     print(json.dumps(summary, indent=2, sort_keys=True))
@@ -177,7 +177,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from byol_keras.evaluation.protocols import evaluate_run
+    from byol_keras.evaluation.evaluate import evaluate_run
 
     result = evaluate_run(
         args.run,

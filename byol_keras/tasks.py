@@ -4,7 +4,7 @@ TensorFlow.
 Whatever must know every task reads it here, so that a new task cannot be
 left out of one list: the command line's `--protocol`, `visualize --kind` and
 `export --model` choices and its `--segmenter`-like options, the protocols
-(`evaluation/protocols.py`), the pictures and exports, the resume check (a
+(`evaluation/evaluate.py`), the pictures and exports, the resume check (a
 task's config section never changes what training learns), and `load_model`
 (the module whose import registers a task's saved network).
 

@@ -39,7 +39,7 @@ from byol_keras.data import source_from_config
 from byol_keras.data.folder import SPLIT_NAMES
 from byol_keras.data.segfolder import split_folders
 from byol_keras.errors import UsageError
-from byol_keras.evaluation.embeddings import Embedder
+from byol_keras.evaluation.features import Embedder
 from byol_keras.runs import RunDirectory, load_networks
 
 log = logging.getLogger(__name__)

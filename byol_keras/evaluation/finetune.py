@@ -76,7 +76,7 @@ def finetune_classifier(
 
     ```python
     # doctest: slow
-    from byol_keras.evaluation.embeddings import source_arrays
+    from byol_keras.evaluation.features import source_arrays
 
     images, labels = source_arrays(load_source("digits", split="train", image_size=16))
     subset = balanced_subset(labels, 0.1, seed=0)

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from byol_keras.augment.eval_transform import EvalTransform
 from byol_keras.data.labelled import check_classes, check_disjoint
-from byol_keras.evaluation.embeddings import Embedder, source_arrays
+from byol_keras.evaluation.features import Embedder, source_arrays
 from byol_keras.evaluation.knn import BANK_CHUNK, QUERY_CHUNK, knn_class_scores, knn_top1
 
 METRIC = "knn_top1"

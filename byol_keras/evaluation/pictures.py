@@ -37,7 +37,7 @@ from byol_keras.config import load_config
 from byol_keras.data import source_from_config
 from byol_keras.data.labelled import check_disjoint
 from byol_keras.errors import UsageError
-from byol_keras.evaluation.embeddings import Embedder, source_arrays
+from byol_keras.evaluation.features import Embedder, source_arrays
 from byol_keras.evaluation.knn import l2_normalize_rows, nearest_neighbours
 from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory

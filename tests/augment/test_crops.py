@@ -19,7 +19,7 @@ from byol_keras.catalog import ViewParams
 from byol_keras.data import load_source
 from byol_keras.data.source import resize_uint8
 from byol_keras.errors import UsageError
-from byol_keras.evaluation.embeddings import source_arrays
+from byol_keras.evaluation.features import source_arrays
 
 AREA, ASPECT = (0.08, 1.0), (3 / 4, 4 / 3)
 # Colour, grey, blur and solarisation off: a view's pixels are its crop's.

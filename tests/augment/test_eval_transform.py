@@ -15,7 +15,7 @@ from byol_keras.data import ImageSource, load_source
 from byol_keras.data.source import to_unit_range
 from byol_keras.errors import UsageError
 from byol_keras.evaluation.embed import _named_batches, embed_run
-from byol_keras.evaluation.embeddings import Embedder, source_arrays
+from byol_keras.evaluation.features import Embedder, source_arrays
 from byol_keras.export import export_run
 from byol_keras.export.run import load_networks
 from byol_keras.export.verify import tolerance

@@ -12,7 +12,7 @@ from byol_keras.augment.eval_transform import EvalTransform
 from byol_keras.cli import main
 from byol_keras.data import load_source
 from byol_keras.evaluation.embed import _NpyWriter, embed_run
-from byol_keras.evaluation.embeddings import source_arrays
+from byol_keras.evaluation.features import source_arrays
 from byol_keras.export.signature import write_saved_model
 from byol_keras.export.verify import RELATIVE_TOLERANCE
 from byol_keras.runs import RunDirectory, load_networks

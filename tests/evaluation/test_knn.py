@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_keras.evaluation.embeddings import Embedder
+from byol_keras.evaluation.features import Embedder
 from byol_keras.evaluation.knn import knn_class_scores, knn_top1
 from byol_keras.evaluation.monitor import KnnMonitor
 

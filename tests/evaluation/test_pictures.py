@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from byol_keras.cli import main
 from byol_keras.data import load_source
-from byol_keras.evaluation.embeddings import Embedder, source_arrays
+from byol_keras.evaluation.features import Embedder, source_arrays
 from byol_keras.evaluation.monitor import KnnMonitor
 from byol_keras.evaluation.pictures import occlusion_map
 from byol_keras.registration import load_model

@@ -9,7 +9,7 @@ import pytest
 from byol_keras.cli import main
 from byol_keras.data import load_source
 from byol_keras.evaluation import evaluate_run
-from byol_keras.evaluation.embeddings import source_arrays
+from byol_keras.evaluation.features import source_arrays
 from byol_keras.evaluation.knn import nearest_neighbours
 from byol_keras.evaluation.retrieval import retrieval_figures, retrieval_per_query
 from byol_keras.registration import load_model

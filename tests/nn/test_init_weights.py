@@ -12,7 +12,7 @@ from byol_keras.cli import main
 from byol_keras.config import from_dict
 from byol_keras.data import load_source
 from byol_keras.errors import UsageError
-from byol_keras.evaluation.embeddings import Embedder, source_arrays
+from byol_keras.evaluation.features import Embedder, source_arrays
 from byol_keras.nn.backbones import build_backbone
 from byol_keras.registration import load_model
 from tests.helpers.export import make_finished_run

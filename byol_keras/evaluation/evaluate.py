@@ -35,7 +35,7 @@ from byol_keras.config import Config, load_config
 from byol_keras.data import ImageSource, source_from_config
 from byol_keras.data.labelled import check_classes, check_disjoint
 from byol_keras.errors import UsageError
-from byol_keras.evaluation.embeddings import Embedder, source_arrays
+from byol_keras.evaluation.features import Embedder, source_arrays
 from byol_keras.evaluation.finetune import (
     balanced_subset,
     finetune_batch_size,

@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from byol_keras.cli import main
 from byol_keras.data import load_source
 from byol_keras.evaluation import compare_with_random_init, evaluate_run
-from byol_keras.evaluation.embeddings import Embedder, source_arrays
+from byol_keras.evaluation.features import Embedder, source_arrays
 from byol_keras.evaluation.finetune import (
     balanced_subset,
     finetune_batch_size,
@@ -235,7 +235,7 @@ def test_an_eval_folder_that_cannot_be_written_is_refused_before_the_probe(
     def fit_linear_probe(*args, **kwargs):
         raise AssertionError("the probe was trained although its result cannot be written")
 
-    monkeypatch.setattr("byol_keras.evaluation.protocols.fit_linear_probe", fit_linear_probe)
+    monkeypatch.setattr("byol_keras.evaluation.evaluate.fit_linear_probe", fit_linear_probe)
     code, error = _cli_error(capsys, ["evaluate", "--run", str(copy), "--protocol", "linear"])
     assert code == 2
     assert error == f"byol-keras: error: --run: '{copy / 'eval'}' exists and is not a directory"
