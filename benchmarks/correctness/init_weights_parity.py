@@ -22,7 +22,7 @@ from byol_keras.builders import build_model
 from byol_keras.config import load_config
 from byol_keras.data import source_from_config
 from byol_keras.data.source import to_unit_range
-from byol_keras.evaluation.embeddings import source_arrays
+from byol_keras.evaluation.features import source_arrays
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for harness.py
 from harness import Record, add_record_option  # noqa: E402
