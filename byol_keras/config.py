@@ -226,6 +226,8 @@ class DetectConfig:
     they dominate a CPU's cost, and a few classes need fewer); head_init their
     kernels: KerasCV's orthogonal, or N(0, 0.01) as in the focal-loss paper (which
     fine-tuned BCCD worse in 200 steps for both arms: benchmarks/RESULTS.md).
+    norm: "group" puts GroupNorm on each pyramid level as the heads read it and
+    after every head convolution (Detectron2's GN heads); "none" is KerasCV's.
     precise_bn_batches: training batches over which BatchNorm statistics are
     re-estimated before each val score (0: the moving averages as trained);
     each costs a forward pass of the backbone alone, about 6% of a training step.
@@ -245,6 +247,7 @@ class DetectConfig:
     max_detections: int = spec(100, low=1)
     head_width: int = spec(64, low=1)
     head_init: str = spec("orthogonal", choices=("orthogonal", "normal"))
+    norm: str = spec("none", choices=("none", "group"))
     precise_bn_batches: int = spec(20, low=0)
     seed: int | None = spec(None, low=0)
 

@@ -74,6 +74,7 @@ def build_detector(
     max_detections: int = 100,
     head_width: int = 256,
     head_init: str = "orthogonal",
+    norm: str = "none",
 ) -> keras_cv.models.RetinaNet:
     """A RetinaNet whose P3-P5 are the backbone's stride 8, 16 and 32 feature maps.
 
@@ -93,6 +94,8 @@ def build_detector(
         head_width: Filters of the class and box heads' convolutions (KerasCV's: 256).
         head_init: Their kernels: "orthogonal", KerasCV's, or "normal", N(0, 0.01) as in
             the focal-loss paper (`head.PredictionHead`).
+        norm: "none" (KerasCV's) or "group": GroupNorm on every pyramid level as the heads
+            read it and after each head convolution (`head.PredictionHead`).
 
     Returns:
         A compiled-later `keras_cv.models.RetinaNet` on float [0, 1] images
@@ -133,9 +136,16 @@ def build_detector(
             clip_boxes=True,
         ),
         classification_head=PredictionHead(
-            anchors * num_classes, keras.initializers.Constant(prior), 2, head_width, head_init
+            anchors * num_classes,
+            keras.initializers.Constant(prior),
+            2,
+            head_width,
+            head_init,
+            norm,
         ),
-        box_head=PredictionHead(anchors * 4, keras.initializers.Zeros(), 2, head_width, head_init),
+        box_head=PredictionHead(
+            anchors * 4, keras.initializers.Zeros(), 2, head_width, head_init, norm
+        ),
         prediction_decoder=keras_cv.layers.MultiClassNonMaxSuppression(
             bounding_box_format="xyxy",
             from_logits=True,

@@ -97,6 +97,7 @@ class DetectProtocol(DenseProtocol):
             det.max_detections,
             det.head_width,
             det.head_init,
+            det.norm,
         )
         training = finetune_detector(
             detector,
@@ -137,7 +138,8 @@ class DetectProtocol(DenseProtocol):
         return {
             "detector": "KerasCV 0.9 RetinaNet: backbone strides 8/16/32 as P3-P5, KerasCV's "
             "FPN (width 256) adds P6-P7; class and box heads of 2 convolutions "
-            f"(width {det.head_width}, {det.head_init} kernels), class prior p = 0.01",
+            f"(width {det.head_width}, {det.head_init} kernels, norm {det.norm}), "
+            "class prior p = 0.01",
             "anchors": {
                 "sizes": det.anchor_sizes,
                 "strides": list(LEVEL_STRIDES),

@@ -14,7 +14,7 @@ SIZE = (128, 128)
 ALPHA, GAMMA, PRIOR = 0.25, 2.0, 0.01  # KerasCV's "focal" loss; the paper's prior
 
 
-def _fresh_detector(feature_scale: float, head_init: str):
+def _fresh_detector(feature_scale: float, head_init: str, norm: str = "none"):
     keras.utils.set_random_seed(0)
     backbone = build_backbone("resnet18", SIZE[0], stem="imagenet", width=16)
     # Pretraining leaves larger features than random init does (BN scales above 1).
@@ -22,7 +22,7 @@ def _fresh_detector(feature_scale: float, head_init: str):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.gamma.assign(layer.gamma * feature_scale)
     sizes = (8.0, 16.0, 32.0, 64.0, 128.0)
-    return build_detector(backbone, 3, SIZE, sizes, head_width=16, head_init=head_init)
+    return build_detector(backbone, 3, SIZE, sizes, head_width=16, head_init=head_init, norm=norm)
 
 
 def _focal_loss_at_the_prior(positive: int, negative: int, classes: int) -> float:
@@ -73,6 +73,12 @@ def test_orthogonal_heads_start_away_from_the_prior_when_features_are_large():
     # The old initialisation, kept as detect.head_init=orthogonal: logits scale with features.
     loss, expected = _initial_classification_loss(_fresh_detector(4.0, "orthogonal"))
     assert abs(loss / expected - 1) > 0.05
+
+
+def test_group_norm_heads_start_at_the_same_loss_whatever_the_feature_scale():
+    small, _ = _initial_classification_loss(_fresh_detector(1.0, "orthogonal", "group"))
+    large, _ = _initial_classification_loss(_fresh_detector(4.0, "orthogonal", "group"))
+    assert large == pytest.approx(small, rel=1e-3)
 
 
 def test_head_kernels_follow_head_init_and_the_biases_the_prior():
