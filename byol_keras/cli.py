@@ -72,7 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     visualize.add_argument(
         "--kind",
         required=True,
-        choices=("tsne", "retrieval", "occlusion", "curves", *(t.picture for t in dense)),
+        choices=(
+            "tsne",
+            "retrieval",
+            "occlusion",
+            "curves",
+            "label-efficiency",
+            *(t.picture for t in dense),
+        ),
     )
     visualize.add_argument("--data", help="labelled source (default: the run's data.val_source)")
     visualize.add_argument("--output", help="PNG file or folder (default: <run>/pictures)")

@@ -43,6 +43,8 @@ class Task:
         model: What `export --model` calls the network the task keeps, and the option
             (`--segmenter`) that picks one of its results.
         picture: Its `visualize --kind`.
+        score: The result key and its name that the label-efficiency picture plots, for
+            a task with `label_fraction`.
     """
 
     protocol: str
@@ -51,6 +53,7 @@ class Task:
     package: str | None = None
     model: str | None = None
     picture: str | None = None
+    score: tuple[str, str] | None = None
 
     @property
     def model_module(self) -> str | None:
@@ -67,10 +70,26 @@ TASKS = {
     for task in (
         Task("linear", "eval"),
         Task("knn", "eval"),
-        Task("finetune", "eval", label_fraction=True),
+        Task("finetune", "eval", label_fraction=True, score=("top1", "test top-1 accuracy")),
         Task("retrieval", "eval"),
-        Task("segment", "segment", True, "segmentation", "segmenter", "segmentation"),
-        Task("detect", "detect", True, "detection", "detector", "detection"),
+        Task(
+            "segment",
+            "segment",
+            True,
+            "segmentation",
+            "segmenter",
+            "segmentation",
+            score=("mean_iou", "test mean IoU"),
+        ),
+        Task(
+            "detect",
+            "detect",
+            True,
+            "detection",
+            "detector",
+            "detection",
+            score=("ap50", "test AP50"),
+        ),
     )
 }
 PROTOCOLS = tuple(TASKS)

@@ -47,7 +47,7 @@ def test_the_command_line_offers_the_tasks_of_the_table():
         "linear", "knn", "finetune", "retrieval", "segment", "detect"
     )  # fmt: skip
     assert visualize["--kind"] == (
-        "tsne", "retrieval", "occlusion", "curves", "segmentation", "detection"
+        "tsne", "retrieval", "occlusion", "curves", "label-efficiency", "segmentation", "detection"
     )  # fmt: skip
     assert export["--model"] == ("backbone", "segmenter", "detector")
     for options in (visualize, export):

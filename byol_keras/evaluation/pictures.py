@@ -7,6 +7,9 @@
   unoccluded image's) when each patch is hidden, overlaid on the image;
 - `curves`: loss, τ, the collapse indicator and kNN top-1 per epoch, from
   metrics.csv;
+- `label-efficiency`: each fine-tuning task's test score against its label
+  fraction, pretrained against random init, from the results in `eval/`
+  (`label_efficiency.py`);
 - each dense task's kind (`tasks.py`): `segmentation`, test images with their
   true and predicted masks, from the segmenter that `evaluate --protocol
   segment` kept, and `detection`, with their true and predicted boxes, from
@@ -39,13 +42,14 @@ from byol_keras.data.labelled import check_disjoint
 from byol_keras.errors import UsageError
 from byol_keras.evaluation.features import Embedder, source_arrays
 from byol_keras.evaluation.knn import l2_normalize_rows, nearest_neighbours
+from byol_keras.evaluation.label_efficiency import label_efficiency_figure, label_efficiency_points
 from byol_keras.registration import load_model
 from byol_keras.runs import RunDirectory
 from byol_keras.tasks import dense_tasks
 
 # A dense task's pictures are drawn by its own folder; its kind comes from the table.
 TASK_KINDS = {task.picture: task for task in dense_tasks() if task.picture}
-KINDS = ("tsne", "retrieval", "occlusion", "curves", *TASK_KINDS)
+KINDS = ("tsne", "retrieval", "occlusion", "curves", "label-efficiency", *TASK_KINDS)
 TSNE_POINTS = 2000
 RETRIEVAL_QUERIES, RETRIEVAL_NEIGHBOURS, RETRIEVAL_BANK = 8, 8, 10_000
 OCCLUSION_IMAGES = 4
@@ -65,7 +69,8 @@ def visualize_run(
 
     Args:
         run_dir: A finished run directory.
-        kind: `"tsne"`, `"retrieval"`, `"occlusion"`, `"curves"`, or a dense task's:
+        kind: `"tsne"`, `"retrieval"`, `"occlusion"`, `"curves"`, `"label-efficiency"`, or
+            a dense task's:
             `"segmentation"` or `"detection"`.
         data: A labelled source spec; default: the run's `data.val_source`.
         output: A `.png` file or a folder.
@@ -99,6 +104,15 @@ def visualize_run(
         if not run.metrics_path.is_file():
             raise UsageError(f"--run: '{run.root}' has no {run.metrics_path.name} to plot")
         figure = _curves_figure(run.metrics_path)
+    elif kind == "label-efficiency":
+        points = label_efficiency_points(run.eval_dir)
+        if not points:
+            raise UsageError(
+                f"--run: '{run.root}' has no --label-fraction results in eval/ to plot; run "
+                "`byol-keras evaluate --protocol detect --label-fraction 0.1` (or segment, "
+                "finetune) with and without --baseline random first"
+            )
+        figure = label_efficiency_figure(points, f"Label efficiency ({run.root.name})")
     else:
         run.require_finished()
         figure = _DRAWERS[kind](_picture_inputs(run, data))

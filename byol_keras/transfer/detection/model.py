@@ -74,7 +74,7 @@ def build_detector(
     max_detections: int = 100,
     head_width: int = 256,
     head_init: str = "orthogonal",
-    norm: str = "none",
+    norm: str = "group",
 ) -> keras_cv.models.RetinaNet:
     """A RetinaNet whose P3-P5 are the backbone's stride 8, 16 and 32 feature maps.
 
