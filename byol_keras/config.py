@@ -126,6 +126,8 @@ class TrainConfig:
     verbose: int = spec(1, low=0, high=2)
     # A wall-clock limit (15m, 90s, 1h30m): the run sets its own length (training/budget.py).
     time_budget: str | None = None
+    # At the end, BatchNorm statistics re-estimated on images as inference sees them (pretrain.py).
+    precise_bn_batches: int = spec(20, low=0)
 
     def __post_init__(self):
         if self.time_budget is None:

@@ -32,6 +32,7 @@ from byol_keras.training.distribute import make_strategy, writable_run_dir
 from byol_keras.training.guards import CollapseWarning, StopOnNonFiniteLoss
 from byol_keras.training.interrupt import StopOnSignal
 from byol_keras.training.optimizers import build_optimizer
+from byol_keras.training.recalibrate import recalibrate_batchnorm
 from byol_keras.training.resume import check_config_change, remaining_fit_calls
 from byol_keras.training.run_lock import run_lock
 
@@ -142,6 +143,7 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
                 callbacks.stop_on_signal.stop()
 
         # 6. The run directory: final model, standalone backbone, and last, the summary.
+        recalibrated = recalibrate_batchnorm(config, model.online_backbone, source)
         model.save(run.model_path)
         model.online_backbone.save(run.backbone_path)
         last = {key: values[-1] for key, values in history.items() if values}
@@ -164,6 +166,7 @@ def train(config: Config, output_dir: str | Path, resume_with_changes: bool = Fa
                 "onednn": onednn.enabled(),
                 "init_weights": _init_weights_record(config.model.init_weights),
                 "time_budget": plan.summary() if plan else None,
+                "precise_bn_batches": recalibrated,
             }
         )
 

@@ -24,8 +24,8 @@ import numpy as np
 from byol_keras.config import Config
 from byol_keras.data.image_files import FileLimits
 from byol_keras.errors import UsageError
+from byol_keras.nn import precise_bn
 from byol_keras.runs import RunDirectory, atomic_write_text
-from byol_keras.transfer import precise_bn
 
 VAL_SPLIT = "val"
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 import byol_keras
 from byol_keras.nn.backbones import build_backbone
-from byol_keras.transfer.precise_bn import PreciseBN
+from byol_keras.nn.precise_bn import PreciseBN
 
 
 def rms(x) -> float:

@@ -23,10 +23,10 @@ import keras
 import keras_cv
 import tensorflow as tf
 
+from byol_keras.nn.precise_bn import PreciseBN
 from byol_keras.transfer.detection.metrics import detection_scores
 from byol_keras.transfer.detection.prediction import predict_detections
 from byol_keras.transfer.detection.preprocessor import PreparedSplit
-from byol_keras.transfer.precise_bn import PreciseBN
 
 MIN_STEPS_PER_EPOCH = 10
 GRADIENT_CLIP_NORM = 10.0

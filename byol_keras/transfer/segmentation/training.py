@@ -23,7 +23,7 @@ import math
 import keras
 import tensorflow as tf
 
-from byol_keras.transfer.precise_bn import PreciseBN
+from byol_keras.nn.precise_bn import PreciseBN
 from byol_keras.transfer.segmentation.augment import PADDING, JointAugment
 from byol_keras.transfer.segmentation.metrics import segmentation_scores
 from byol_keras.transfer.segmentation.model import predict_confusion

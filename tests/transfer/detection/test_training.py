@@ -7,11 +7,11 @@ import pytest
 
 from byol_keras.data.box_sources import load_box_split
 from byol_keras.nn.backbones import build_backbone
+from byol_keras.nn.precise_bn import PreciseBN
 from byol_keras.transfer.detection import training
 from byol_keras.transfer.detection.model import build_detector
 from byol_keras.transfer.detection.preprocessor import prepare_split
 from byol_keras.transfer.detection.training import finetune_detector, training_batches
-from byol_keras.transfer.precise_bn import PreciseBN
 from tests.helpers.boxes import Scene, random_scenes, write_voc
 
 SIZE = (64, 96)

@@ -10,8 +10,8 @@ import tensorflow as tf
 from byol_keras.cli import main
 from byol_keras.evaluation import evaluate_run
 from byol_keras.nn.backbones import build_backbone
+from byol_keras.nn.precise_bn import PreciseBN
 from byol_keras.registration import load_model
-from byol_keras.transfer.precise_bn import PreciseBN
 from byol_keras.transfer.segmentation.augment import JointAugment
 from byol_keras.transfer.segmentation.metrics import confusion_matrix, segmentation_scores
 from byol_keras.transfer.segmentation.model import build_segmenter

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from byol_keras.nn.batchnorm import BatchNormalization
-from byol_keras.transfer.precise_bn import PreciseBN
+from byol_keras.nn.precise_bn import PreciseBN
 
 RNG = np.random.default_rng(0)
 # Batches of differing scale: the mean of their variances is not their pooled variance.
