@@ -10,7 +10,11 @@ inference. Then the same after re-estimating the BatchNorm statistics on
 pretraining now does at its end (`train.precise_bn_batches`). A ratio near 1
 means inference mode computes what training mode computes on such a batch.
 
-    python benchmarks/quality/bn_modes.py RUN [BATCHES (default 8)]
+    python benchmarks/quality/bn_modes.py RUN [BATCHES (default 8)] [SPLIT]
+
+SPLIT (default the run's `data.split`) is where the measured batches come from,
+e.g. `test` for images the re-estimation never saw; the statistics are always
+re-estimated on the run's own split, as pretraining does.
 """
 
 import sys
@@ -89,15 +93,19 @@ if __name__ == "__main__":
     batches = int(sys.argv[2]) if len(sys.argv) > 2 else 8
     config = load_config(f"{run}/config.yaml")
     source = source_from_config(config, config.data.source, config.data.split)
-    named_batches = _named_batches(config, source, batches, seed=1)
+    split = sys.argv[3] if len(sys.argv) > 3 else config.data.split
+    measured = source_from_config(config, config.data.source, split)
+    named_batches = _named_batches(config, measured, batches, seed=1)
     backbone = keras.saving.load_model(f"{run}/backbone.keras", compile=False)
     pyramid = feature_pyramid(backbone)
     header = "feature RMS, training mode / inference mode (inference / training)"
-    _print(f"{run}, statistics as saved: {header}", rms_by_mode(pyramid, named_batches))
+    _print(
+        f"{run}, {split} images, statistics as saved: {header}", rms_by_mode(pyramid, named_batches)
+    )
     count = PreciseBN(backbone)(
         [named[-1][1] for named in _named_batches(config, source, batches, seed=2)], batches
     )
     _print(
-        f"{run}, statistics re-estimated on {count} eval batches: {header}",
+        f"{run}, {split} images, statistics re-estimated on {count} eval batches: {header}",
         rms_by_mode(pyramid, named_batches),
     )
