@@ -5,6 +5,7 @@
 # and label fraction; prints one row per pair of fine-tunes and the mean gains.
 #   segment: CamVid, configs/camvid_cpu.yaml, test mean IoU
 #   detect:  BCCD, configs/bccd_cpu.yaml, test AP50
+# CONFIG=configs/camvid_tiny_cpu.yaml (say) pretrains with another config of the task.
 # A run directory that already holds a finished pretraining is reused, and a fine-tune whose
 # result file exists is not repeated, so the script can be stopped and started again.
 #
@@ -46,7 +47,7 @@ fi
 overrides=(data.source="$source_spec")
 (( $# )) && overrides+=("$@")
 if [[ ! -f $run/summary.json ]]; then
-  "${byol[@]}" train --config "configs/${name}_cpu.yaml" --output "$run" --set "${overrides[@]}"
+  "${byol[@]}" train --config "${CONFIG:-configs/${name}_cpu.yaml}" --output "$run" --set "${overrides[@]}"
 fi
 
 for seed in $seeds; do

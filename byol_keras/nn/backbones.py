@@ -171,7 +171,7 @@ def tiny_cnn(image_size: int, width: int = 32) -> keras.Model:
 
     Its feature maps have strides 1/2/4/8, so on small images it keeps a finer
     pyramid than a ResNet with the ImageNet stem (4/8/16/32) at a similar
-    cost; that is why `configs/camvid_cpu.yaml` uses it.
+    cost; that is why `configs/camvid_tiny_cpu.yaml` uses it.
 
     Args:
         image_size: Side of the square input images.
